@@ -1,0 +1,124 @@
+"""Refinements relative to what was played: "faster", "no vocals", "more like the second one".
+
+The model proposes codes; these rules make sure the tracks shown actually move in the asked
+direction relative to the reference track, using the measured descriptors.
+"""
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from index.track import Track
+
+ORDINALS = {"first": 0, "1st": 0, "second": 1, "2nd": 1, "third": 2, "3rd": 2, "fourth": 3, "fifth": 4,
+            "last": -1, "previous": -1, "that": -1, "this": -1}
+
+# (pattern, descriptor, direction): direction +1 means "more than the reference".
+_RELATIVE = [
+    (r"\b(faster|quicker|speed (it )?up|more up-?tempo|higher tempo|pick up the pace)\b", "tempo_bpm", +1),
+    (r"\b(slower|slow (it )?down|less fast|lower tempo|more laid[- ]back)\b", "tempo_bpm", -1),
+    (r"\b(brighter|lighter|more sparkl\w*|more treble)\b", "brightness", +1),
+    (r"\b(darker|warmer|gloomier|more somber|more sombre|murkier)\b", "brightness", -1),
+    (r"\b(calmer|quieter|softer|more relaxed|more chill\w*|gentler|mellower|less intense|less energetic)\b", "energy", -1),
+    (r"\b(more energetic|more energy|louder|more intense|heavier|harder|punchier|more upbeat|livelier)\b", "energy", +1),
+]
+_NO_VOCALS = r"\b(no vocals|without vocals|instrumental|no singing|without singing|no voice|no lyrics)\b"
+_VOCALS = r"\b(with vocals|with singing|with lyrics|someone singing|sung|a singer|vocal)\b"
+_SAME_ARTIST = r"\b(same (artist|composer|band)|more (by|from) (this|that|the same) (artist|composer|band)|more from them)\b"
+_OTHER_ARTIST = r"\b(different|another|other|someone else|new) (artist|composer|band)\b|\bsomeone else\b"
+_MORE_LIKE = r"\bmore like (the )?(?P<which>first|1st|second|2nd|third|3rd|fourth|fifth|last|previous|that|this)\b(?: one)?"
+_MODE = r"\b(?P<mode>minor|major)[- ]key\b|\bin (a )?(?P<mode2>minor|major)\b"
+
+
+@dataclass
+class Refinement:
+    """What a user turn asks relative to earlier tracks."""
+
+    relative: list[tuple[str, int]] = field(default_factory=list)  # (descriptor, +1/-1)
+    vocals: bool | None = None
+    same_artist: bool | None = None
+    mode: str | None = None
+    reference: int | None = None  # index into played tracks ("more like the second one"); None = last
+
+    def __bool__(self) -> bool:
+        return bool(self.relative) or any(v is not None for v in (self.vocals, self.same_artist, self.mode, self.reference))
+
+
+def parse_refinement(message: str) -> Refinement:
+    """Read the refinement a message asks for; an empty Refinement when it asks none."""
+    text = message.lower()
+    r = Refinement()
+    for pattern, descriptor, direction in _RELATIVE:
+        if re.search(pattern, text):
+            r.relative.append((descriptor, direction))
+    if re.search(_NO_VOCALS, text):
+        r.vocals = False
+    elif re.search(_VOCALS, text):
+        r.vocals = True
+    if re.search(_SAME_ARTIST, text):
+        r.same_artist = True
+    elif re.search(_OTHER_ARTIST, text):
+        r.same_artist = False
+    m = re.search(_MODE, text)
+    if m:
+        r.mode = m.group("mode") or m.group("mode2")
+    m = re.search(_MORE_LIKE, text)
+    if m:
+        r.reference = ORDINALS[m.group("which")]
+    return r
+
+
+def has_vocals(track: Track) -> bool:
+    """Lyrics, a vocal tag, or the audio's vocal heuristic above one half."""
+    tags = {t.lower() for t in track.tags}
+    if track.lyrics.strip() or tags & {"vocal", "vocals", "singing", "choir", "sung"}:
+        return True
+    if tags & {"instrumental"}:
+        return False
+    return float(track.descriptors.get("vocals", 0.0) or 0.0) > 0.5
+
+
+def satisfies(candidate: Track, reference: Track | None, refinement: Refinement) -> bool:
+    """Whether a candidate fulfils every constraint of the refinement relative to the reference."""
+    if refinement.vocals is not None and has_vocals(candidate) != refinement.vocals:
+        return False
+    if refinement.mode and candidate.descriptors.get("mode") != refinement.mode:
+        return False
+    if reference is None:
+        return True
+    if refinement.same_artist is not None and reference.artist:
+        if (candidate.artist == reference.artist) != refinement.same_artist:
+            return False
+    for descriptor, direction in refinement.relative:
+        a, b = candidate.descriptors.get(descriptor), reference.descriptors.get(descriptor)
+        if a is None or b is None:
+            return False
+        margin = 0.03 * abs(b) if descriptor == "tempo_bpm" else 0.02  # a step people can hear
+        if direction * (float(a) - float(b)) <= margin:
+            return False
+    return True
+
+
+def apply_refinement(candidates: Sequence[str], tracks: dict[str, Track], reference: Track | None,
+                     refinement: Refinement) -> list[str]:
+    """Candidates (best first) that satisfy the refinement, in their order, then the rest.
+
+    Keeping the rest after them means a refinement never empties the list; the caller can tell
+    how many satisfied it with ``satisfies``.
+    """
+    if not refinement:
+        return list(candidates)
+    good = [c for c in candidates if satisfies(tracks[c], reference, refinement)]
+    rest = [c for c in candidates if c not in set(good)]
+    return good + rest
+
+
+def reference_track(played: Sequence[str], refinement: Refinement) -> str | None:
+    """The played track a refinement is relative to: the named ordinal, else the last one."""
+    if not played:
+        return None
+    i = -1 if refinement.reference is None else refinement.reference
+    if i >= len(played):
+        i = -1
+    return played[i]

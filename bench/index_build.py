@@ -1,0 +1,119 @@
+"""Index benchmarks.
+
+1. Build speed on the demo catalog (tracks per second, per stage), cold (no feature cache) and warm.
+2. FAISS query latency at 10k, 100k and 1M tracks with synthetic vectors of the real dimensions:
+   flat against IVF (and IVF-PQ at 1M), with recall@10 of the approximate index against flat.
+
+    python bench/index_build.py [--sizes 10000 100000 1000000] [--skip-build] [--json out.json]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+from index.paths import data_home, demo_dir  # noqa: E402
+from index.retrieval import build_faiss_index  # noqa: E402
+from index.text import TEXT_DIM  # noqa: E402
+
+
+def bench_build(library: Path, cold: bool) -> dict:
+    from index.build import build_index
+
+    cache = data_home() / "cache" / "audio_features"
+    saved = None
+    if cold and cache.exists():
+        saved = cache.with_name("audio_features.bench-saved")
+        shutil.rmtree(saved, ignore_errors=True)
+        cache.rename(saved)
+    try:
+        with tempfile.TemporaryDirectory() as tmp:
+            report = build_index(library, Path(tmp) / "index", progress=False, log=lambda s: None)
+    finally:
+        if saved is not None:
+            shutil.rmtree(cache, ignore_errors=True)
+            saved.rename(cache)
+    return {"tracks": report.tracks, "seconds": round(report.seconds, 2),
+            "tracks_per_s": round(report.tracks_per_second, 2),
+            "stages": {k: round(v, 2) for k, v in report.stage_seconds.items()}}
+
+
+def unit_rows(n: int, d: int, rng: np.random.Generator) -> np.ndarray:
+    # Clustered data, like real embeddings, rather than uniform noise (where IVF recall is unrealistically low).
+    centres = rng.normal(size=(256, d)).astype(np.float32)
+    x = centres[rng.integers(0, 256, size=n)] + 0.6 * rng.normal(size=(n, d)).astype(np.float32)
+    x /= np.linalg.norm(x, axis=1, keepdims=True)
+    return x
+
+
+def bench_faiss(n: int, d: int, kinds: list[str], queries: int, rng: np.random.Generator) -> list[dict]:
+    x = unit_rows(n, d, rng)
+    q = x[rng.choice(n, size=queries, replace=False)] + 0.1 * rng.normal(size=(queries, d)).astype(np.float32)
+    q /= np.linalg.norm(q, axis=1, keepdims=True)
+    rows = []
+    truth = None
+    for kind in ["flat"] + kinds:
+        t = time.perf_counter()
+        index = build_faiss_index(x, kind=kind)
+        build_s = time.perf_counter() - t
+        lat = []
+        found = []
+        for i in range(queries):
+            t = time.perf_counter()
+            _, ids = index.search(q[i : i + 1], 10)
+            lat.append((time.perf_counter() - t) * 1000)
+            found.append(ids[0])
+        found = np.array(found)
+        if kind == "flat":
+            truth = found
+        recall = float(np.mean([len(set(a) & set(b)) / 10 for a, b in zip(found, truth)]))
+        rows.append({"n": n, "dim": d, "index": kind, "build_s": round(build_s, 2),
+                     "p50_ms": round(float(np.percentile(lat, 50)), 3), "p95_ms": round(float(np.percentile(lat, 95)), 3),
+                     "recall@10": round(recall, 3)})
+        print(f"  {n:>9,} x {d:<4} {kind:<6} build {build_s:7.2f}s  p50 {rows[-1]['p50_ms']:8.3f} ms  "
+              f"p95 {rows[-1]['p95_ms']:8.3f} ms  recall@10 {recall:.3f}", flush=True)
+    return rows
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--library", type=Path, default=demo_dir() / "library", help="library to build (default: the demo library)")
+    p.add_argument("--sizes", type=int, nargs="+", default=[10_000, 100_000, 1_000_000])
+    p.add_argument("--dim", type=int, default=TEXT_DIM, help="vector dimension (default: MiniLM's 384)")
+    p.add_argument("--queries", type=int, default=200)
+    p.add_argument("--skip-build", action="store_true")
+    p.add_argument("--json", type=Path, default=None, help="also write the figures as JSON")
+    args = p.parse_args(argv)
+    out: dict = {}
+    if not args.skip_build:
+        if not args.library.is_dir():
+            print(f"no library at {args.library}; run `python -m index demo` first or pass --library", file=sys.stderr)
+            return 2
+        print(f"Build of {args.library}")
+        for label, cold in (("cold", True), ("warm", False)):
+            r = bench_build(args.library, cold)
+            out[f"build_{label}"] = r
+            print(f"  {label}: {r['tracks']} tracks in {r['seconds']} s = {r['tracks_per_s']} tracks/s  {r['stages']}", flush=True)
+    print("FAISS query latency (one query at a time, k=10)")
+    rng = np.random.default_rng(0)
+    out["faiss"] = []
+    for n in args.sizes:
+        kinds = ["ivf"] + (["ivfpq"] if n >= 1_000_000 else [])
+        out["faiss"] += bench_faiss(n, args.dim, kinds, args.queries, rng)
+    if args.json:
+        args.json.write_text(json.dumps(out, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,132 @@
+"""Command line for the catalog index.
+
+    python -m index build LIBRARY --out INDEX     index a library folder
+    python -m index info INDEX                    what an index holds
+    python -m index search INDEX "calm piano"     text search (the dense baseline)
+    python -m index demo [--out DIR]              assemble the demo catalog and index it
+    python -m index analyze FILE [--json]         measure key, tempo, chords, ... of a song
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+
+def cmd_build(args: argparse.Namespace) -> int:
+    from .build import build_index
+
+    report = build_index(args.library, args.out, progress=not args.quiet, workers=args.workers)
+    print(report.to_text())
+    return 0
+
+
+def cmd_info(args: argparse.Namespace) -> int:
+    from .store import MusicIndex
+
+    idx = MusicIndex.load(args.index)
+    m = idx.manifest
+    print(f"Index {idx.root}  (format {m['format_version']}, built {m.get('created', '?')})")
+    print(f"  library:  {idx.library_root}")
+    print(f"  tracks:   {len(idx.tracks)}   playlists: {len(idx.playlists)}")
+    for mod, enc in m["encoders"].items():
+        print(f"  {mod:<9} {enc['name']} ({enc['dim']}-d), codebook {m['codebook_sizes'][mod]} codes, faiss {m['faiss'][mod]}")
+    report = idx.root / "build_report.json"
+    if report.is_file():
+        r = json.loads(report.read_text())
+        print(f"  build:    {r['seconds']:.1f}s, {len(r['skipped'])} skipped file(s)")
+    return 0
+
+
+def cmd_search(args: argparse.Namespace) -> int:
+    from .store import MusicIndex
+
+    idx = MusicIndex.load(args.index)
+    for rank, (tid, score) in enumerate(idx.search_text(args.query, k=args.k), 1):
+        t = idx.by_id[tid]
+        tags = ", ".join(t.tags[:6])
+        print(f"{rank:>2}. {score:.3f}  {t.display_name}  [{t.album}]  {tags}")
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from .build import build_index
+    from .demo import assemble_demo_library
+    from .paths import demo_dir
+
+    root = Path(args.out or demo_dir())
+    lib = assemble_demo_library(root / "library", progress=not args.quiet)
+    print(f"Demo library: {lib.tracks} tracks in {lib.root}  ({', '.join(f'{k}: {v}' for k, v in lib.by_source.items())})")
+    for w in lib.warnings:
+        print(f"  note: {w}")
+    report = build_index(root / "library", root / "index", progress=not args.quiet)
+    print(report.to_text())
+    return 0
+
+
+def cmd_analyze(args: argparse.Namespace) -> int:
+    from .analysis import analyze
+
+    result = analyze(args.file, max_seconds=args.max_minutes * 60)
+    print(result.to_json() if args.json else result.to_text())
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m index", description="Build and query the multimodal music index.",
+                                formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
+    sub = p.add_subparsers(dest="command", required=True)
+
+    b = sub.add_parser("build", help="index a library folder (audio, metadata.jsonl, playlists, lyrics)")
+    b.add_argument("library", help="library folder, searched recursively")
+    b.add_argument("--out", required=True, help="index directory to write (replaced atomically)")
+    b.add_argument("--workers", type=int, default=None, help="processes for audio features (default: up to 2)")
+    b.add_argument("--quiet", action="store_true", help="no progress bars")
+    b.set_defaults(func=cmd_build)
+
+    i = sub.add_parser("info", help="describe an index directory")
+    i.add_argument("index")
+    i.set_defaults(func=cmd_info)
+
+    s = sub.add_parser("search", help="text search over tags and metadata (the dense baseline)")
+    s.add_argument("index")
+    s.add_argument("query")
+    s.add_argument("-k", type=int, default=10, help="number of results (default 10)")
+    s.set_defaults(func=cmd_search)
+
+    d = sub.add_parser("demo", help="assemble the demo catalog from free music and index it")
+    d.add_argument("--out", default=None, help="demo directory (default: $TONEARM_HOME/demo)")
+    d.add_argument("--quiet", action="store_true")
+    d.set_defaults(func=cmd_demo)
+
+    a = sub.add_parser("analyze", help="measure an audio file: key, tempo, chords, loudness, melody, structure")
+    a.add_argument("file")
+    a.add_argument("--json", action="store_true", help="print JSON instead of text")
+    a.add_argument("--max-minutes", type=float, default=10.0, help="analyse at most this much audio (default 10)")
+    a.set_defaults(func=cmd_analyze)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    from .audio import AudioError
+    from .library import LibraryError
+    from .store import IndexLoadError
+
+    try:
+        return args.func(args)
+    except (LibraryError, IndexLoadError, AudioError, FileNotFoundError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted; nothing was written", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,104 @@
+"""FAISS indexes per modality and the fused retrieval that turns codes or vectors into tracks.
+
+A flat inner-product index is exact and fast enough for small catalogs; above
+``IVF_THRESHOLD`` tracks an inverted-file index is used, and above ``IVFPQ_THRESHOLD`` an
+IVF with product quantization, to keep memory and latency bounded.
+"""
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Mapping
+
+import faiss
+import numpy as np
+
+IVF_THRESHOLD = 20_000
+IVFPQ_THRESHOLD = 500_000
+DEFAULT_NPROBE = 16
+
+
+def index_kind(n_items: int) -> str:
+    """'flat', 'ivf' or 'ivfpq', chosen from the number of items."""
+    if n_items < IVF_THRESHOLD:
+        return "flat"
+    return "ivf" if n_items < IVFPQ_THRESHOLD else "ivfpq"
+
+
+def build_faiss_index(x: np.ndarray, kind: str | None = None, nprobe: int = DEFAULT_NPROBE, seed: int = 0) -> faiss.Index:
+    """Inner-product index over L2-normalised rows (so scores are cosine similarities)."""
+    x = np.ascontiguousarray(x, dtype=np.float32)
+    n, d = x.shape
+    kind = kind or index_kind(n)
+    if kind == "flat":
+        index = faiss.IndexFlatIP(d)
+    else:
+        nlist = int(max(16, min(4 * math.sqrt(n), n // 39)))
+        quantizer = faiss.IndexFlatIP(d)
+        if kind == "ivf":
+            index = faiss.IndexIVFFlat(quantizer, d, nlist, faiss.METRIC_INNER_PRODUCT)
+        elif kind == "ivfpq":
+            m = _pq_subquantizers(d)
+            index = faiss.IndexIVFPQ(quantizer, d, nlist, m, 8, faiss.METRIC_INNER_PRODUCT)
+        else:
+            raise ValueError(f"unknown index kind {kind!r}; use flat, ivf or ivfpq")
+        rng = np.random.default_rng(seed)
+        sample = x[rng.choice(n, size=min(n, nlist * 64), replace=False)]
+        index.train(sample)
+        index.nprobe = nprobe
+    index.add(x)
+    return index
+
+
+def _pq_subquantizers(d: int) -> int:
+    for m in (16, 12, 8, 6, 4, 3, 2, 1):
+        if d % m == 0:
+            return m
+    return 1
+
+
+def fuse_scores(
+    queries: Mapping[str, np.ndarray],
+    embeddings: Mapping[str, np.ndarray],
+    indexes: Mapping[str, faiss.Index],
+    weights: Mapping[str, float],
+    k: int,
+    exclude_rows: Iterable[int] = (),
+) -> list[tuple[int, float]]:
+    """Weighted sum of per-modality cosine similarities, best first.
+
+    Candidates are the union of each modality's FAISS top hits; each candidate is then scored
+    exactly on every queried modality from the stored embeddings, so a track that is strong in
+    one modality and fair in the others is ranked fairly.
+
+    Parameters
+    ----------
+    queries : modality -> (d,) query vector
+    embeddings : modality -> (N, d) matrix
+    indexes : modality -> FAISS index over that matrix
+    weights : modality -> weight (missing or zero weights drop a modality)
+    k : number of results
+    exclude_rows : rows that must not be returned
+    """
+    if k < 1:
+        raise ValueError("k must be at least 1")
+    active = {m: q for m, q in queries.items() if weights.get(m, 0.0) > 0 and np.any(q)}
+    if not active:
+        return []
+    excluded = set(int(r) for r in exclude_rows)
+    n = next(iter(embeddings.values())).shape[0]
+    fetch = min(n, k + len(excluded) + 32)
+    candidates: set[int] = set()
+    for m, q in active.items():
+        _, ids = indexes[m].search(np.asarray(q, np.float32).reshape(1, -1), fetch)
+        candidates.update(int(i) for i in ids[0] if i >= 0)
+    candidates -= excluded
+    if not candidates:
+        return []
+    rows = np.fromiter(candidates, dtype=np.int64)
+    total = sum(weights[m] for m in active)
+    score = np.zeros(len(rows), np.float64)
+    for m, q in active.items():
+        score += weights[m] * (embeddings[m][rows] @ np.asarray(q, np.float32))
+    score /= total
+    order = np.lexsort((rows, -score))[:k]  # ties broken by row for determinism
+    return [(int(rows[i]), float(score[i])) for i in order]

@@ -1,0 +1,241 @@
+"""The index directory: what a build writes and what everything else loads.
+
+Layout (all names fixed by ``manifest.json``'s ``files`` table, each with a SHA-256)::
+
+    manifest.json          format version, encoders, dims, codebook sizes, track count, checksums
+    tracks.jsonl           the track table, one Track a line, in row order
+    playlists.json         playlist name -> track ids
+    codes.npy              (N, 5) int64, columns in MODALITIES order
+    emb_<modality>.npy     (N, d) float32, L2-normalised rows (zero row = no data)
+    codebook_<modality>.npy  (K, d) float32 centroids; code K is the reserved empty code
+    faiss_<modality>.index
+    audio_norm.npz         mean and std of the raw audio features (to embed uploads the same way)
+    code_descriptions.json modality -> code -> words describing the cluster
+    build_report.json
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+from collections.abc import Iterable, Mapping
+from functools import cached_property
+from pathlib import Path
+from typing import Any
+
+import faiss
+import numpy as np
+
+from .retrieval import fuse_scores
+from .track import MODALITIES, Track
+
+FORMAT_VERSION = 1
+MANIFEST = "manifest.json"
+DEFAULT_WEIGHTS: dict[str, float] = {"playlist": 1.0, "tags": 1.0, "metadata": 1.0, "lyrics": 0.5, "audio": 1.0}
+TEXT_SEARCH_WEIGHTS: dict[str, float] = {"tags": 1.0, "metadata": 1.0, "lyrics": 0.3}
+
+
+class IndexLoadError(RuntimeError):
+    """The index directory is missing, incomplete, corrupt or of another format version."""
+
+
+def sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def write_index_dir(out: Path, payload: Mapping[str, Any], manifest: dict[str, Any]) -> Path:
+    """Write files to a temporary sibling directory, then rename it into place.
+
+    ``payload`` maps file names to ``np.ndarray`` (.npy), ``faiss.Index`` (.index), dict/list
+    (.json), list of dicts (.jsonl) or a dict of arrays (.npz). A failed write leaves any
+    previous index at ``out`` untouched.
+    """
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
+    try:
+        files: dict[str, str] = {}
+        for name, obj in payload.items():
+            path = tmp / name
+            if name.endswith(".npy"):
+                np.save(path, obj)
+            elif name.endswith(".npz"):
+                np.savez(path, **obj)
+            elif name.endswith(".index"):
+                faiss.write_index(obj, str(path))
+            elif name.endswith(".jsonl"):
+                path.write_text("".join(json.dumps(row, ensure_ascii=False) + "\n" for row in obj), encoding="utf-8")
+            elif name.endswith(".json"):
+                path.write_text(json.dumps(obj, indent=2, ensure_ascii=False), encoding="utf-8")
+            else:
+                raise ValueError(f"don't know how to write {name}")
+            files[name] = sha256_file(path)
+        manifest = dict(manifest, format_version=FORMAT_VERSION, files=files)
+        (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2), encoding="utf-8")
+        old = None
+        if out.exists():
+            old = out.with_name(f".{out.name}.old-{os.getpid()}")
+            out.rename(old)
+        tmp.rename(out)
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return out
+
+
+def read_manifest(root: Path, verify: bool = True) -> dict[str, Any]:
+    """Read and check ``manifest.json``; raise IndexLoadError naming what is wrong."""
+    root = Path(root)
+    if not root.is_dir():
+        raise IndexLoadError(f"{root} is not an index directory (it does not exist). Build one with: python -m index build LIBRARY --out {root}")
+    mpath = root / MANIFEST
+    if not mpath.is_file():
+        raise IndexLoadError(f"{root} has no {MANIFEST}: it is not an index, or its build did not finish. Rebuild it with: python -m index build LIBRARY --out {root}")
+    try:
+        manifest = json.loads(mpath.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise IndexLoadError(f"{mpath} is not valid JSON ({e}); rebuild the index") from e
+    version = manifest.get("format_version")
+    if version != FORMAT_VERSION:
+        raise IndexLoadError(f"{root} has index format version {version}, this program reads version {FORMAT_VERSION}; rebuild the index")
+    for name, digest in manifest.get("files", {}).items():
+        path = root / name
+        if not path.is_file():
+            raise IndexLoadError(f"{root} is missing {name}; rebuild the index")
+        if verify and sha256_file(path) != digest:
+            raise IndexLoadError(f"{root}/{name} does not match its checksum (corrupt or truncated); rebuild the index")
+    return manifest
+
+
+class MusicIndex:
+    """A loaded index directory: tracks, embeddings, codes, codebooks and FAISS indexes."""
+
+    def __init__(self, root: Path, manifest: dict[str, Any], tracks: list[Track], playlists: dict[str, list[str]],
+                 embeddings: dict[str, np.ndarray], codes: np.ndarray, centroids: dict[str, np.ndarray],
+                 faiss_indexes: dict[str, faiss.Index], audio_norm: tuple[np.ndarray, np.ndarray],
+                 code_descriptions: dict[str, dict[int, str]]):
+        self.root = Path(root)
+        self.manifest = manifest
+        self.tracks = tracks
+        self.playlists = playlists
+        self.embeddings = embeddings
+        self.codes = codes
+        self.centroids = centroids
+        self.faiss_indexes = faiss_indexes
+        self.audio_mean, self.audio_std = audio_norm
+        self._code_descriptions = code_descriptions
+        self.by_id = {t.id: t for t in tracks}
+        self.row_of = {t.id: i for i, t in enumerate(tracks)}
+        self.library_root = Path(manifest.get("library_root", "."))
+
+    # ---- loading -----------------------------------------------------------------------------
+
+    @classmethod
+    def load(cls, root: str | Path, verify: bool = True) -> "MusicIndex":
+        root = Path(root)
+        manifest = read_manifest(root, verify=verify)
+        try:
+            tracks = [Track.from_dict(json.loads(line)) for line in (root / "tracks.jsonl").read_text(encoding="utf-8").splitlines() if line.strip()]
+            playlists = json.loads((root / "playlists.json").read_text(encoding="utf-8"))
+            codes = np.load(root / "codes.npy")
+            embeddings = {m: np.load(root / f"emb_{m}.npy") for m in MODALITIES}
+            centroids = {m: np.load(root / f"codebook_{m}.npy") for m in MODALITIES}
+            indexes = {m: faiss.read_index(str(root / f"faiss_{m}.index")) for m in MODALITIES}
+            norm = np.load(root / "audio_norm.npz")
+            descriptions = {m: {int(c): w for c, w in d.items()} for m, d in json.loads((root / "code_descriptions.json").read_text(encoding="utf-8")).items()}
+        except (OSError, ValueError, RuntimeError, KeyError) as e:
+            raise IndexLoadError(f"{root} could not be read ({e}); rebuild the index") from e
+        if len(tracks) != manifest.get("track_count") or codes.shape != (len(tracks), len(MODALITIES)):
+            raise IndexLoadError(f"{root}: the track table, codes and manifest disagree on the track count; rebuild the index")
+        return cls(root, manifest, tracks, playlists, embeddings, codes, centroids, indexes,
+                   (norm["mean"], norm["std"]), descriptions)
+
+    # ---- codes -------------------------------------------------------------------------------
+
+    @property
+    def codebook_sizes(self) -> dict[str, int]:
+        return {m: int(self.manifest["codebook_sizes"][m]) for m in MODALITIES}
+
+    @property
+    def empty_codes(self) -> dict[str, int]:
+        return {m: int(self.manifest["empty_codes"][m]) for m in MODALITIES}
+
+    def track_codes(self, track_id: str) -> dict[str, int]:
+        row = self.codes[self.row_of[track_id]]
+        return {m: int(c) for m, c in zip(MODALITIES, row)}
+
+    def code_descriptions(self) -> dict[str, dict[int, str]]:
+        return self._code_descriptions
+
+    def code_vectors(self, codes: Mapping[str, int]) -> dict[str, np.ndarray]:
+        """Centroid per modality for the given codes; the empty code and unknown codes are dropped."""
+        out = {}
+        for m, c in codes.items():
+            if m in self.centroids and 0 <= int(c) < len(self.centroids[m]):
+                out[m] = self.centroids[m][int(c)]
+        return out
+
+    # ---- retrieval ---------------------------------------------------------------------------
+
+    def retrieve(self, codes: Mapping[str, int] | None = None, vectors: Mapping[str, np.ndarray] | None = None,
+                 weights: Mapping[str, float] | None = None, k: int = 20, exclude: Iterable[str] = ()) -> list[tuple[str, float]]:
+        """Ranked (track id, fused score) for codes and/or vectors, best first.
+
+        Vectors given for a modality take precedence over its code. Tracks in ``exclude`` are
+        never returned.
+        """
+        queries: dict[str, np.ndarray] = self.code_vectors(codes or {})
+        for m, v in (vectors or {}).items():
+            if m not in self.embeddings:
+                raise ValueError(f"unknown modality {m!r}; expected one of {MODALITIES}")
+            queries[m] = np.asarray(v, np.float32)
+        w = dict(DEFAULT_WEIGHTS if weights is None else weights)
+        rows = [self.row_of[t] for t in exclude if t in self.row_of]
+        ranked = fuse_scores(queries, self.embeddings, self.faiss_indexes, w, k, rows)
+        return [(self.tracks[r].id, s) for r, s in ranked]
+
+    @cached_property
+    def text_encoder(self):
+        from .text import get_text_encoder
+
+        return get_text_encoder()
+
+    def encode_text(self, texts: list[str]) -> np.ndarray:
+        return self.text_encoder.encode(list(texts))
+
+    def search_text(self, query: str, k: int = 20, exclude: Iterable[str] = ()) -> list[tuple[str, float]]:
+        """The dense text baseline: a MiniLM query against the tags, metadata and lyrics embeddings."""
+        q = self.encode_text([query])[0]
+        if not np.any(q):
+            return []
+        return self.retrieve(vectors={m: q for m in TEXT_SEARCH_WEIGHTS}, weights=TEXT_SEARCH_WEIGHTS, k=k, exclude=exclude)
+
+    # ---- audio -------------------------------------------------------------------------------
+
+    def audio_path(self, track: Track | str) -> Path | None:
+        t = self.by_id[track] if isinstance(track, str) else track
+        return (self.library_root / t.file) if t.file else None
+
+    def normalise_audio_vector(self, raw: np.ndarray) -> np.ndarray:
+        from .embeddings import normalise_audio
+
+        return normalise_audio(np.asarray(raw, np.float32).reshape(1, -1), self.audio_mean, self.audio_std)[0]
+
+    def embed_audio_file(self, path: str | Path) -> dict[str, np.ndarray]:
+        """The catalog's own audio embedding of any file (for uploads): {"audio": vector}."""
+        from .audio import audio_features, load_excerpt
+
+        features = audio_features(load_excerpt(path))
+        return {"audio": self.normalise_audio_vector(features.vector)}
+
+    def nearest_code(self, modality: str, vector: np.ndarray) -> int:
+        """The codebook entry closest to a vector (the code an upload would get)."""
+        return int(np.argmax(self.centroids[modality] @ np.asarray(vector, np.float32)))
