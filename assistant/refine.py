@@ -11,6 +11,8 @@ from dataclasses import dataclass, field
 
 from index.track import Track
 
+from .synth import has_vocals as vocal_state
+
 ORDINALS = {"first": 0, "1st": 0, "second": 1, "2nd": 1, "third": 2, "3rd": 2, "fourth": 3, "fifth": 4,
             "last": -1, "previous": -1, "that": -1, "this": -1}
 
@@ -70,18 +72,13 @@ def parse_refinement(message: str) -> Refinement:
 
 
 def has_vocals(track: Track) -> bool:
-    """Lyrics, a vocal tag, or the audio's vocal heuristic above one half."""
-    tags = {t.lower() for t in track.tags}
-    if track.lyrics.strip() or tags & {"vocal", "vocals", "singing", "choir", "sung"}:
-        return True
-    if tags & {"instrumental"}:
-        return False
-    return float(track.descriptors.get("vocals", 0.0) or 0.0) > 0.5
+    """Clearly sung (the same rule the training conversations use); unclear counts as not sung."""
+    return vocal_state(track) is True
 
 
 def satisfies(candidate: Track, reference: Track | None, refinement: Refinement) -> bool:
     """Whether a candidate fulfils every constraint of the refinement relative to the reference."""
-    if refinement.vocals is not None and has_vocals(candidate) != refinement.vocals:
+    if refinement.vocals is not None and vocal_state(candidate) is not refinement.vocals:
         return False
     if refinement.mode and candidate.descriptors.get("mode") != refinement.mode:
         return False

@@ -61,3 +61,29 @@ def make_tiny_library(root: Path, seconds: float = 6.0, per_style: int = 4) -> P
                  "lyrics": "quiet rivers under moonlight, the night is soft and slow"})
     (root / "metadata.jsonl").write_text("".join(json.dumps(m) + "\n" for m in meta))
     return root
+
+
+def build_tiny_assistant(root: Path, steps: int = 4) -> tuple[Path, Path]:
+    """A tiny catalog's index and a tiny randomly initialised model trained a few steps on it.
+
+    The model has SmolLM2's tokenizer and architecture family but two small layers, so the whole
+    pipeline (music tokens, LoRA training, constrained generation, retrieval) runs in seconds.
+    """
+    from assistant.llm import load_tokenizer, tiny_model_like
+    from assistant.synth import split_by_playlist, synthesize_conversations
+    from assistant.train import TrainConfig, train
+    from index.build import build_index
+    from index.store import MusicIndex
+    from tokenizer.vocab import MusicVocab
+
+    root = Path(root)
+    lib = make_tiny_library(root / "lib")
+    index_dir, model_dir = root / "index", root / "model"
+    build_index(lib, index_dir, progress=False, log=lambda s: None)
+    index = MusicIndex.load(index_dir)
+    tok = load_tokenizer()
+    splits = split_by_playlist(synthesize_conversations(index.tracks, index.playlists, seed=0, progress=False))
+    train(None, splits["train"], splits["val"], index.track_codes, MusicVocab.from_manifest(index.manifest), model_dir,
+          code_descriptions=index.code_descriptions(), model=tiny_model_like(tok), tokenizer=tok, progress=False,
+          config=TrainConfig(max_steps=steps, seq_len=128, batch_size=4, eval_every=2, time_budget_s=None))
+    return index_dir, model_dir

@@ -1,0 +1,153 @@
+"""Command line for the assistant.
+
+    python -m assistant train INDEX --out MODEL          fine-tune on conversations synthesized from INDEX
+    python -m assistant evaluate MODEL INDEX CONVS.jsonl  Music-CRS metrics: assistant, untuned base, baselines
+    python -m assistant chat [--index I --model M]        chat in the terminal (default: the demo catalog)
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from pathlib import Path
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from .pipeline import train_on_index
+    from .train import TrainConfig
+
+    config = TrainConfig(max_steps=args.steps, seq_len=args.seq_len, batch_size=args.batch_size,
+                         time_budget_s=args.minutes * 60 if args.minutes else None)
+    report = train_on_index(args.index, args.out, base=args.base, config=config, seed=args.seed)
+    print(f"trained {report.steps} steps in {report.seconds:.0f}s (seq len {report.seq_len}); "
+          f"train loss {report.train_loss:.3f}, validation loss {report.val_loss:.3f}; saved to {args.out}")
+    return 0
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from .evaluate import format_table, run_evaluation
+
+    results = run_evaluation(args.model, args.index, args.conversations, base=args.base, include_base=not args.no_base,
+                             limit=args.limit, out=args.out)
+    print(format_table(results))
+    if args.out:
+        print(f"JSON written to {args.out}")
+    return 0
+
+
+HELP = """Commands: /upload PATH (then ask about it), /more N (more like card N), /not N (not for me),
+/played, /new (new session), /quit. Anything else is a message."""
+
+
+def cmd_chat(args: argparse.Namespace) -> int:
+    from .chat import MusicAssistant
+    from .pipeline import ensure_demo
+
+    index_dir, model_dir = args.index, args.model
+    if index_dir is None:
+        index_dir, demo_model = ensure_demo()
+        model_dir = model_dir or demo_model
+    print("Loading the assistant ...", flush=True)
+    assistant = MusicAssistant.load(index_dir, None if args.no_model else model_dir)
+    session = assistant.new_session()
+    print(f"Catalog: {len(assistant.index.tracks)} tracks. {HELP}")
+    pending_upload = None
+    last = []
+    lines = (line.rstrip("\n") for line in sys.stdin) if not sys.stdin.isatty() else None
+    while True:
+        try:
+            message = next(lines) if lines is not None else input("you> ")
+        except (EOFError, StopIteration, KeyboardInterrupt):
+            print()
+            return 0
+        if lines is not None:
+            print(f"you> {message}")
+        message = message.strip()
+        if not message:
+            continue
+        cmd, _, rest = message.partition(" ")
+        if cmd == "/quit":
+            return 0
+        if cmd == "/new":
+            session = assistant.new_session()
+            print("(new session)")
+            continue
+        if cmd == "/played":
+            for tid in session.played:
+                print(f"  {assistant.index.by_id[tid].display_name}")
+            continue
+        if cmd == "/upload":
+            pending_upload = rest.strip()
+            print(f"(attached {pending_upload}; now ask about it)")
+            continue
+        if cmd in ("/more", "/not"):
+            try:
+                track_id = last[int(rest) - 1]
+            except (ValueError, IndexError):
+                print("give the number of a card shown in the last reply")
+                continue
+            reply = assistant.feedback(session, track_id, liked=(cmd == "/more"))
+        else:
+            reply = assistant.reply(session, message, upload=pending_upload)
+            pending_upload = None
+        print(f"assistant> {reply.text}")
+        if reply.notes:
+            print(f"  ({'; '.join(reply.notes)})")
+        for i, card in enumerate(reply.tracks, 1):
+            print(f"  [{i}] {card.title} — {card.artist} [{card.album}]  {card.audio_path or '(no audio)'}")
+        last = [c.id for c in reply.tracks] or last
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m assistant", description="Train, evaluate and chat with the music assistant.",
+                                formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
+    sub = p.add_subparsers(dest="command", required=True)
+    t = sub.add_parser("train", help="fine-tune the language model on conversations synthesized from an index")
+    t.add_argument("index", help="index directory (python -m index build ...)")
+    t.add_argument("--out", required=True, help="model directory to write; an unfinished run there is resumed")
+    t.add_argument("--base", default=None, help="base model: a local Hugging Face model directory (default: SmolLM2-135M-Instruct)")
+    t.add_argument("--steps", type=int, default=400, help="maximum optimizer steps (default 400)")
+    t.add_argument("--minutes", type=float, default=13.0, help="wall-clock budget in minutes, loading included (default 13; 0 = none)")
+    t.add_argument("--seq-len", type=int, default=160, help="tokens per example (default 160)")
+    t.add_argument("--batch-size", type=int, default=8)
+    t.add_argument("--seed", type=int, default=0)
+    t.set_defaults(func=cmd_train)
+
+    e = sub.add_parser("evaluate", help="Hit@k, MRR, nDCG of the assistant and the baselines on conversations.jsonl")
+    e.add_argument("model")
+    e.add_argument("index")
+    e.add_argument("conversations", help="conversations.jsonl (e.g. MODEL/conversations/test/conversations.jsonl)")
+    e.add_argument("--base", default=None, help="base model for the untuned row (default: the one the model was trained from)")
+    e.add_argument("--no-base", action="store_true", help="skip the untuned base model row")
+    e.add_argument("--limit", type=int, default=None, help="evaluate only the first N conversations")
+    e.add_argument("--out", default=None, help="write the JSON report here")
+    e.set_defaults(func=cmd_evaluate)
+
+    c = sub.add_parser("chat", help="chat in the terminal")
+    c.add_argument("--index", default=None, help="index directory (default: the demo catalog, built if missing)")
+    c.add_argument("--model", default=None, help="model directory (default: the demo model)")
+    c.add_argument("--no-model", action="store_true", help="no language model: text retrieval only")
+    c.set_defaults(func=cmd_chat)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    args = build_parser().parse_args(argv)
+    from index.library import LibraryError
+    from index.store import IndexLoadError
+
+    try:
+        return args.func(args)
+    except (IndexLoadError, LibraryError, FileNotFoundError, ValueError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

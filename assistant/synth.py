@@ -1,0 +1,821 @@
+"""Training and evaluation conversations synthesized from the catalog.
+
+A session walks through an ordered sample of one playlist (or album, or
+collection). Each user turn asks for the next track the way a person would:
+from its tags, metadata, lyrics or measured audio facts, vaguely ("something
+calm") or precisely ("orchestral, minor key, around 90 BPM"), and sometimes
+relative to the track just played ("faster", "darker", "same artist"). A
+relative request is only written when it is true: the next track is chosen
+among the playlist's tracks for which the relation holds, by comparing their
+descriptors. Each assistant turn names the track, says a few true things about
+it, and lists its id in ``tracks``.
+
+Output follows the ``conversations.jsonl`` contract: one conversation a line,
+``{"id", "turns": [{"role", "content"[, "tracks"]}, ...]}``, plus the extra
+conversation keys ``"playlist"`` (the session's source, None for a single-turn
+session about a track in no playlist) and, after splitting, ``"split"``. User
+turns that refine carry ``"refinement"`` (the relation's name, see
+:data:`REFINEMENTS`) so the data can be audited.
+
+Splits are made on playlist names: no playlist behind a val or test session
+appears behind a train session. ``write_splits`` writes
+``OUT/train/conversations.jsonl``, ``OUT/val/conversations.jsonl`` and
+``OUT/test/conversations.jsonl``.
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+import random
+import re
+from collections import Counter
+from pathlib import Path
+from typing import Callable, Iterable, Sequence
+
+from tqdm import tqdm
+
+from index.track import Track
+
+SPLITS: tuple[str, ...] = ("train", "val", "test")
+ROLES: tuple[str, ...] = ("system", "user", "assistant")
+
+# How different two tracks must be before "faster", "brighter", ... is claimed.
+# Small differences are within measurement noise and would not be heard.
+TEMPO_RATIO = 1.08        # at least 8 % faster (or slower)
+LEVEL_MARGIN = 0.10       # energy / brightness on their 0..1 scale
+LIKENESS_MARGIN = 0.05    # "more like the first one": closer to the first than to the last by this much
+
+# Descriptor bands: a word is only used where the value is clearly inside its band.
+SLOW_BELOW, MID_TEMPO, FAST_ABOVE = 85.0, (95.0, 120.0), 135.0
+LOW_LEVEL, HIGH_LEVEL = 1 / 3, 2 / 3
+VOCALS_ON, VOCALS_OFF = 0.6, 0.35
+
+_STOPWORDS = frozenset(
+    "a about above after again all also am an and any are as at be because been before being below between both "
+    "but by can could did do does doing down during each few for from further had has have having he her here "
+    "hers him his how i if in into is it its itself just let me more most my myself no nor not now of off on once "
+    "only or other our out over own same she should so some such than that the their them then there these they "
+    "this those through to too under until up very was we were what when where which while who whom why will "
+    "with would you your yours yeah oh ooh ah la na hey gonna wanna got get just like know dont don't i'm it's "
+    "you're can't won't ain't".split()
+)
+_KEY_RE = re.compile(r"^[A-Ga-g][#b♯♭]?\s+(major|minor)$")
+_LRC_TIME_RE = re.compile(r"\[[0-9:.]+\]")
+
+
+class ConversationFormatError(ValueError):
+    """A conversation or a ``conversations.jsonl`` line does not follow the format."""
+
+
+# --------------------------------------------------------------------------- facts about one track
+
+class Fact:
+    """One true statement about a track, in the three shapes a request can use.
+
+    Parameters
+    ----------
+    kind : str
+        What the fact is about: "tag", "genre", "tempo", "bpm", "key", "mode", "energy",
+        "brightness", "vocals" or "era".
+    short : str
+        Terse form for list-like requests ("minor key", "around 90 BPM").
+    adj : str or None
+        Form that goes before a noun ("minor-key", "calm"); None when there is none.
+    mod : str or None
+        Form that goes after a noun ("in a minor key", "from the 1990s"); None when there is none.
+    """
+
+    __slots__ = ("kind", "short", "adj", "mod")
+
+    def __init__(self, kind: str, short: str, adj: str | None = None, mod: str | None = None):
+        if adj is None and mod is None:
+            raise ValueError(f"fact {kind!r} needs an adjective or a modifier form")
+        self.kind, self.short, self.adj, self.mod = kind, short, adj, mod
+
+    def __repr__(self) -> str:
+        return f"Fact({self.kind!r}, {self.short!r})"
+
+
+def _number(d: dict, key: str) -> float | None:
+    v = d.get(key)
+    if isinstance(v, bool) or not isinstance(v, (int, float)) or math.isnan(float(v)):
+        return None
+    return float(v)
+
+
+def tempo_of(track: Track) -> float | None:
+    """Measured tempo in BPM, or None."""
+    bpm = _number(track.descriptors, "tempo_bpm")
+    return bpm if bpm and bpm > 0 else None
+
+
+def energy_of(track: Track) -> float | None:
+    return _number(track.descriptors, "energy")
+
+
+def brightness_of(track: Track) -> float | None:
+    return _number(track.descriptors, "brightness")
+
+
+def mode_of(track: Track) -> str | None:
+    """"major", "minor" or None, from the ``mode`` descriptor or else the key."""
+    for source in (track.descriptors.get("mode"), track.descriptors.get("key")):
+        s = str(source or "").lower()
+        if "minor" in s or s == "min":
+            return "minor"
+        if "major" in s or s == "maj":
+            return "major"
+    return None
+
+
+def key_of(track: Track) -> str | None:
+    key = str(track.descriptors.get("key") or "").strip()
+    return key if _KEY_RE.match(key) else None
+
+
+def has_vocals(track: Track) -> bool | None:
+    """True (clearly sung), False (clearly instrumental) or None (unclear).
+
+    The measured ``vocals`` descriptor decides when present; otherwise an
+    "instrumental" tag says False and lyrics text says True.
+    """
+    v = _number(track.descriptors, "vocals")
+    if v is not None:
+        return True if v >= VOCALS_ON else False if v <= VOCALS_OFF else None
+    tags = {t.lower() for t in track.tags}
+    if "instrumental" in tags:
+        return False
+    return True if track.lyrics.strip() else None
+
+
+def _year(track: Track) -> int | None:
+    m = re.match(r"\s*(\d{4})", str(track.year or ""))
+    return int(m.group(1)) if m else None
+
+
+def _is_audio_tag(tag: str) -> bool:
+    """Tags the audio analysis writes duplicate the descriptor facts; leave them to those."""
+    t = tag.lower().strip()
+    return bool(_KEY_RE.match(tag.strip())) or t in {
+        "fast", "slow", "moderate", "mid-tempo", "medium tempo", "uptempo", "downtempo", "major key", "minor key",
+        "major", "minor", "bright", "dark", "energetic", "high energy", "low energy", "percussive", "vocal",
+        "vocals", "instrumental",
+    }
+
+
+def human_tags(track: Track) -> list[str]:
+    """The track's tags less those that restate measured audio facts, de-duplicated, in order."""
+    seen: set[str] = set()
+    out = []
+    for tag in track.tags:
+        t = tag.strip()
+        if t and not _is_audio_tag(t) and t.lower() not in seen and t.lower() != track.genre.lower():
+            seen.add(t.lower())
+            out.append(t)
+    return out
+
+
+def track_facts(track: Track, rng: random.Random) -> list[Fact]:
+    """Every true fact a request could use about ``track``, with wording drawn from ``rng``.
+
+    Tempo, energy and brightness words are only given where the value lies
+    clearly inside its band; numbers are rounded and said with "around".
+    """
+    facts: list[Fact] = []
+    for tag in human_tags(track):
+        t = tag.lower()
+        facts.append(Fact("tag", t, adj=t))
+    if track.genre.strip():
+        g = track.genre.strip().lower()
+        facts.append(Fact("genre", g, adj=g))
+    bpm = tempo_of(track)
+    if bpm is not None:
+        word = None
+        if bpm < SLOW_BELOW:
+            word = rng.choice(["slow", "slow", "unhurried", "slow-paced"])
+        elif bpm > FAST_ABOVE:
+            word = rng.choice(["fast", "fast", "uptempo", "quick"])
+        elif MID_TEMPO[0] <= bpm <= MID_TEMPO[1]:
+            word = rng.choice(["mid-tempo", "medium-paced"])
+        if word:
+            facts.append(Fact("tempo", word, adj=word))
+        about = int(5 * round(bpm / 5))
+        facts.append(Fact("bpm", f"around {about} BPM", mod=rng.choice([f"at around {about} BPM", f"around {about} BPM"])))
+    key, mode = key_of(track), mode_of(track)
+    if key:
+        facts.append(Fact("key", key, mod=f"in {key}"))
+    if mode:
+        facts.append(Fact("mode", f"{mode} key", adj=f"{mode}-key", mod=f"in a {mode} key"))
+    energy = energy_of(track)
+    if energy is not None and energy < LOW_LEVEL:
+        w = rng.choice(["calm", "gentle", "mellow", "low-key"])
+        facts.append(Fact("energy", w, adj=w, mod=rng.choice(["with low energy", "with a relaxed feel"])))
+    elif energy is not None and energy > HIGH_LEVEL:
+        w = rng.choice(["energetic", "high-energy", "intense", "lively"])
+        facts.append(Fact("energy", w, adj=w, mod=rng.choice(["with a lot of energy", "with plenty of drive"])))
+    bright = brightness_of(track)
+    if bright is not None and bright < LOW_LEVEL:
+        w = rng.choice(["dark", "dark-sounding", "warm, dark"])
+        facts.append(Fact("brightness", "dark", adj=w, mod="with a dark sound"))
+    elif bright is not None and bright > HIGH_LEVEL:
+        w = rng.choice(["bright", "bright-sounding"])
+        facts.append(Fact("brightness", "bright", adj=w, mod="with a bright sound"))
+    vocals = has_vocals(track)
+    if vocals is True:
+        facts.append(Fact("vocals", "with vocals", mod=rng.choice(["with vocals", "with singing"])))
+    elif vocals is False:
+        facts.append(Fact("vocals", "instrumental", adj="instrumental", mod="without vocals"))
+    year = _year(track)
+    if year:
+        decade = f"{year // 10 * 10}s"
+        era = rng.choice([f"from the {decade}", f"from the {decade}", f"from {year}"])
+        facts.append(Fact("era", era.removeprefix("from the ").removeprefix("from "), mod=era))
+    return facts
+
+
+def lyric_lines(track: Track) -> list[str]:
+    """Non-empty lyric lines, LRC time stamps removed."""
+    lines = (_LRC_TIME_RE.sub("", ln).strip() for ln in track.lyrics.splitlines())
+    return [ln for ln in lines if ln and not ln.startswith("[")]
+
+
+def lyric_theme_words(track: Track) -> list[str]:
+    """Content words of the lyrics, most frequent first (ties alphabetical)."""
+    words = re.findall(r"[a-z][a-z']{3,}", " ".join(lyric_lines(track)).lower())
+    counts = Counter(w for w in words if w not in _STOPWORDS)
+    return [w for w, _ in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))]
+
+
+def lyric_snippet(track: Track, rng: random.Random, max_words: int = 6) -> str | None:
+    """A short run of words taken verbatim from one lyric line (3 to ``max_words`` words), or None."""
+    lines = [ln for ln in lyric_lines(track) if len(ln.split()) >= 3]
+    if not lines:
+        return None
+    words = rng.choice(lines).split()
+    n = min(len(words), rng.randint(3, max_words))
+    start = rng.randint(0, len(words) - n)
+    return " ".join(words[start:start + n]).strip(" ,.;:!?\"'")
+
+
+# --------------------------------------------------------------------------- refinements
+
+def _likeness(a: Track, b: Track) -> float:
+    """How alike two tracks are: tag overlap plus closeness of their measured descriptors."""
+    ta, tb = {t.lower() for t in a.tags}, {t.lower() for t in b.tags}
+    tags = len(ta & tb) / len(ta | tb) if ta | tb else 0.0
+    diffs = []
+    for get, scale in ((tempo_of, 100.0), (energy_of, 1.0), (brightness_of, 1.0)):
+        va, vb = get(a), get(b)
+        if va is not None and vb is not None:
+            diffs.append(min(1.0, abs(va - vb) / scale))
+    ma, mb = mode_of(a), mode_of(b)
+    if ma and mb:
+        diffs.append(0.0 if ma == mb else 1.0)
+    audio = 1.0 - sum(diffs) / len(diffs) if diffs else 0.0
+    return tags + audio
+
+
+def _more(get: Callable[[Track], float | None], margin: float, sign: int):
+    def holds(prev: Track, cand: Track, first: Track) -> bool:
+        a, b = get(prev), get(cand)
+        return a is not None and b is not None and sign * (b - a) > margin
+    return holds
+
+
+def _faster(prev: Track, cand: Track, first: Track) -> bool:
+    a, b = tempo_of(prev), tempo_of(cand)
+    return a is not None and b is not None and b > a * TEMPO_RATIO
+
+
+def _slower(prev: Track, cand: Track, first: Track) -> bool:
+    a, b = tempo_of(prev), tempo_of(cand)
+    return a is not None and b is not None and b * TEMPO_RATIO < a
+
+
+def _same_artist(prev: Track, cand: Track, first: Track) -> bool:
+    return bool(prev.artist.strip()) and cand.artist.strip().lower() == prev.artist.strip().lower()
+
+
+def _other_artist(prev: Track, cand: Track, first: Track) -> bool:
+    return bool(prev.artist.strip() and cand.artist.strip()) and \
+        cand.artist.strip().lower() != prev.artist.strip().lower()
+
+
+def _like_first(prev: Track, cand: Track, first: Track) -> bool:
+    return first.id != prev.id and _likeness(cand, first) > _likeness(cand, prev) + LIKENESS_MARGIN
+
+
+class Refinement:
+    """A request relative to the track just played, and the test that makes it true.
+
+    Parameters
+    ----------
+    name : str
+        The relation ("faster", "darker", ...).
+    holds : callable
+        ``holds(previous, candidate, first) -> bool``: whether the request is true of ``candidate``.
+    asks : list of str
+        User phrasings. ``{artist}`` is the previous track's artist.
+    tells : list of str
+        Assistant clauses stating the relation; may use ``{artist}``, ``{prev_artist}``, ``{bpm}``, ``{prev_bpm}``.
+    """
+
+    def __init__(self, name: str, holds, asks: list[str], tells: list[str]):
+        self.name, self.holds, self.asks, self.tells = name, holds, asks, tells
+
+
+REFINEMENTS: dict[str, Refinement] = {r.name: r for r in [
+    Refinement("faster", _faster,
+               ["Something faster.", "Can you pick up the tempo?", "A bit quicker, please.", "Faster!",
+                "That's a little slow for me. Something faster?", "Faster, please."],
+               ["It's faster than the last one: about {bpm} BPM against {prev_bpm}."]),
+    Refinement("slower", _slower,
+               ["Something slower.", "Slow it down a little.", "Can we go slower?", "A slower one, please.",
+                "Too fast. Something more relaxed in tempo?"],
+               ["It's slower than the last one: about {bpm} BPM against {prev_bpm}."]),
+    Refinement("brighter", _more(brightness_of, LEVEL_MARGIN, +1),
+               ["Something brighter.", "Brighter sound, please.", "Less dark, more sparkle.",
+                "Can you find something that sounds brighter?"],
+               ["It sounds brighter than the previous track."]),
+    Refinement("darker", _more(brightness_of, LEVEL_MARGIN, -1),
+               ["Something darker.", "Darker sound, please.", "Can we go a bit darker?",
+                "Less bright this time."],
+               ["It has a darker sound than the previous track."]),
+    Refinement("calmer", _more(energy_of, LEVEL_MARGIN, -1),
+               ["Something calmer.", "Calmer, please.", "Tone it down a bit.", "Less intense, please.",
+                "Can we relax the energy?"],
+               ["It's calmer than the last one."]),
+    Refinement("more energetic", _more(energy_of, LEVEL_MARGIN, +1),
+               ["More energy!", "Something more energetic.", "Give me something with more drive.",
+                "Can you turn up the intensity?"],
+               ["It has more energy than the last one."]),
+    Refinement("with vocals", lambda p, c, f: has_vocals(p) is False and has_vocals(c) is True,
+               ["Now something with vocals.", "Can I get one with singing?", "I'd like vocals this time.",
+                "Something with a voice in it."],
+               ["This one has vocals."]),
+    Refinement("without vocals", lambda p, c, f: has_vocals(p) is True and has_vocals(c) is False,
+               ["Something instrumental now.", "No vocals this time.", "Can you find one without singing?",
+                "An instrumental one, please."],
+               ["This one is instrumental."]),
+    Refinement("same artist", lambda p, c, f: _same_artist(p, c, f) and p.id != c.id,
+               ["More by this artist.", "Another one from {artist}.", "What else do you have by them?",
+                "I like {artist}. Play another."],
+               ["Another one by {artist}."]),
+    Refinement("other artist", _other_artist,
+               ["Something by a different artist.", "Someone other than {artist} now.",
+                "Another artist, please.", "Switch to a different artist."],
+               ["This time it's {artist} rather than {prev_artist}."]),
+    Refinement("like first", _like_first,
+               ["More like the first one.", "Go back to something like the first track.",
+                "I preferred the first one. Something closer to that?"],
+               ["It's closer to the first track than to the last one."]),
+]}
+
+
+# --------------------------------------------------------------------------- wording
+
+_OPENERS = [
+    "Play {x}.", "Can you find {x}?", "I'm in the mood for {x}.", "Looking for {x}.", "Recommend {x}, please.",
+    "Got {x}?", "Put on {x}.", "I want to hear {x}.", "Could you play {x}?", "Any suggestions for {x}?",
+    "I'd love {x} right now.", "Find me {x}.",
+]
+_GREETINGS = ["Hi! ", "Hey! ", "Hello. ", "Hi there! "]
+_NOUNS = ["track", "piece", "tune"]
+
+
+def _article(word: str) -> str:
+    return "an" if word[:1].lower() in "aeiou" else "a"
+
+
+def _join(items: Sequence[str], last: str = " and ") -> str:
+    items = list(items)
+    if len(items) <= 1:
+        return "".join(items)
+    return ", ".join(items[:-1]) + last + items[-1]
+
+
+def _pick_facts(facts: list[Fact], n: int, rng: random.Random) -> list[Fact]:
+    """Up to ``n`` facts, at most two tags, never two facts that say the same thing twice."""
+    redundant = {"key": {"mode"}, "mode": {"key"}, "tempo": {"bpm"}, "bpm": {"tempo"}}
+    out: list[Fact] = []
+    for f in rng.sample(facts, len(facts)):
+        if len(out) == n:
+            break
+        if f.kind == "tag" and sum(g.kind == "tag" for g in out) >= 2:
+            continue
+        if any(g.kind in redundant.get(f.kind, ()) or (g.kind == f.kind and f.kind != "tag") for g in out):
+            continue
+        out.append(f)
+    return out
+
+
+def phrase_facts(facts: list[Fact], rng: random.Random, shape: str | None = None) -> tuple[str, str]:
+    """Turn facts into a request phrase: "something calm in D major", "a fast, orchestral piece", ...
+
+    Parameters
+    ----------
+    shape : {"something", "noun", "terse"} or None
+        The phrase's shape; None picks one at random. A terse list ("orchestral, minor
+        key, around 90 BPM") needs two facts or more, else "something" is used.
+
+    Returns
+    -------
+    (phrase, shape) : tuple of str
+        The bare phrase (no opener) and the shape used.
+    """
+    if not facts:
+        return "something", "something"
+    shape = shape or rng.choices(["something", "noun", "terse"], weights=[4, 3, 2])[0]
+    if shape == "terse" and len(facts) < 2:
+        shape = "something"
+    if shape == "terse":
+        return ", ".join(f.short for f in facts), shape
+    adjs, mods = [], []
+    for f in facts:
+        use_adj = f.adj is not None and (f.mod is None or rng.random() < 0.65)
+        (adjs if use_adj else mods).append(f.adj if use_adj else f.mod)
+    tail = (" " + _join(mods, ", ") if len(mods) > 2 else " " + " ".join(mods)) if mods else ""
+    if shape == "noun":
+        head = (", ".join(adjs) + " " if adjs else "") + rng.choice(_NOUNS)
+        return f"{_article(head)} {head}{tail}", shape
+    return ("something " + _join(adjs) if adjs else "something") + tail, "something"
+
+
+def _sentence(phrase: str, shape: str, rng: random.Random, first: bool) -> str:
+    greet = rng.choice(_GREETINGS) if first and rng.random() < 0.2 else ""
+    if shape == "terse":
+        text = phrase + rng.choice(["", ", please", "?"])  # typed like a search box
+    else:
+        text = rng.choice(_OPENERS).format(x=phrase)
+    text = greet + text
+    return text[0].upper() + text[1:]
+
+
+def compose_request(track: Track, rng: random.Random, *, first: bool = False) -> tuple[str, str]:
+    """A plain user request for ``track`` (no reference to earlier turns).
+
+    Returns
+    -------
+    (text, how) : tuple of str
+        ``how`` names the source of the request: "facts", "artist", "lyrics" or "title".
+    """
+    facts = track_facts(track, rng)
+    roll = rng.random()
+    if roll < 0.08 and track.artist.strip():
+        extra = _pick_facts(facts, 1, rng) if rng.random() < 0.5 else []
+        what = phrase_facts(extra, rng, shape="something")[0] + f" by {track.artist}"
+        text = rng.choice([f"Play {what}.", f"Anything by {track.artist}?", f"I'd like to hear {what}.",
+                           f"Do you have {what}?"])
+        return _sentence_case(text), "artist"
+    if roll < 0.11 and track.title.strip():
+        by = f" by {track.artist}" if track.artist.strip() and rng.random() < 0.6 else ""
+        text = rng.choice([f'Can you play "{track.title}"{by}?', f'Play "{track.title}"{by}.',
+                           f'I\'m looking for "{track.title}"{by}.'])
+        return text, "title"
+    if roll < 0.24 and track.lyrics.strip():
+        snippet = lyric_snippet(track, rng) if rng.random() < 0.5 else None
+        themes = lyric_theme_words(track)[:3]
+        if snippet:
+            text = rng.choice([f'The one that goes "{snippet}".', f'Find the song with the line "{snippet}".',
+                               f'What\'s the song with the words "{snippet}"?'])
+            return text, "lyrics"
+        if themes:
+            word = rng.choice(themes)
+            text = rng.choice([f"A song that mentions {word}.", f"Something with \"{word}\" in the lyrics.",
+                               f"I want lyrics that mention {word}.",
+                               f"Play a song where they sing the word \"{word}\"."])
+            return text, "lyrics"
+    if not facts:  # nothing measured or tagged: metadata is all there is
+        if track.artist.strip():
+            return f"Play something by {track.artist}.", "artist"
+        return f'Can you play "{track.title or track.id}"?', "title"
+    n = rng.choices([1, 2, 3, 4], weights=[35, 35, 20, 10])[0]
+    chosen = _pick_facts(facts, n, rng)
+    phrase, shape = phrase_facts(chosen, rng)
+    return _sentence(phrase, shape, rng, first), "facts"
+
+
+def _sentence_case(text: str) -> str:
+    return text[0].upper() + text[1:] if text else text
+
+
+_REFINED_KINDS = {"faster": {"tempo", "bpm"}, "slower": {"tempo", "bpm"}, "brighter": {"brightness"},
+                  "darker": {"brightness"}, "calmer": {"energy"}, "more energetic": {"energy"},
+                  "with vocals": {"vocals"}, "without vocals": {"vocals"}}
+
+
+def compose_refinement(kind: str, previous: Track, target: Track, rng: random.Random) -> str:
+    """User text for the relation ``kind``, sometimes with one more true fact about ``target``."""
+    ref = REFINEMENTS[kind]
+    text = rng.choice(ref.asks).format(artist=previous.artist or "them")
+    if rng.random() < 0.3:
+        # one more fact about the target, never on the refined dimension ("darker, and bright" would confuse)
+        skip = _REFINED_KINDS.get(kind, set())
+        extra = _pick_facts([f for f in track_facts(target, rng) if f.mod and f.kind not in skip], 1, rng)
+        if extra:
+            text += " " + rng.choice(["Ideally {m}.", "Maybe {m}?", "Preferably {m}."]).format(m=extra[0].mod)
+    return text
+
+
+def describe_track(track: Track, rng: random.Random) -> str:
+    """A short noun phrase of true facts about ``track``: "a fast, minor-key piece at 140 BPM"."""
+    facts = [f for f in track_facts(track, rng) if f.kind != "bpm"]
+    chosen = _pick_facts(facts, rng.randint(1, 3), rng)
+    adjs = [f.adj for f in chosen if f.adj]
+    mods = [f.mod for f in chosen if not f.adj and f.mod]
+    bpm = tempo_of(track)
+    if bpm is not None and rng.random() < 0.5:
+        mods.append(f"at about {round(bpm)} BPM")
+    head = (", ".join(adjs) + " " if adjs else "") + "piece"
+    return f"{_article(head)} {head}" + (" " + " ".join(mods) if mods else "")
+
+
+def compose_reply(track: Track, rng: random.Random, *, previous: Track | None = None,
+                  refinement: str | None = None) -> str:
+    """Assistant text grounded in the track's facts, stating the refinement's relation when there is one."""
+    name = f'"{track.title}"' if track.title.strip() else "this track"
+    if track.artist.strip():
+        name += f" by {track.artist}"
+    if track.album.strip() and rng.random() < 0.4:
+        name += f" from {track.album}"
+    desc = describe_track(track, rng)
+    text = rng.choice([f"Here's {name}, {desc}.", f"Try {name}: {desc}.", f"How about {name}? It's {desc}.",
+                       f"{_sentence_case(name)} fits: {desc}."])
+    if refinement is not None and previous is not None:
+        bpm, prev_bpm = tempo_of(track), tempo_of(previous)
+        clause = rng.choice(REFINEMENTS[refinement].tells).format(
+            artist=track.artist, prev_artist=previous.artist,
+            bpm=round(bpm) if bpm else "?", prev_bpm=round(prev_bpm) if prev_bpm else "?")
+        text = f"{text} {clause}"
+    return text
+
+
+# --------------------------------------------------------------------------- sessions
+
+def _session(pool: list[Track], n_turns: int, rng: random.Random, refine_share: float) -> list[dict]:
+    """Turns for one session over ``pool`` (a playlist's tracks, in order)."""
+    n_turns = min(n_turns, len(pool))
+    plan = [pool[i] for i in sorted(rng.sample(range(len(pool)), n_turns))]  # an ordered subset
+    used: set[str] = set()
+    played: list[Track] = []
+    turns: list[dict] = []
+    for t in range(n_turns):
+        target, kind = None, None
+        if played and rng.random() < refine_share:
+            for name in rng.sample(list(REFINEMENTS), len(REFINEMENTS)):
+                cands = [c for c in pool if c.id not in used and REFINEMENTS[name].holds(played[-1], c, played[0])]
+                if cands:
+                    target, kind = rng.choice(cands), name
+                    break
+        if target is None:
+            target = next((p for p in plan if p.id not in used), None) or \
+                next((p for p in pool if p.id not in used), None)
+            if target is None:
+                break
+        if kind is None:
+            text, _ = compose_request(target, rng, first=not played)
+            turns.append({"role": "user", "content": text})
+        else:
+            turns.append({"role": "user", "content": compose_refinement(kind, played[-1], target, rng),
+                          "refinement": kind})
+        reply = compose_reply(target, rng, previous=played[-1] if played else None, refinement=kind)
+        turns.append({"role": "assistant", "content": reply, "tracks": [target.id]})
+        used.add(target.id)
+        played.append(target)
+    return turns
+
+
+def synthesize_conversations(
+    tracks: list[Track],
+    playlists: dict[str, list[str]],
+    *,
+    seed: int = 0,
+    turns_per_session: tuple[int, int] = (2, 5),
+    sessions_per_playlist: int | None = None,
+    refine_share: float = 0.5,
+    single_turn_orphans: bool = True,
+    progress: bool = True,
+) -> list[dict]:
+    """Synthesize conversations from a catalog's tracks and playlists.
+
+    Parameters
+    ----------
+    tracks : list of Track
+        The catalog.
+    playlists : dict
+        Playlist (album, collection) name -> ordered track ids. Ids not in ``tracks`` are skipped.
+    seed : int
+        Seed; the same inputs and seed give the same conversations.
+    turns_per_session : (int, int)
+        Inclusive range of requests (assistant turns) per session; capped by the playlist's length.
+    sessions_per_playlist : int or None
+        Sessions drawn from each playlist. None: enough for each track to be a target about twice,
+        ``ceil(2 * len / mean turns)``, at most 50.
+    refine_share : float
+        Chance that a follow-up request is relative to the last track (when a true one exists).
+    single_turn_orphans : bool
+        Also write one single-turn session for every track in no playlist.
+    progress : bool
+        Show a progress bar.
+
+    Returns
+    -------
+    list of dict
+        Conversations with keys "id", "playlist" and "turns", in playlist-name order.
+    """
+    lo, hi = _check_range(turns_per_session)
+    if sessions_per_playlist is not None and (not isinstance(sessions_per_playlist, int) or sessions_per_playlist < 1):
+        raise ValueError(f"sessions_per_playlist must be a positive int or None, got {sessions_per_playlist!r}")
+    if not 0.0 <= refine_share <= 1.0:
+        raise ValueError(f"refine_share must be in [0, 1], got {refine_share}")
+    by_id = {t.id: t for t in tracks}
+    if len(by_id) != len(tracks):
+        raise ValueError("track ids must be unique")
+    rng = random.Random(seed)
+    sessions: list[tuple[str | None, list[dict]]] = []
+    in_playlist: set[str] = set()
+    names = sorted(playlists)
+    for name in tqdm(names, desc="synthesizing conversations", disable=not progress or not names):
+        pool = [by_id[i] for i in dict.fromkeys(playlists[name]) if i in by_id]  # de-duplicated, in order
+        in_playlist.update(t.id for t in pool)
+        if not pool:
+            continue
+        n_sessions = sessions_per_playlist or min(50, math.ceil(2 * len(pool) / ((lo + hi) / 2)))
+        for _ in range(n_sessions):
+            turns = _session(pool, rng.randint(lo, hi), rng, refine_share)
+            if turns:
+                sessions.append((name, turns))
+    if single_turn_orphans:
+        for track in tracks:
+            if track.id not in in_playlist:
+                sessions.append((None, _session([track], 1, rng, 0.0)))
+    if not sessions:
+        raise ValueError("no conversations could be made: the playlists name none of the given tracks "
+                         "and there are no tracks outside playlists")
+    width = max(6, len(str(len(sessions))))
+    return [{"id": f"conv-{i:0{width}d}", "playlist": name, "turns": turns}
+            for i, (name, turns) in enumerate(sessions)]
+
+
+def _check_range(r: tuple[int, int]) -> tuple[int, int]:
+    try:
+        lo, hi = r
+    except (TypeError, ValueError):
+        raise ValueError(f"turns_per_session must be a (min, max) pair, got {r!r}") from None
+    if not (isinstance(lo, int) and isinstance(hi, int)) or not 1 <= lo <= hi:
+        raise ValueError(f"turns_per_session must be ints with 1 <= min <= max, got {r!r}")
+    return lo, hi
+
+
+# --------------------------------------------------------------------------- splits
+
+def split_key(conversation: dict) -> str:
+    """What a conversation is split on: its playlist, or its first track for a session outside playlists."""
+    if conversation.get("playlist"):
+        return f"playlist:{conversation['playlist']}"
+    first = next((t["tracks"][0] for t in conversation["turns"] if t.get("tracks")), conversation["id"])
+    return f"track:{first}"
+
+
+def split_by_playlist(conversations: list[dict], *, val: float = 0.1, test: float = 0.15,
+                      seed: int = 0) -> dict[str, list[dict]]:
+    """Split conversations into train/val/test so that no playlist is shared between splits.
+
+    Whole playlists are assigned, shuffled with ``seed``, until each held-out split
+    holds about its share of the conversations. With three or more playlists and a
+    positive share, val and test each get at least one playlist. Conversations
+    outside any playlist are grouped by their first track.
+
+    Returns
+    -------
+    dict
+        "train", "val", "test" -> conversations (copies with a "split" key added).
+    """
+    for name, share in (("val", val), ("test", test)):
+        if not 0.0 <= share < 1.0:
+            raise ValueError(f"{name} share must be in [0, 1), got {share}")
+    if val + test >= 1.0:
+        raise ValueError(f"val + test must leave something to train on, got {val} + {test}")
+    groups: dict[str, list[dict]] = {}
+    for conv in conversations:
+        groups.setdefault(split_key(conv), []).append(conv)
+    keys = sorted(groups)
+    random.Random(seed).shuffle(keys)
+    total = sum(len(g) for g in groups.values())
+    out: dict[str, list[dict]] = {s: [] for s in SPLITS}
+    pos = 0
+    for split, share in (("test", test), ("val", val)):
+        if share <= 0:
+            continue
+        want = share * total
+        while pos < len(keys) - 1:  # the last group always goes to train
+            size = len(groups[keys[pos]])
+            must_have_one = not out[split] and len(keys) >= 3
+            # take a group while at least half of it fits in the split's share
+            if not must_have_one and len(out[split]) + size / 2 > want:
+                break
+            out[split].extend(groups[keys[pos]])
+            pos += 1
+    for k in keys[pos:]:
+        out["train"].extend(groups[k])
+    return {s: [{**c, "split": s} for c in sorted(convs, key=lambda c: c["id"])] for s, convs in out.items()}
+
+
+# --------------------------------------------------------------------------- files
+
+def validate_conversation(conv: object) -> None:
+    """Raise ConversationFormatError unless ``conv`` follows the conversations.jsonl format."""
+    if not isinstance(conv, dict):
+        raise ConversationFormatError(f"a conversation must be a JSON object, got {type(conv).__name__}")
+    if not isinstance(conv.get("id"), str) or not conv["id"]:
+        raise ConversationFormatError('a conversation needs a non-empty string "id"')
+    turns = conv.get("turns")
+    if not isinstance(turns, list) or not turns:
+        raise ConversationFormatError(f'conversation {conv["id"]!r}: "turns" must be a non-empty list')
+    for i, turn in enumerate(turns):
+        where = f'conversation {conv["id"]!r}, turn {i}'
+        if not isinstance(turn, dict):
+            raise ConversationFormatError(f"{where}: a turn must be an object")
+        if turn.get("role") not in ROLES:
+            raise ConversationFormatError(f"{where}: role must be one of {ROLES}, got {turn.get('role')!r}")
+        if not isinstance(turn.get("content"), str):
+            raise ConversationFormatError(f'{where}: "content" must be a string')
+        if "tracks" in turn:
+            if turn["role"] != "assistant":
+                raise ConversationFormatError(f'{where}: only assistant turns carry "tracks"')
+            tr = turn["tracks"]
+            if not isinstance(tr, list) or not all(isinstance(x, str) and x for x in tr):
+                raise ConversationFormatError(f'{where}: "tracks" must be a list of non-empty track id strings')
+
+
+def write_jsonl(conversations: Iterable[dict], path: str | os.PathLike) -> Path:
+    """Validate and write conversations, one JSON object a line; the file appears whole or not at all."""
+    path = Path(path)
+    convs = list(conversations)
+    seen: set[str] = set()
+    for conv in convs:
+        validate_conversation(conv)
+        if conv["id"] in seen:
+            raise ConversationFormatError(f"duplicate conversation id {conv['id']!r}")
+        seen.add(conv["id"])
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "w", encoding="utf-8") as f:
+        for conv in convs:
+            f.write(json.dumps(conv, ensure_ascii=False) + "\n")
+    os.replace(tmp, path)
+    return path
+
+
+def read_jsonl(path: str | os.PathLike) -> list[dict]:
+    """Read and validate a conversations.jsonl file.
+
+    Raises
+    ------
+    FileNotFoundError
+        If the file does not exist.
+    ConversationFormatError
+        On the first bad line, naming the file and the line number.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"no conversations file at {path}: write one with assistant.synth.write_splits "
+                                f"or pass the path of an existing conversations.jsonl")
+    out: list[dict] = []
+    seen: dict[str, int] = {}
+    with open(path, encoding="utf-8") as f:
+        for n, line in enumerate(f, start=1):
+            if not line.strip():
+                continue
+            try:
+                conv = json.loads(line)
+            except json.JSONDecodeError as e:
+                raise ConversationFormatError(f"{path}:{n}: not valid JSON ({e.msg} at column {e.colno})") from None
+            try:
+                validate_conversation(conv)
+            except ConversationFormatError as e:
+                raise ConversationFormatError(f"{path}:{n}: {e}") from None
+            if conv["id"] in seen:
+                raise ConversationFormatError(
+                    f"{path}:{n}: conversation id {conv['id']!r} already used on line {seen[conv['id']]}")
+            seen[conv["id"]] = n
+            out.append(conv)
+    return out
+
+
+def write_splits(tracks: list[Track], playlists: dict[str, list[str]], out_dir: str | os.PathLike,
+                 seed: int = 0, **synth_options) -> dict[str, Path]:
+    """Synthesize, split by playlist and write ``OUT/{train,val,test}/conversations.jsonl``.
+
+    Extra keyword arguments go to :func:`synthesize_conversations`.
+
+    Returns
+    -------
+    dict
+        Split name -> path of its conversations.jsonl.
+    """
+    convs = synthesize_conversations(tracks, playlists, seed=seed, **synth_options)
+    splits = split_by_playlist(convs, seed=seed)
+    out_dir = Path(out_dir)
+    return {s: write_jsonl(splits[s], out_dir / s / "conversations.jsonl") for s in SPLITS}

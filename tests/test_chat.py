@@ -1,0 +1,152 @@
+"""The chat engine end to end on a tiny catalog with a tiny trained model."""
+from __future__ import annotations
+
+import json
+import logging
+import re
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from assistant.chat import MusicAssistant
+from assistant.refine import parse_refinement, satisfies
+from tiny_catalog import SR, build_tiny_assistant, synth_track
+
+
+@pytest.fixture(scope="module")
+def dirs(tmp_path_factory):
+    return build_tiny_assistant(tmp_path_factory.mktemp("assistant"))
+
+
+@pytest.fixture(scope="module")
+def assistant(dirs):
+    index_dir, model_dir = dirs
+    return MusicAssistant.load(index_dir, model_dir)
+
+
+def test_reply_returns_catalog_tracks_from_a_music_block(assistant):
+    session = assistant.new_session()
+    reply = assistant.reply(session, "calm piano music please")
+    assert reply.source == "model"  # the constrained decoder always yields a valid block
+    assert len(reply.tracks) == 3 and len(reply.ranked) >= 3
+    assert all(t.id in assistant.index.by_id for t in reply.tracks)
+    for card in reply.tracks:
+        assert f'"{card.title}"' in reply.text and card.reason
+    assert session.played == [c.id for c in reply.tracks]
+    assert session.history[-1]["tracks"] == session.played
+
+
+def test_played_and_rejected_tracks_are_not_repeated(assistant):
+    session = assistant.new_session()
+    first = assistant.reply(session, "something fast and electronic")
+    rejected = first.tracks[0].id
+    second = assistant.feedback(session, rejected, liked=False)
+    assert rejected in session.rejected
+    shown_again = {c.id for c in second.tracks} & {c.id for c in first.tracks}
+    assert not shown_again
+    assert rejected not in second.ranked
+
+
+def test_refinement_moves_in_the_asked_direction(assistant):
+    session = assistant.new_session()
+    first = assistant.reply(session, "calm piano")
+    reply = assistant.reply(session, "faster please")
+    reference = assistant.index.by_id[first.tracks[-1].id]
+    top = assistant.index.by_id[reply.tracks[0].id]
+    assert top.descriptors["tempo_bpm"] > reference.descriptors["tempo_bpm"]
+    assert "faster than" in reply.tracks[0].reason
+    assert satisfies(top, reference, parse_refinement("faster please"))
+
+
+def test_more_like_this_stays_close(assistant):
+    session = assistant.new_session()
+    first = assistant.reply(session, "folk fiddle reel")
+    liked = assistant.index.by_id[first.tracks[0].id]
+    reply = assistant.feedback(session, liked.id, liked=True)
+    assert reply.tracks and liked.id not in {c.id for c in reply.tracks}
+    unplayed_same_album = [t for t in assistant.index.tracks
+                           if t.album == liked.album and t.id not in {c.id for c in first.tracks}]
+    if unplayed_same_album:
+        assert assistant.index.by_id[reply.tracks[0].id].album == liked.album
+
+
+def test_text_never_names_tracks_that_were_not_retrieved(assistant):
+    session = assistant.new_session()
+    reply = assistant.reply(session, "calm piano")
+    other = next(t for t in assistant.index.tracks if t.id not in {c.id for c in reply.tracks} and t.title)
+    fake = f'Try "{other.title}" at 999 BPM in F# minor. Or "Nonexistent Song" by Nobody.'
+    assert assistant.grounded_sentences(fake, reply.tracks) == ""
+    good_title = reply.tracks[0].title
+    assert good_title in assistant.grounded_sentences(f'Here is "{good_title}".', reply.tracks)
+
+
+def test_fallback_without_model_is_logged(dirs, caplog):
+    index_dir, _ = dirs
+    plain = MusicAssistant.load(index_dir, None)
+    with caplog.at_level(logging.WARNING, logger="tonearm.chat"):
+        reply = plain.reply(plain.new_session(), "dark orchestral strings")
+    assert reply.source == "dense-fallback" and any("dense fallback" in n for n in reply.notes)
+    assert "dense fallback" in caplog.text
+    assert assistant_albums(plain, reply)[0] == "Dark Orchestral"
+
+
+def assistant_albums(a, reply):
+    return [a.index.by_id[c.id].album for c in reply.tracks]
+
+
+def test_long_history_is_trimmed_oldest_first(dirs):
+    index_dir, model_dir = dirs
+    small = MusicAssistant.load(index_dir, model_dir, max_context_tokens=120)
+    history = []
+    for i in range(12):
+        history += [{"role": "user", "content": f"request number {i} for calm piano music"},
+                    {"role": "assistant", "content": "Here you go.", "tracks": []}]
+    history.append({"role": "user", "content": "the latest request: fast electronic"})
+    ids = small._prompt_ids(history)
+    text = small.tokenizer.decode(ids[0])
+    assert ids.shape[1] <= 120 and "the latest request" in text and "request number 0 " not in text
+
+
+def test_rank_for_evaluation_is_stateless_and_excludes_played(assistant):
+    tid = assistant.index.tracks[0].id
+    history = [{"role": "user", "content": "calm piano"}, {"role": "assistant", "content": "ok", "tracks": [tid]},
+               {"role": "user", "content": "slower"}]
+    ranked = assistant.rank(history, k=10)
+    assert len(ranked) == 10 and tid not in ranked and len(set(ranked)) == 10
+    assert assistant.rank(history, k=10) == ranked
+
+
+def test_upload_questions_are_answered_from_the_analysis(assistant, tmp_path):
+    path = tmp_path / "song.wav"
+    sf.write(path, synth_track(120, 62, False, True, 12.0, seed=3), SR)
+    session = assistant.new_session()
+    reply = assistant.reply(session, "what key is this in?", upload=path)
+    key = session.upload.analysis["key"]
+    assert key in reply.text and re.search(r"[A-G][#b]? (major|minor)", reply.text)
+    reply = assistant.reply(session, "how fast is it?")
+    assert f"{session.upload.analysis['tempo_bpm']:.0f} BPM" in reply.text
+    reply = assistant.reply(session, "describe it")
+    assert key in reply.text and "BPM" in reply.text
+    reply = assistant.reply(session, "find me songs like this")
+    assert reply.source == "upload" and reply.tracks
+    # the nearest catalog tracks by the catalog's own audio embedding
+    up = session.upload.audio_vector
+    sims = assistant.index.embeddings["audio"] @ up
+    assert assistant.index.row_of[reply.tracks[0].id] == int(np.argmax(sims))
+
+
+def test_bad_uploads_get_a_message_and_the_session_goes_on(assistant, tmp_path):
+    session = assistant.new_session()
+    bad = tmp_path / "notes.mp3"
+    bad.write_text("this is not audio")
+    silent = tmp_path / "silent.wav"
+    sf.write(silent, np.zeros(SR * 5, np.float32), SR)
+    short = tmp_path / "short.wav"
+    sf.write(short, synth_track(120, 60, False, False, 1.0, seed=1), SR)
+    for path in (bad, silent, short):
+        reply = assistant.reply(session, "what key is this?", upload=path)
+        assert reply.text.startswith("I couldn't use that file") and not reply.tracks
+    reply = assistant.reply(session, "calm piano")
+    assert reply.tracks
+    json.dumps(session.history)  # the history stays serialisable

@@ -1,0 +1,121 @@
+"""Music-CRS metrics against values worked out by hand."""
+import math
+
+import pytest
+
+from assistant.metrics import (METRIC_KEYS, aggregate, eval_turns, hit_at_k, ndcg_at_k, reciprocal_rank,
+                               score_turn)
+
+RANKED = ["a", "b", "c", "d"]
+
+
+def test_hit_at_k():
+    assert hit_at_k(RANKED, {"c"}, 1) == 0.0
+    assert hit_at_k(RANKED, {"c"}, 2) == 0.0
+    assert hit_at_k(RANKED, {"c"}, 3) == 1.0
+    assert hit_at_k(RANKED, ["a", "z"], 1) == 1.0
+    assert hit_at_k(RANKED, {"z"}, 10) == 0.0
+
+
+def test_reciprocal_rank():
+    assert reciprocal_rank(RANKED, {"c"}) == pytest.approx(1 / 3)
+    assert reciprocal_rank(RANKED, {"d", "b"}) == pytest.approx(1 / 2)
+    assert reciprocal_rank(RANKED, {"z"}) == 0.0
+    assert reciprocal_rank(RANKED, {"c"}, k=2) == 0.0
+
+
+def test_ndcg_single_relevant():
+    # the only relevant id at rank 3: DCG = 1/log2(4) = 0.5, ideal = 1
+    assert ndcg_at_k(RANKED, {"c"}, 10) == pytest.approx(0.5)
+    assert ndcg_at_k(RANKED, {"c"}, 2) == 0.0
+    assert ndcg_at_k(RANKED, {"a"}, 1) == 1.0
+
+
+def test_ndcg_two_relevant():
+    # relevant at ranks 2 and 4: DCG = 1/log2(3) + 1/log2(5); ideal = 1 + 1/log2(3)
+    dcg = 1 / math.log2(3) + 1 / math.log2(5)
+    assert ndcg_at_k(RANKED, {"b", "d"}, 10) == pytest.approx(dcg / (1 + 1 / math.log2(3)))
+    assert ndcg_at_k(RANKED, {"b", "d"}, 10) == pytest.approx(0.65092, abs=1e-5)
+    # k=2: only rank 2 counts; the ideal still has two relevant ids in two slots
+    assert ndcg_at_k(RANKED, {"b", "d"}, 2) == pytest.approx((1 / math.log2(3)) / (1 + 1 / math.log2(3)))
+    assert ndcg_at_k(RANKED, {"b", "d"}, 1) == 0.0
+
+
+def test_ndcg_ideal_uses_min_of_k_and_relevant():
+    # three relevant ids but k=1: one relevant id on top is already ideal
+    assert ndcg_at_k(["x", "a"], {"x", "y", "z"}, 1) == 1.0
+    assert ndcg_at_k(["x", "y", "z"], {"x", "y", "z"}, 20) == pytest.approx(1.0)
+
+
+def test_empty_ranking_scores_zero():
+    scores = score_turn([], {"a"})
+    assert set(scores) == set(METRIC_KEYS)
+    assert all(v == 0.0 for v in scores.values())
+
+
+def test_score_turn_values():
+    ranked = [f"t{i}" for i in range(30)]
+    s = score_turn(ranked, {"t4"})  # rank 5
+    assert s == pytest.approx({"hit@1": 0.0, "hit@10": 1.0, "mrr": 0.2, "ndcg@1": 0.0,
+                               "ndcg@10": 1 / math.log2(6), "ndcg@20": 1 / math.log2(6)})
+    s = score_turn(ranked, {"t14"})  # rank 15: outside 10, inside 20
+    assert s["hit@10"] == 0.0 and s["ndcg@10"] == 0.0
+    assert s["ndcg@20"] == pytest.approx(1 / math.log2(16))
+    assert s["mrr"] == pytest.approx(1 / 15)
+
+
+@pytest.mark.parametrize("call", [
+    lambda: hit_at_k(RANKED, {"a"}, 0),
+    lambda: hit_at_k(RANKED, {"a"}, 1.5),
+    lambda: ndcg_at_k(RANKED, {"a"}, -1),
+    lambda: reciprocal_rank(RANKED, {"a"}, k=0),
+    lambda: hit_at_k(RANKED, set(), 1),
+    lambda: hit_at_k("abc", {"a"}, 1),
+    lambda: hit_at_k(RANKED, "a", 1),
+    lambda: ndcg_at_k(["a", "b", "a"], {"a"}, 3),
+    lambda: score_turn([1, 2], {"a"}),
+])
+def test_bad_inputs_raise(call):
+    with pytest.raises(ValueError):
+        call()
+
+
+def test_aggregate_averages_turns_then_conversations():
+    one = {k: 1.0 for k in METRIC_KEYS}
+    zero = {k: 0.0 for k in METRIC_KEYS}
+    # conversation A: mean 0.5; conversation B: mean 1.0 -> 0.75 (a plain turn mean would give 2/3)
+    agg = aggregate([[one, zero], [one], []])
+    assert all(agg[k] == pytest.approx(0.75) for k in METRIC_KEYS)
+    assert agg["conversations"] == 2 and agg["turns"] == 3
+    assert list(agg)[:len(METRIC_KEYS)] == list(METRIC_KEYS)
+
+
+def test_aggregate_rejects_mixed_keys_and_nothing():
+    with pytest.raises(ValueError, match="differ"):
+        aggregate([[{"hit@1": 1.0}], [{"mrr": 1.0}]])
+    with pytest.raises(ValueError, match="nothing to aggregate"):
+        aggregate([[], []])
+
+
+def test_eval_turns_gives_history_and_targets():
+    conv = {"id": "c", "turns": [
+        {"role": "user", "content": "calm piano"},
+        {"role": "assistant", "content": "Try this.", "tracks": ["t1", "t2"]},
+        {"role": "user", "content": "why that one?"},
+        {"role": "assistant", "content": "Because it is calm."},
+        {"role": "user", "content": "faster"},
+        {"role": "assistant", "content": "Here.", "tracks": ["t3"]},
+    ]}
+    points = eval_turns(conv)
+    assert [rel for _, rel in points] == [["t1", "t2"], ["t3"]]
+    assert points[0][0] == conv["turns"][:1]
+    assert points[1][0] == conv["turns"][:5]
+    points[1][0].append({"role": "user", "content": "x"})
+    assert len(conv["turns"]) == 6, "the history is a new list"
+
+
+def test_eval_turns_validates():
+    with pytest.raises(ValueError):
+        eval_turns({"id": "c"})
+    with pytest.raises(ValueError):
+        eval_turns({"id": "c", "turns": [{"role": "assistant", "content": "", "tracks": "t1"}]})

@@ -1,0 +1,259 @@
+"""Synthesized conversations: honest requests, honest refinements, playlist splits, jsonl files."""
+import json
+import random
+import re
+
+import pytest
+
+from assistant import synth
+from assistant.synth import (REFINEMENTS, SPLITS, ConversationFormatError, read_jsonl, split_by_playlist,
+                             split_key, synthesize_conversations, write_jsonl, write_splits)
+from index.track import Track
+
+KEYS = ["D major", "A minor", "G major", "E minor", "C major", "F# minor", "Bb major"]
+HUMAN_TAGS = [["reel", "folk", "fiddle"], ["orchestral", "cinematic"], ["jazz", "piano"], ["rock", "guitar"],
+              ["ambient", "drone"]]
+LYRICS = "Down by the river where the willows grow\nWe walk the long road home tonight\nRiver river carry me"
+
+
+def make_catalog(n=20):
+    """Tracks with spread-out descriptors, four playlists (overlapping) and two tracks in no playlist."""
+    rng = random.Random(7)
+    tracks = []
+    for i in range(n):
+        key = KEYS[i % len(KEYS)]
+        tempo = 60 + (i * 37) % 110
+        tracks.append(Track(
+            id=f"t{i:02d}", title=f"Title {i}", artist=f"Artist {i % 5}", album=f"Album {i % 3}",
+            year=str(1960 + 3 * i), genre=["Folk", "Classical", "Jazz", "Rock"][i % 4],
+            tags=HUMAN_TAGS[i % 5] + ["fast" if tempo > 120 else "slow", key],
+            lyrics=LYRICS if i % 3 == 0 else "",
+            descriptors={"tempo_bpm": tempo + rng.random(), "key": key, "mode": key.split()[1],
+                         "energy": ((i * 7) % 20) / 19, "brightness": ((i * 11) % 20) / 19,
+                         "vocals": 0.9 if i % 3 == 0 else 0.1}))
+    ids = [t.id for t in tracks]
+    playlists = {"evening": ids[0:7], "workout": ids[5:12], "road trip": ids[10:16], "focus": ids[14:18]}
+    return tracks, playlists
+
+
+@pytest.fixture(scope="module")
+def catalog():
+    return make_catalog()
+
+
+@pytest.fixture(scope="module")
+def conversations(catalog):
+    tracks, playlists = catalog
+    convs = []
+    for seed in range(6):
+        for c in synthesize_conversations(tracks, playlists, seed=seed, sessions_per_playlist=8,
+                                          refine_share=0.7, progress=False):
+            convs.append({**c, "id": f"{seed}-{c['id']}"})
+    return convs
+
+
+def targets(conv):
+    return [t["tracks"][0] for t in conv["turns"] if t["role"] == "assistant"]
+
+
+def test_sessions_walk_their_playlist(catalog, conversations):
+    tracks, playlists = catalog
+    for conv in conversations:
+        roles = [t["role"] for t in conv["turns"]]
+        assert roles == ["user", "assistant"] * (len(roles) // 2)
+        ids = targets(conv)
+        assert len(ids) == len(set(ids)), "a session never plays a track twice"
+        if conv["playlist"] is None:
+            assert len(ids) == 1
+        else:
+            assert set(ids) <= set(playlists[conv["playlist"]])
+            assert 1 <= len(ids) <= min(5, len(playlists[conv["playlist"]]))
+            assert len(ids) >= 2
+
+
+def test_orphan_tracks_get_single_turn_sessions(catalog, conversations):
+    tracks, playlists = catalog
+    in_playlists = {i for ids in playlists.values() for i in ids}
+    orphans = {t.id for t in tracks} - in_playlists
+    assert orphans == {"t18", "t19"}
+    seen = {targets(c)[0] for c in conversations if c["playlist"] is None}
+    assert seen == orphans
+
+
+def _vocal(track):
+    return track.descriptors["vocals"] >= 0.6
+
+
+def _instrumental(track):
+    return track.descriptors["vocals"] <= 0.35
+
+
+def test_every_refinement_is_true_of_the_chosen_track(catalog, conversations):
+    by_id = {t.id: t for t in catalog[0]}
+    kinds_seen = set()
+    for conv in conversations:
+        played = []
+        for i, turn in enumerate(conv["turns"]):
+            if turn["role"] != "user":
+                played.append(by_id[turn["tracks"][0]])
+                continue
+            kind = turn.get("refinement")
+            if kind is None:
+                continue
+            kinds_seen.add(kind)
+            prev, first = played[-1], played[0]
+            new = by_id[conv["turns"][i + 1]["tracks"][0]]
+            d0, d1 = prev.descriptors, new.descriptors
+            assert any(turn["content"].startswith(a.format(artist=prev.artist).rstrip(".!?"))
+                       for a in REFINEMENTS[kind].asks), turn["content"]
+            check = {
+                "faster": lambda: d1["tempo_bpm"] > d0["tempo_bpm"],
+                "slower": lambda: d1["tempo_bpm"] < d0["tempo_bpm"],
+                "brighter": lambda: d1["brightness"] > d0["brightness"],
+                "darker": lambda: d1["brightness"] < d0["brightness"],
+                "calmer": lambda: d1["energy"] < d0["energy"],
+                "more energetic": lambda: d1["energy"] > d0["energy"],
+                "with vocals": lambda: _vocal(new) and _instrumental(prev),
+                "without vocals": lambda: _instrumental(new) and _vocal(prev),
+                "same artist": lambda: new.artist == prev.artist,
+                "other artist": lambda: new.artist != prev.artist,
+                "like first": lambda: first.id != prev.id and synth._likeness(new, first) > synth._likeness(new, prev),
+            }[kind]
+            assert check(), f"{kind!r} is false: {prev.id} -> {new.id} in {conv['id']}"
+            reply = conv["turns"][i + 1]["content"]
+            if kind in ("faster", "slower"):
+                assert f"about {round(d1['tempo_bpm'])} BPM against {round(d0['tempo_bpm'])}" in reply
+    assert len(kinds_seen) >= 8, f"too few kinds of refinement exercised: {sorted(kinds_seen)}"
+
+
+def test_plain_requests_state_only_true_facts(catalog, conversations):
+    by_id = {t.id: t for t in catalog[0]}
+    checked = {"bpm": 0, "key": 0, "mode": 0, "artist": 0, "lyrics": 0, "era": 0, "vocals": 0}
+    for conv in conversations:
+        for i, turn in enumerate(conv["turns"]):
+            if turn["role"] != "user" or "refinement" in turn:
+                continue
+            text, t = turn["content"], by_id[conv["turns"][i + 1]["tracks"][0]]
+            for m in re.finditer(r"around (\d+) BPM", text):
+                assert abs(int(m.group(1)) - t.descriptors["tempo_bpm"]) <= 3.5, (text, t.descriptors)
+                checked["bpm"] += 1
+            for m in re.finditer(r"\b([A-G][#b]? (?:major|minor))\b", text):
+                assert m.group(1) == t.descriptors["key"], (text, t.id)
+                checked["key"] += 1
+            for m in re.finditer(r"\b(major|minor)[- ]key", text):
+                assert m.group(1) == t.descriptors["mode"], (text, t.id)
+                checked["mode"] += 1
+            for m in re.finditer(r"\bby (Artist \d)", text):
+                assert m.group(1) == t.artist
+                checked["artist"] += 1
+            for m in re.finditer(r'"([^"]+)"', text):
+                if not m.group(1).startswith("Title"):
+                    assert m.group(1).lower() in t.lyrics.lower(), (text, t.id)
+                    checked["lyrics"] += 1
+            for m in re.finditer(r"from the (\d{4})s", text):
+                assert int(t.year) // 10 * 10 == int(m.group(1))
+                checked["era"] += 1
+            if re.search(r"\binstrumental\b|without vocals", text):
+                assert _instrumental(t), (text, t.id)
+                checked["vocals"] += 1
+            if re.search(r"with (vocals|singing)", text):
+                assert _vocal(t), (text, t.id)
+                checked["vocals"] += 1
+    assert all(n > 0 for n in checked.values()), checked
+
+
+def test_requests_are_varied_and_rarely_name_the_title(catalog, conversations):
+    by_id = {t.id: t for t in catalog[0]}
+    plain = [(turn["content"], by_id[conv["turns"][i + 1]["tracks"][0]])
+             for conv in conversations for i, turn in enumerate(conv["turns"])
+             if turn["role"] == "user" and "refinement" not in turn]
+    assert len({text for text, _ in plain}) > 0.8 * len(plain)
+    titled = sum(f'"{t.title}"' in text for text, t in plain)
+    assert 0 < titled < 0.1 * len(plain)
+    assert not any(", ".join(t.tags) in text for text, t in plain), "requests must not copy the tag string"
+    lengths = [len(text.split()) for text, _ in plain]
+    assert min(lengths) <= 4 and max(lengths) >= 10, "vague and specific requests both occur"
+
+
+def test_assistant_turns_name_the_track(catalog, conversations):
+    by_id = {t.id: t for t in catalog[0]}
+    for conv in conversations:
+        for turn in conv["turns"]:
+            if turn["role"] == "assistant":
+                t = by_id[turn["tracks"][0]]
+                assert f'"{t.title}" by {t.artist}' in turn["content"]
+
+
+def test_same_seed_same_conversations(catalog):
+    tracks, playlists = catalog
+    a = synthesize_conversations(tracks, playlists, seed=3, progress=False)
+    b = synthesize_conversations(tracks, playlists, seed=3, progress=False)
+    c = synthesize_conversations(tracks, playlists, seed=4, progress=False)
+    assert a == b
+    assert a != c
+    assert len({x["id"] for x in a}) == len(a)
+
+
+def test_bad_arguments_are_refused(catalog):
+    tracks, playlists = catalog
+    with pytest.raises(ValueError, match="turns_per_session"):
+        synthesize_conversations(tracks, playlists, turns_per_session=(3, 2), progress=False)
+    with pytest.raises(ValueError, match="unique"):
+        synthesize_conversations(tracks + tracks[:1], playlists, progress=False)
+    with pytest.raises(ValueError, match="no conversations"):
+        synthesize_conversations([], {"x": ["nope"]}, progress=False)
+
+
+def test_split_shares_no_playlist(catalog):
+    tracks, playlists = catalog
+    convs = synthesize_conversations(tracks, playlists, seed=0, progress=False)
+    splits = split_by_playlist(convs, val=0.1, test=0.15, seed=0)
+    assert set(splits) == set(SPLITS)
+    assert sorted(c["id"] for s in splits.values() for c in s) == sorted(c["id"] for c in convs)
+    keys = {s: {split_key(c) for c in convs_} for s, convs_ in splits.items()}
+    assert not keys["train"] & keys["val"] and not keys["train"] & keys["test"] and not keys["val"] & keys["test"]
+    assert all(splits[s] for s in SPLITS), {s: len(v) for s, v in splits.items()}
+    assert all(c["split"] == s for s, v in splits.items() for c in v)
+    with pytest.raises(ValueError):
+        split_by_playlist(convs, val=0.5, test=0.5)
+
+
+def test_jsonl_round_trip(tmp_path, catalog):
+    convs = synthesize_conversations(*catalog, seed=1, progress=False)
+    path = write_jsonl(convs, tmp_path / "c" / "conversations.jsonl")
+    assert read_jsonl(path) == convs
+    assert len(path.read_text().splitlines()) == len(convs)
+
+
+@pytest.mark.parametrize("line, message", [
+    ("{not json", "not valid JSON"),
+    (json.dumps({"turns": [{"role": "user", "content": "hi"}]}), '"id"'),
+    (json.dumps({"id": "x", "turns": []}), "non-empty list"),
+    (json.dumps({"id": "x", "turns": [{"role": "robot", "content": "hi"}]}), "role must be"),
+    (json.dumps({"id": "x", "turns": [{"role": "user", "content": 3}]}), "content"),
+    (json.dumps({"id": "x", "turns": [{"role": "user", "content": "a", "tracks": ["t1"]}]}), "only assistant"),
+    (json.dumps({"id": "x", "turns": [{"role": "assistant", "content": "a", "tracks": "t1"}]}), "list of"),
+    (json.dumps({"id": "c1", "turns": [{"role": "user", "content": "again"}]}), "already used on line 1"),
+])
+def test_reader_names_the_bad_line(tmp_path, line, message):
+    good = json.dumps({"id": "c1", "turns": [{"role": "user", "content": "calm"},
+                                             {"role": "assistant", "content": "ok", "tracks": ["t1"]}]})
+    path = tmp_path / "conversations.jsonl"
+    path.write_text(good + "\n\n" + line + "\n")
+    with pytest.raises(ConversationFormatError, match=re.escape(f"conversations.jsonl:3: ") + ".*" + re.escape(message)):
+        read_jsonl(path)
+
+
+def test_reader_missing_file(tmp_path):
+    with pytest.raises(FileNotFoundError, match="write_splits"):
+        read_jsonl(tmp_path / "absent.jsonl")
+
+
+def test_write_splits(tmp_path, catalog):
+    paths = write_splits(*catalog, tmp_path, seed=2, progress=False)
+    assert {s: p.relative_to(tmp_path).as_posix() for s, p in paths.items()} == \
+        {s: f"{s}/conversations.jsonl" for s in SPLITS}
+    read = {s: read_jsonl(p) for s, p in paths.items()}
+    assert all(read[s] and all(c["split"] == s for c in read[s]) for s in SPLITS)
+    train_keys = {split_key(c) for c in read["train"]}
+    assert not train_keys & {split_key(c) for c in read["val"] + read["test"]}
