@@ -45,6 +45,7 @@ test-fast: install
 bench: install
 	$(PY) bench/index_build.py
 	$(PY) bench/analysis_accuracy.py
+	$(PY) bench/load.py
 
 clean-demo:
 	rm -rf $${TONEARM_HOME:-$$HOME/.cache/tonearm}/demo

@@ -50,7 +50,7 @@ def cmd_chat(args: argparse.Namespace) -> int:
 
     index_dir, model_dir = args.index, args.model
     if index_dir is None:
-        index_dir, demo_model = ensure_demo()
+        index_dir, demo_model = ensure_demo(with_model=not args.no_model)
         model_dir = model_dir or demo_model
     print("Loading the assistant ...", flush=True)
     assistant = MusicAssistant.load(index_dir, None if args.no_model else model_dir)

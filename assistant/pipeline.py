@@ -32,8 +32,12 @@ def train_on_index(index_dir: str | Path, out: str | Path, *, base: str | None =
                  code_descriptions=index.code_descriptions(), config=config or TrainConfig(), progress=progress)
 
 
-def ensure_demo(root: str | Path | None = None, *, progress: bool = True, log=print) -> tuple[Path, Path]:
-    """The demo index and model directories, building whichever is missing (with progress)."""
+def ensure_demo(root: str | Path | None = None, *, with_model: bool = True, progress: bool = True,
+                log=print) -> tuple[Path, Path]:
+    """The demo index and model directories, building whichever is missing (with progress).
+
+    With ``with_model=False`` only the index is built; the model directory may then not exist.
+    """
     from index.paths import demo_dir
     from index.store import IndexLoadError, read_manifest
 
@@ -49,7 +53,7 @@ def ensure_demo(root: str | Path | None = None, *, progress: bool = True, log=pr
         assemble_demo_library(root / "library", progress=progress)
         report = build_index(root / "library", index_dir, progress=progress, log=log)
         log(report.to_text())
-    if not (model_dir / "train_report.json").is_file():
+    if with_model and not (model_dir / "train_report.json").is_file():
         log(f"Training the demo model into {model_dir} (first run only, about 15 minutes on 2 cores)")
         report = train_on_index(index_dir, model_dir, progress=progress)
         log(f"Trained {report.steps} steps (sequence length {report.seq_len}); validation loss {report.val_loss:.3f}")

@@ -11,12 +11,12 @@ import soundfile as sf
 
 from assistant.chat import MusicAssistant
 from assistant.refine import parse_refinement, satisfies
-from tiny_catalog import SR, build_tiny_assistant, synth_track
+from tiny_catalog import SR, synth_track
 
 
 @pytest.fixture(scope="module")
-def dirs(tmp_path_factory):
-    return build_tiny_assistant(tmp_path_factory.mktemp("assistant"))
+def dirs(tiny_assistant_dirs):
+    return tiny_assistant_dirs
 
 
 @pytest.fixture(scope="module")
