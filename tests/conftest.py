@@ -18,6 +18,8 @@ import pytest
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+# Idle OpenMP threads sleep instead of spinning; read when torch loads, so set before any import of it.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 # Tests import the project packages from the repository root, installed or not.
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 

@@ -1,0 +1,644 @@
+"""LoRA fine-tuning that teaches the language model to answer with music tokens.
+
+Each assistant turn of a training conversation becomes the turn's text followed by the
+music block of its first track. The model learns this with peft LoRA on the attention and
+MLP projections, plus full training of the music-token rows only (peft
+``trainable_token_indices``), so the 49k rows of the base vocabulary stay frozen.
+
+The output directory is both a checkpoint and a model:
+
+- ``adapter_model.safetensors``, ``adapter_config.json``: LoRA weights and music-token rows
+- tokenizer files with the music tokens, ``music_vocab.json``
+- ``tonearm_model.json``: the base model, the system prompt, the music-token ids
+- ``train_state.pt``: optimizer, step and random state, so ``train`` resumes where it stopped
+- ``train_report.json``: the figures of the last run
+
+Training stops at ``max_steps`` or, gracefully, when ``time_budget_s`` is about to run out;
+after a few steps it measures its own speed and fits the learning-rate schedule into the
+budget, so a short budget still ends with a decayed learning rate.
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+
+from assistant.llm import DEFAULT_BASE, chat_prompt, ensure_pad_token, load_base, load_model
+from tokenizer.hf import add_music_tokens, music_token_ids
+from tokenizer.vocab import MusicVocab
+
+DEFAULT_SYSTEM_PROMPT = (
+    "You are a music assistant. Answer in one or two sentences about a track that fits the request, "
+    "then give that track's music block."
+)
+MODEL_RECORD = "tonearm_model.json"
+STATE_FILE = "train_state.pt"
+REPORT_FILE = "train_report.json"
+SAVED_BASE_DIR = "base"
+IGNORE = -100  # label of tokens that carry no loss
+# Projection names LoRA adapts in Llama-family models (SmolLM2, Llama, Qwen, Mistral, ...).
+LORA_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
+
+
+@dataclass
+class TrainConfig:
+    """Fine-tuning settings. The defaults fit about 13 minutes on two CPU cores with SmolLM2-135M.
+
+    Attributes
+    ----------
+    max_steps : int
+        Optimizer steps in total, counted across resumed runs.
+    seq_len : int
+        Longest example in tokens; older turns are dropped to fit.
+    batch_size, grad_accum : int
+        Examples per forward pass and passes per optimizer step.
+    lr : float
+        Peak learning rate of the LoRA weights.
+    token_lr : float or None
+        Peak learning rate of the music-token rows (None: same as ``lr``).
+    lora_r, lora_alpha, lora_dropout
+        LoRA rank, scale and dropout.
+    warmup : int
+        Linear warm-up steps; a cosine decay to 10 % follows.
+    eval_every : int
+        Steps between validation passes (each also writes a checkpoint).
+    eval_examples : int
+        Validation examples scored per pass (the first ones, so passes are comparable).
+    seed : int
+    time_budget_s : float or None
+        Wall-clock seconds for one ``train`` call, loading included; None for no limit.
+    num_threads : int or None
+        torch CPU threads; None leaves torch's default.
+    device : str
+        "auto" (CUDA when available), "cpu" or "cuda".
+    bf16 : bool or None
+        Run forward passes under bfloat16 autocast (weights and optimizer stay float32).
+        None: only where the hardware computes bfloat16 natively (CPUs with AMX or
+        AVX512-BF16, recent GPUs), where it is about 1.5-2x faster.
+    """
+
+    max_steps: int = 400
+    seq_len: int = 192
+    batch_size: int = 8
+    grad_accum: int = 1
+    lr: float = 1e-3
+    token_lr: float | None = 2e-3
+    lora_r: int = 16
+    lora_alpha: int = 32
+    lora_dropout: float = 0.05
+    warmup: int = 10
+    eval_every: int = 50
+    eval_examples: int = 64
+    seed: int = 0
+    time_budget_s: float | None = 780.0
+    num_threads: int | None = 2
+    device: str = "auto"
+    bf16: bool | None = None
+
+    def __post_init__(self) -> None:
+        for name in ("max_steps", "seq_len", "batch_size", "grad_accum", "lora_r", "eval_every", "eval_examples"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"TrainConfig.{name} must be at least 1, got {getattr(self, name)}")
+        if self.lr <= 0 or (self.token_lr is not None and self.token_lr <= 0):
+            raise ValueError("learning rates must be positive")
+        if self.warmup < 0 or not 0 <= self.lora_dropout < 1:
+            raise ValueError("warmup must be >= 0 and lora_dropout in [0, 1)")
+        if self.device not in ("auto", "cpu", "cuda"):
+            raise ValueError(f"device must be 'auto', 'cpu' or 'cuda', got {self.device!r}")
+
+
+@dataclass
+class TrainReport:
+    """What one ``train`` call did.
+
+    ``steps`` is the total optimizer step count of the model (resumed runs included);
+    ``train_loss`` the mean loss of this run's last steps (up to 20); ``val_loss`` the final
+    validation loss (NaN without validation data); ``seconds`` this call's wall time.
+    """
+
+    steps: int
+    seq_len: int
+    train_loss: float
+    val_loss: float
+    seconds: float
+    examples: int
+    first_train_loss: float = float("nan")
+    steps_this_run: int = 0
+    seconds_per_step: float = float("nan")
+    stopped_by: str = "max_steps"
+    bf16: bool = False
+    val_history: list[tuple[int, float]] = field(default_factory=list)
+
+
+# ---- examples ------------------------------------------------------------------------------
+
+
+def assistant_target(turn: dict, codes_for: Callable[[str], dict[str, int]], vocab: MusicVocab) -> str:
+    """The text an assistant turn is trained to produce: its words, then its first track's block."""
+    content = str(turn.get("content", "")).strip()
+    tracks = turn.get("tracks") or []
+    if not tracks:
+        return content
+    try:
+        codes = codes_for(tracks[0])
+    except KeyError:
+        raise KeyError(f"track {tracks[0]!r} of an assistant turn is not in the index") from None
+    block = vocab.format_block(codes)
+    return f"{content} {block}" if content else block
+
+
+def _check_conversation(conversation: dict) -> list[dict]:
+    turns = conversation.get("turns") if isinstance(conversation, dict) else None
+    if not isinstance(turns, list) or not turns:
+        raise ValueError(f"conversation {conversation.get('id', '?') if isinstance(conversation, dict) else conversation!r}"
+                         " needs a non-empty 'turns' list")
+    for turn in turns:
+        if turn.get("role") not in ("user", "assistant") or "content" not in turn:
+            raise ValueError(f"conversation {conversation.get('id', '?')}: bad turn {turn!r} "
+                             "(need role 'user' or 'assistant' and content)")
+    return turns
+
+
+def _pieces(tokenizer, messages: list[dict]) -> list[tuple[str, bool]]:
+    """Split the rendered chat into (text, is_target) pieces, target = an assistant reply.
+
+    Renders growing prefixes of the conversation so any chat template works, as long as
+    rendering more messages only appends text.
+    """
+    pieces: list[tuple[str, bool]] = []
+    done = ""
+    for k, message in enumerate(messages, start=1):
+        if message["role"] == "assistant":
+            prompt = chat_prompt(tokenizer, messages[: k - 1], add_generation_prompt=True)
+            full = chat_prompt(tokenizer, messages[:k], add_generation_prompt=False)
+            if not (prompt.startswith(done) and full.startswith(prompt)):
+                raise ValueError("the chat template is not prefix-stable; cannot tell assistant tokens apart")
+            pieces += [(prompt[len(done):], False), (full[len(prompt):], True)]
+        else:
+            full = chat_prompt(tokenizer, messages[:k], add_generation_prompt=False)
+            if not full.startswith(done):
+                raise ValueError("the chat template is not prefix-stable; cannot tell assistant tokens apart")
+            pieces.append((full[len(done):], False))
+        done = full
+    return pieces
+
+
+def _encode(tokenizer, messages: list[dict]) -> tuple[list[int], list[int], int]:
+    """Token ids, labels, and how many leading tokens belong to the system prompt."""
+    ids: list[int] = []
+    labels: list[int] = []
+    system_len = 0
+    for index, (text, is_target) in enumerate(_pieces(tokenizer, messages)):
+        piece = tokenizer(text, add_special_tokens=False)["input_ids"]
+        ids += piece
+        labels += piece if is_target else [IGNORE] * len(piece)
+        if index == 0 and messages[0]["role"] == "system":
+            system_len = len(piece)
+    return ids, labels, system_len
+
+
+def build_examples(
+    conversations: Sequence[dict],
+    codes_for: Callable[[str], dict[str, int]],
+    tokenizer,
+    vocab: MusicVocab,
+    system_prompt: str,
+    seq_len: int,
+) -> list[dict]:
+    """Turn conversations into token ids with loss only on assistant replies.
+
+    One example per conversation: causal attention already trains every assistant turn on
+    exactly the history before it, so one pass teaches all turns, where an example per turn
+    would pay again for the shared history (about twice the compute for 2-3 turn chats).
+
+    Parameters
+    ----------
+    conversations : sequence of dict
+        ``{"id", "turns": [{"role", "content", "tracks"?}, ...]}`` as in the design.
+    codes_for : callable
+        Track id to its ``{modality: code}``.
+    tokenizer
+        Must already hold the music tokens.
+    vocab : MusicVocab
+    system_prompt : str
+        Kept at the start of every example.
+    seq_len : int
+        Longest example; the oldest turns are dropped (whole user/assistant exchanges) until
+        it fits; a single exchange still too long loses its first tokens after the system prompt.
+
+    Returns
+    -------
+    list of dict
+        ``{"id", "input_ids", "labels"}`` with ``len(input_ids) <= seq_len``; conversations
+        without an assistant turn are skipped.
+    """
+    if seq_len < 8:
+        raise ValueError(f"seq_len must be at least 8, got {seq_len}")
+    music_token_ids(tokenizer, vocab)  # fails early, with advice, if the tokens are missing
+    examples = []
+    for conversation in conversations:
+        turns = _check_conversation(conversation)
+        messages = [
+            {"role": t["role"], "content": assistant_target(t, codes_for, vocab) if t["role"] == "assistant"
+             else str(t["content"])}
+            for t in turns
+        ]
+        if not any(m["role"] == "assistant" for m in messages):
+            continue
+        system = [{"role": "system", "content": system_prompt}] if system_prompt else []
+        # Candidate starts: each user turn (and 0), oldest first; the last assistant turn is always kept.
+        last_assistant = max(i for i, m in enumerate(messages) if m["role"] == "assistant")
+        starts = [0] + [i for i, m in enumerate(messages) if m["role"] == "user" and 0 < i <= last_assistant]
+        for start in starts:
+            ids, labels, system_len = _encode(tokenizer, system + messages[start:])
+            if len(ids) <= seq_len:
+                break
+        else:
+            room = seq_len - system_len
+            ids = ids[:system_len] + ids[-room:]
+            labels = labels[:system_len] + labels[-room:]
+        if any(label != IGNORE for label in labels):
+            examples.append({"id": conversation.get("id", ""), "input_ids": ids, "labels": labels})
+    return examples
+
+
+def collate(examples: Sequence[dict], pad_id: int) -> dict[str, torch.Tensor]:
+    """Right-pad a batch to its longest example; padding is masked out of attention and loss."""
+    width = max(len(e["input_ids"]) for e in examples)
+    input_ids = torch.full((len(examples), width), pad_id, dtype=torch.long)
+    labels = torch.full((len(examples), width), IGNORE, dtype=torch.long)
+    attention = torch.zeros((len(examples), width), dtype=torch.long)
+    for row, example in enumerate(examples):
+        n = len(example["input_ids"])
+        input_ids[row, :n] = torch.tensor(example["input_ids"])
+        labels[row, :n] = torch.tensor(example["labels"])
+        attention[row, :n] = 1
+    return {"input_ids": input_ids, "attention_mask": attention, "labels": labels}
+
+
+def _batch_for(step: int, micro: int, examples: list[dict], config: TrainConfig) -> list[dict]:
+    """The examples of one micro-batch, a pure function of the step so resuming replays nothing."""
+    n = len(examples)
+    first = (step * config.grad_accum + micro) * config.batch_size
+    batch = []
+    for position in range(first, first + config.batch_size):
+        epoch, offset = divmod(position, n)
+        order = torch.randperm(n, generator=torch.Generator().manual_seed(config.seed * 100_003 + epoch))
+        batch.append(examples[int(order[offset])])
+    return batch
+
+
+# ---- model set-up ---------------------------------------------------------------------------
+
+
+def _module_leaf_name(model, module) -> str:
+    return next(name for name, m in model.named_modules() if m is module).rsplit(".", 1)[-1]
+
+
+def _lora_config(model, token_ids: list[int], config: TrainConfig):
+    from peft import LoraConfig
+
+    linear_names = {name.rsplit(".", 1)[-1] for name, m in model.named_modules() if isinstance(m, torch.nn.Linear)}
+    targets = [name for name in LORA_TARGETS if name in linear_names] or "all-linear"
+    embeddings = model.get_input_embeddings()
+    output = model.get_output_embeddings()
+    token_layers = {_module_leaf_name(model, embeddings): list(token_ids)}
+    # A tied lm_head follows the embedding rows by itself; an untied one needs its own rows trained.
+    if output is not None and output.weight.data_ptr() != embeddings.weight.data_ptr():
+        token_layers[_module_leaf_name(model, output)] = list(token_ids)
+    return LoraConfig(
+        r=config.lora_r,
+        lora_alpha=config.lora_alpha,
+        lora_dropout=config.lora_dropout,
+        target_modules=targets,
+        trainable_token_indices=token_layers,
+        task_type="CAUSAL_LM",
+    )
+
+
+def _optimizer(model, config: TrainConfig) -> torch.optim.Optimizer:
+    token_params, lora_params = [], []
+    for name, parameter in model.named_parameters():
+        if parameter.requires_grad:
+            (token_params if "trainable_tokens" in name else lora_params).append(parameter)
+    groups = [{"params": lora_params, "lr": config.lr, "peak_lr": config.lr}]
+    if token_params:
+        token_lr = config.token_lr or config.lr
+        groups.append({"params": token_params, "lr": token_lr, "peak_lr": token_lr})
+    return torch.optim.AdamW(groups, weight_decay=0.0)
+
+
+def _lr_scale(step: int, planned: int, warmup: int) -> float:
+    """Linear warm-up, then cosine decay to 10 % at ``planned`` steps."""
+    if step < warmup:
+        return (step + 1) / (warmup + 1)
+    progress = min(1.0, (step - warmup) / max(1, planned - warmup))
+    return 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * progress))
+
+
+def native_bf16(device: torch.device) -> bool:
+    """Whether ``device`` computes bfloat16 matrix products in hardware."""
+    if device.type == "cuda":
+        return torch.cuda.is_bf16_supported()
+    try:  # private probes, absent from some torch builds
+        return bool(torch.cpu._is_amx_tile_supported() or torch.cpu._is_avx512_bf16_supported())
+    except AttributeError:
+        return False
+
+
+def _autocast(device: torch.device, enabled: bool):
+    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=enabled)
+
+
+@torch.no_grad()
+def evaluate_loss(model, examples: Sequence[dict], pad_id: int, batch_size: int, device,
+                  bf16: bool = False) -> float:
+    """Mean loss per target token over ``examples`` (NaN when there are none)."""
+    if not examples:
+        return float("nan")
+    device = torch.device(device)
+    was_training = model.training
+    model.eval()
+    total, count = 0.0, 0
+    for i in range(0, len(examples), batch_size):
+        batch = {k: v.to(device) for k, v in collate(examples[i : i + batch_size], pad_id).items()}
+        tokens = int((batch["labels"][:, 1:] != IGNORE).sum())
+        if tokens:
+            with _autocast(device, bf16):
+                loss = model(**batch).loss
+            total += float(loss) * tokens
+            count += tokens
+    model.train(was_training)
+    return total / count if count else float("nan")
+
+
+# ---- training ------------------------------------------------------------------------------
+
+
+def train(
+    base: str | None,
+    conversations_train: Sequence[dict],
+    conversations_val: Sequence[dict],
+    codes_for: Callable[[str], dict[str, int]],
+    vocab: MusicVocab,
+    out_dir: str | Path,
+    *,
+    code_descriptions: dict[str, dict[int, str]] | None = None,
+    config: TrainConfig = TrainConfig(),
+    system_prompt: str = DEFAULT_SYSTEM_PROMPT,
+    progress: bool = True,
+    model=None,
+    tokenizer=None,
+) -> TrainReport:
+    """Fine-tune a base model on conversations and save it to ``out_dir``; resume if it holds a run.
+
+    Parameters
+    ----------
+    base : str or None
+        Base model name or directory for ``assistant.llm.load_base`` (None: SmolLM2-135M).
+    conversations_train, conversations_val : sequence of dict
+        Conversations in the design's format.
+    codes_for : callable
+        Track id to ``{modality: code}``.
+    vocab : MusicVocab
+    out_dir : path
+        Model directory written (and resumed from).
+    code_descriptions : dict, optional
+        Text per code for initialising the new token rows (``tokenizer.hf.add_music_tokens``).
+    config : TrainConfig
+    system_prompt : str
+        Used in every example and recorded in the model directory for chatting.
+    progress : bool
+        Show a tqdm bar with the loss.
+    model, tokenizer : optional
+        An already loaded base model and tokenizer (for example ``tiny_model_like`` in tests);
+        both are modified in place (music tokens, LoRA layers). With ``base=None`` the given
+        model is first saved under ``out_dir/base`` so the directory loads on its own.
+
+    Returns
+    -------
+    TrainReport
+    """
+    threads_before = torch.get_num_threads()
+    if config.num_threads:
+        torch.set_num_threads(config.num_threads)
+    try:
+        return _train(base, conversations_train, conversations_val, codes_for, vocab, Path(out_dir),
+                      code_descriptions, config, system_prompt, progress, model, tokenizer)
+    finally:
+        torch.set_num_threads(threads_before)
+
+
+def _train(base, conversations_train, conversations_val, codes_for, vocab, out, code_descriptions, config,
+           system_prompt, progress, model, tokenizer) -> TrainReport:
+    from peft import PeftModel, get_peft_model
+    from tqdm.auto import tqdm
+
+    started = time.monotonic()
+    out.mkdir(parents=True, exist_ok=True)
+    device = torch.device("cuda" if config.device == "cuda" or (config.device == "auto" and torch.cuda.is_available())
+                          else "cpu")
+    bf16 = native_bf16(device) if config.bf16 is None else config.bf16
+    resuming = (out / STATE_FILE).is_file()
+    if resuming:
+        saved_vocab = MusicVocab.load(out)
+        if saved_vocab != vocab:
+            raise ValueError(f"{out} was trained with codebook sizes {saved_vocab.codebook_sizes}, not "
+                             f"{vocab.codebook_sizes}; use a new output directory for a new index")
+
+    # Base model and music tokens.
+    if (model is None) != (tokenizer is None):
+        raise ValueError("pass both model and tokenizer, or neither")
+    # Recorded so the directory loads from anywhere: the default's name, else an absolute path.
+    base_record = DEFAULT_BASE if base in (None, DEFAULT_BASE) else str(Path(base).expanduser().resolve())
+    if model is None:
+        model, tokenizer = load_base(base)
+    else:
+        ensure_pad_token(tokenizer)
+        if base is None:
+            base_record = SAVED_BASE_DIR
+            if not (out / SAVED_BASE_DIR / "config.json").is_file():
+                model.save_pretrained(out / SAVED_BASE_DIR)
+                tokenizer.save_pretrained(out / SAVED_BASE_DIR)
+    token_ids = add_music_tokens(tokenizer, model, vocab, code_descriptions)
+    model.config.use_cache = False
+    torch.manual_seed(config.seed)
+    if resuming:
+        model = PeftModel.from_pretrained(model, out, is_trainable=True)
+    else:
+        model = get_peft_model(model, _lora_config(model, token_ids, config))
+    model.to(device)
+    model.train()
+
+    pad_id = tokenizer.pad_token_id
+    train_examples = build_examples(conversations_train, codes_for, tokenizer, vocab, system_prompt, config.seq_len)
+    val_examples = build_examples(conversations_val, codes_for, tokenizer, vocab, system_prompt,
+                                  config.seq_len)[: config.eval_examples]
+    if not train_examples:
+        raise ValueError("no training examples: the conversations have no assistant turns")
+
+    optimizer = _optimizer(model, config)
+    state = {"step": 0, "planned_steps": config.max_steps, "loss_history": [], "val_history": []}
+    if resuming:
+        saved = torch.load(out / STATE_FILE, map_location="cpu", weights_only=False)
+        optimizer.load_state_dict(saved["optimizer"])
+        torch.set_rng_state(saved["torch_rng"])
+        state.update({k: saved[k] for k in ("step", "loss_history", "val_history")})
+        # planned_steps stays max_steps: the schedule is planned afresh over the steps left.
+
+    def checkpoint() -> None:
+        model.save_pretrained(out, save_embedding_layers=False)
+        tokenizer.save_pretrained(out)
+        vocab.save(out)
+        record = {
+            "format_version": 1,
+            "base": base_record,
+            "system_prompt": system_prompt,
+            "music_token_ids": {"start": token_ids[0], "end": token_ids[1]},
+            "lora": {"r": config.lora_r, "alpha": config.lora_alpha},
+        }
+        (out / MODEL_RECORD).write_text(json.dumps(record, indent=2) + "\n")
+        payload = {**state, "optimizer": optimizer.state_dict(), "torch_rng": torch.get_rng_state(),
+                   "config": asdict(config)}
+        torch.save(payload, out / (STATE_FILE + ".tmp"))
+        os.replace(out / (STATE_FILE + ".tmp"), out / STATE_FILE)  # never a half-written state
+
+    step = state["step"]
+    first_step = step
+    run_losses: list[float] = []
+    step_seconds: list[float] = []
+    eval_seconds: float | None = None  # a validation pass plus checkpoint, once measured
+    stopped_by = "max_steps"
+
+    def typical_step() -> float:
+        return sorted(step_seconds)[len(step_seconds) // 2] if step_seconds else 0.0
+
+    def finishing_cost() -> float:
+        # Until measured: forward-only scoring costs about a third of a training step per example.
+        if eval_seconds is not None:
+            return eval_seconds
+        return typical_step() * len(val_examples) / (3 * config.batch_size * config.grad_accum) + 1.0
+
+    def seconds_left() -> float:
+        return config.time_budget_s - (time.monotonic() - started)
+
+    bar = tqdm(total=state["planned_steps"], initial=step, desc="fine-tuning", disable=not progress,
+               dynamic_ncols=True)
+    while step < min(state["planned_steps"], config.max_steps):
+        if config.time_budget_s is not None and typical_step() + finishing_cost() > seconds_left():
+            stopped_by = "time_budget"
+            break
+        tick = time.monotonic()
+        scale = _lr_scale(step, state["planned_steps"], config.warmup)
+        for group in optimizer.param_groups:
+            group["lr"] = group["peak_lr"] * scale
+        loss_sum = 0.0
+        for micro in range(config.grad_accum):
+            batch = {k: v.to(device) for k, v in
+                     collate(_batch_for(step, micro, train_examples, config), pad_id).items()}
+            with _autocast(device, bf16):
+                loss = model(**batch).loss / config.grad_accum
+            loss.backward()
+            loss_sum += loss.item()
+        torch.nn.utils.clip_grad_norm_([p for p in model.parameters() if p.requires_grad], 1.0)
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        step += 1
+        state["step"] = step
+        state["loss_history"].append(loss_sum)
+        run_losses.append(loss_sum)
+        step_seconds.append(time.monotonic() - tick)
+
+        if len(step_seconds) == 3 and config.time_budget_s is not None:
+            # The speed is known: fit the learning-rate schedule into the budget.
+            per_step = typical_step() + finishing_cost() / config.eval_every
+            affordable = int((seconds_left() - finishing_cost()) / per_step)
+            state["planned_steps"] = max(step + 1, min(config.max_steps, step + affordable))
+            bar.total = state["planned_steps"]
+        bar.update(1)
+        bar.set_postfix(loss=f"{sum(run_losses[-10:]) / len(run_losses[-10:]):.3f}")
+
+        if step % config.eval_every == 0 and step < state["planned_steps"]:
+            tick = time.monotonic()
+            val = evaluate_loss(model, val_examples, pad_id, config.batch_size, device, bf16)
+            state["val_history"].append((step, val))
+            checkpoint()
+            eval_seconds = time.monotonic() - tick
+            bar.write(f"step {step}: train loss {sum(run_losses[-10:]) / len(run_losses[-10:]):.3f}, "
+                      f"val loss {val:.3f}")
+    bar.close()
+    if step < config.max_steps and stopped_by == "max_steps":
+        stopped_by = "time_budget"  # the schedule was fitted to the budget and ended before max_steps
+
+    val = evaluate_loss(model, val_examples, pad_id, config.batch_size, device, bf16)
+    if not state["val_history"] or state["val_history"][-1][0] != step:
+        state["val_history"].append((step, val))
+    checkpoint()
+    tail = run_losses[-20:]
+    report = TrainReport(
+        steps=step,
+        seq_len=config.seq_len,
+        train_loss=sum(tail) / len(tail) if tail else float("nan"),
+        val_loss=val,
+        seconds=time.monotonic() - started,
+        examples=len(train_examples),
+        first_train_loss=run_losses[0] if run_losses else float("nan"),
+        steps_this_run=step - first_step,
+        seconds_per_step=sum(step_seconds) / len(step_seconds) if step_seconds else float("nan"),
+        stopped_by=stopped_by,
+        bf16=bf16,
+        val_history=[(int(s), float(v)) for s, v in state["val_history"]],
+    )
+    (out / REPORT_FILE).write_text(json.dumps(asdict(report), indent=2) + "\n")
+    return report
+
+
+def load_finetuned(model_dir: str | Path, *, merge: bool = True):
+    """Load a model directory written by ``train``.
+
+    Parameters
+    ----------
+    model_dir : path
+    merge : bool
+        Fold the LoRA weights and token rows into the base weights (faster generation);
+        False keeps the peft wrapper.
+
+    Returns
+    -------
+    (model, tokenizer, MusicVocab)
+        The model in eval mode.
+    """
+    from peft import PeftModel
+    from transformers import AutoTokenizer
+
+    directory = Path(model_dir)
+    record_path = directory / MODEL_RECORD
+    if not record_path.is_file():
+        raise FileNotFoundError(f"{directory} has no {MODEL_RECORD}; train a model into it first")
+    record = json.loads(record_path.read_text())
+    vocab = MusicVocab.load(directory)
+    tokenizer = ensure_pad_token(AutoTokenizer.from_pretrained(directory))
+    base = record["base"]
+    if base == SAVED_BASE_DIR:
+        base = str(directory / SAVED_BASE_DIR)
+    model = load_model(base, pad_token_id=tokenizer.pad_token_id)
+    # The music rows are restored from the adapter; the resize only makes room for them.
+    if model.get_input_embeddings().num_embeddings < len(tokenizer):
+        model.resize_token_embeddings(len(tokenizer), mean_resizing=False)
+    model = PeftModel.from_pretrained(model, directory)
+    if merge:
+        model = model.merge_and_unload()
+    model.config.use_cache = True
+    model.eval()
+    return model, tokenizer, vocab
+
+
+def read_model_record(model_dir: str | Path) -> dict:
+    """The ``tonearm_model.json`` of a model directory (base, system prompt, token ids)."""
+    return json.loads((Path(model_dir) / MODEL_RECORD).read_text())

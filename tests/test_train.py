@@ -1,0 +1,252 @@
+"""Loading the LLM, building training examples, LoRA fine-tuning, resuming and reloading."""
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from transformers import AutoTokenizer, LogitsProcessorList
+
+from assistant.llm import chat_prompt, load_base, tiny_model_like
+from assistant.train import (
+    IGNORE,
+    STATE_FILE,
+    TrainConfig,
+    assistant_target,
+    build_examples,
+    load_finetuned,
+    read_model_record,
+    train,
+)
+from index.track import MODALITIES
+from tokenizer.blocks import parse_reply
+from tokenizer.constraint import MusicBlockLogitsProcessor
+from tokenizer.hf import add_music_tokens, music_token_ids
+from tokenizer.vocab import MusicVocab
+
+SYSTEM = "You recommend music."
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
+
+@pytest.fixture
+def catalog_codes(music_vocab):
+    return {
+        "calm-piano": {"playlist": 1, "tags": 3, "metadata": 2, "lyrics": 0, "audio": 7},
+        "fast-rock": {"playlist": 3, "tags": 11, "metadata": 5, "lyrics": 2, "audio": 1},
+        "sad-folk": {"playlist": 0, "tags": 6, "metadata": 0, "lyrics": 1, "audio": 4},
+    }
+
+
+def conversation(cid: str, first: str, second: str, first_track: str, second_track: str) -> dict:
+    return {"id": cid, "turns": [
+        {"role": "user", "content": first},
+        {"role": "assistant", "content": "Try this one.", "tracks": [first_track, "fast-rock"]},
+        {"role": "user", "content": second},
+        {"role": "assistant", "content": "Here is another.", "tracks": [second_track]},
+    ]}
+
+
+@pytest.fixture
+def conversations():
+    return [
+        conversation("c1", "something calm with piano", "now sadder", "calm-piano", "sad-folk"),
+        conversation("c2", "a loud rock song", "calmer please", "fast-rock", "calm-piano"),
+        conversation("c3", "quiet folk", "faster", "sad-folk", "fast-rock"),
+        conversation("c4", "piano for studying", "something with guitars", "calm-piano", "fast-rock"),
+    ]
+
+
+def fast_config(**overrides) -> TrainConfig:
+    settings = dict(max_steps=12, seq_len=128, batch_size=2, lr=5e-3, token_lr=1e-2, warmup=2, eval_every=6,
+                    time_budget_s=None, num_threads=1, lora_dropout=0.0)
+    return TrainConfig(**{**settings, **overrides})
+
+
+# ---- llm -------------------------------------------------------------------------------------
+
+
+def test_chat_prompt_uses_template_or_chatml(base_tokenizer):
+    messages = [{"role": "system", "content": SYSTEM}, {"role": "user", "content": "hi", "tracks": []}]
+    text = chat_prompt(base_tokenizer, messages)
+    assert text == f"<|im_start|>system\n{SYSTEM}<|im_end|>\n<|im_start|>user\nhi<|im_end|>\n<|im_start|>assistant\n"
+    base_tokenizer.chat_template = None
+    assert chat_prompt(base_tokenizer, messages) == text  # the ChatML fallback matches SmolLM2's own
+    assert not chat_prompt(base_tokenizer, messages, add_generation_prompt=False).endswith("assistant\n")
+    with pytest.raises(ValueError, match="role"):
+        chat_prompt(base_tokenizer, [{"content": "no role"}])
+
+
+def test_load_base_reports_missing_path(tmp_path):
+    with pytest.raises(FileNotFoundError, match="local Hugging Face model directory"):
+        load_base(str(tmp_path / "nowhere"))
+    with pytest.raises(FileNotFoundError, match="config.json"):
+        load_base(str(tmp_path))
+
+
+def test_tiny_model_matches_tokenizer(base_tokenizer):
+    model = tiny_model_like(base_tokenizer, seed=1)
+    assert model.get_input_embeddings().num_embeddings == len(base_tokenizer)
+    assert model.config.model_type == "llama" and model.config.num_hidden_layers == 2
+    assert model.get_output_embeddings().weight.data_ptr() == model.get_input_embeddings().weight.data_ptr()
+    again = tiny_model_like(base_tokenizer, seed=1)
+    torch.testing.assert_close(model.model.layers[0].mlp.up_proj.weight, again.model.layers[0].mlp.up_proj.weight)
+
+
+# ---- examples ----------------------------------------------------------------------------------
+
+
+def test_labels_cover_exactly_the_assistant_replies(base_tokenizer, tiny_model, music_vocab, catalog_codes,
+                                                    conversations):
+    add_music_tokens(base_tokenizer, tiny_model, music_vocab)
+    examples = build_examples(conversations, catalog_codes.__getitem__, base_tokenizer, music_vocab, SYSTEM, 256)
+    assert [e["id"] for e in examples] == ["c1", "c2", "c3", "c4"]
+    for example, chat in zip(examples, conversations):
+        ids, labels = example["input_ids"], example["labels"]
+        assert len(ids) == len(labels) <= 256
+        assert all(label in (IGNORE, token) for label, token in zip(labels, ids))
+        # The supervised tokens, read back, are each reply, its first track's block, and the end of turn.
+        spans, current = [], []
+        for token, label in zip(ids, labels):
+            if label != IGNORE:
+                current.append(token)
+            elif current:
+                spans.append(current)
+                current = []
+        if current:
+            spans.append(current)
+        replies = [t for t in chat["turns"] if t["role"] == "assistant"]
+        assert len(spans) == len(replies)
+        for span, reply in zip(spans, replies):
+            block = music_vocab.format_block(catalog_codes[reply["tracks"][0]])
+            assert base_tokenizer.decode(span) == f"{reply['content']} {block}<|im_end|>\n"
+        # Everything else (system, user turns, role headers) carries no loss.
+        unsupervised = base_tokenizer.decode([t for t, label in zip(ids, labels) if label == IGNORE])
+        assert SYSTEM in unsupervised and chat["turns"][0]["content"] in unsupervised
+        assert chat["turns"][2]["content"] in unsupervised and "Try this one" not in unsupervised
+
+
+def test_long_conversations_drop_oldest_turns_but_keep_the_system_prompt(base_tokenizer, tiny_model, music_vocab,
+                                                                        catalog_codes, conversations):
+    add_music_tokens(base_tokenizer, tiny_model, music_vocab)
+    full = build_examples(conversations[:1], catalog_codes.__getitem__, base_tokenizer, music_vocab, SYSTEM, 512)[0]
+    short = build_examples(conversations[:1], catalog_codes.__getitem__, base_tokenizer, music_vocab, SYSTEM,
+                           len(full["input_ids"]) - 1)[0]
+    text = base_tokenizer.decode(short["input_ids"])
+    assert text.startswith(f"<|im_start|>system\n{SYSTEM}<|im_end|>")
+    assert "something calm with piano" not in text and "now sadder" in text
+    system_len = len(base_tokenizer(chat_prompt(base_tokenizer, [{"role": "system", "content": SYSTEM}], False),
+                                    add_special_tokens=False)["input_ids"])
+    assert short["input_ids"][system_len:] == full["input_ids"][-(len(short["input_ids"]) - system_len):]
+    tiny = build_examples(conversations[:1], catalog_codes.__getitem__, base_tokenizer, music_vocab, SYSTEM, 24)[0]
+    assert len(tiny["input_ids"]) == 24 and tiny["labels"][-1] != IGNORE
+
+
+def test_assistant_target_and_bad_input(base_tokenizer, music_vocab, catalog_codes):
+    turn = {"role": "assistant", "content": " Enjoy. ", "tracks": ["sad-folk"]}
+    assert assistant_target(turn, catalog_codes.__getitem__, music_vocab) == (
+        "Enjoy. " + music_vocab.format_block(catalog_codes["sad-folk"]))
+    assert assistant_target({"role": "assistant", "content": "No track."}, catalog_codes.__getitem__,
+                            music_vocab) == "No track."
+    with pytest.raises(KeyError, match="not in the index"):
+        assistant_target({"content": "x", "tracks": ["missing"]}, catalog_codes.__getitem__, music_vocab)
+    with pytest.raises(KeyError, match="add_music_tokens"):
+        build_examples([], catalog_codes.__getitem__, base_tokenizer, music_vocab, SYSTEM, 64)
+
+
+# ---- training ----------------------------------------------------------------------------------
+
+
+def test_train_resume_reload_and_generate(tmp_path, base_tokenizer, tiny_model, music_vocab, catalog_codes,
+                                          conversations):
+    out = tmp_path / "model"
+    report = train(None, conversations[:3], conversations[3:], catalog_codes.__getitem__, music_vocab, out,
+                   config=fast_config(), system_prompt=SYSTEM, progress=False,
+                   model=tiny_model, tokenizer=base_tokenizer)
+    assert report.steps == report.steps_this_run == 12 and report.examples == 3
+    assert report.train_loss < report.first_train_loss - 0.5  # it learns
+    assert [s for s, _ in report.val_history] == [6, 12]
+    assert report.val_history[1][1] < report.val_history[0][1]
+    saved = json.loads((out / "train_report.json").read_text())
+    assert saved["steps"] == 12 and saved["val_loss"] == pytest.approx(report.val_loss)
+    record = read_model_record(out)
+    assert record["base"] == "base" and record["system_prompt"] == SYSTEM
+    assert MusicVocab.load(out) == music_vocab and (out / STATE_FILE).is_file()
+
+    # Only LoRA weights and music-token rows were trained; the base rows are untouched.
+    state = torch.load(out / STATE_FILE, weights_only=False)
+    assert state["step"] == 12 and len(state["loss_history"]) == 12
+
+    # Resuming continues the step count from the saved state.
+    fresh_tokenizer = AutoTokenizer.from_pretrained(out / "base")
+    resumed = train(None, conversations[:3], conversations[3:], catalog_codes.__getitem__, music_vocab, out,
+                    config=fast_config(max_steps=30), system_prompt=SYSTEM, progress=False,
+                    model=tiny_model_like(fresh_tokenizer), tokenizer=fresh_tokenizer)
+    assert resumed.steps == 30 and resumed.steps_this_run == 18
+    assert len(torch.load(out / STATE_FILE, weights_only=False)["loss_history"]) == 30
+    assert resumed.train_loss < report.train_loss
+
+    # The directory loads on its own; the tied output rows carry the trained music rows.
+    model, tokenizer, vocab = load_finetuned(out)
+    assert vocab == music_vocab and not model.training
+    ids = music_token_ids(tokenizer, vocab)["all"]
+    torch.testing.assert_close(model.get_output_embeddings().weight[ids], model.get_input_embeddings().weight[ids])
+    initial = tiny_model_like(AutoTokenizer.from_pretrained(out / "base"))
+    add_music_tokens(AutoTokenizer.from_pretrained(out / "base"), initial, vocab)
+    assert not torch.allclose(model.get_input_embeddings().weight[ids], initial.get_input_embeddings().weight[ids])
+    torch.testing.assert_close(model.get_input_embeddings().weight[:100], initial.get_input_embeddings().weight[:100])
+
+    # Generation under the constraint gives a parseable block: the first reply's, learned.
+    prompt = chat_prompt(tokenizer, [{"role": "system", "content": SYSTEM},
+                                     {"role": "user", "content": "something calm with piano"}])
+    inputs = tokenizer(prompt, return_tensors="pt", add_special_tokens=False)
+    out_ids = model.generate(**inputs, max_new_tokens=24, do_sample=False, logits_processor=LogitsProcessorList(
+        [MusicBlockLogitsProcessor(tokenizer, vocab, max_new_tokens=24)]))
+    parsed = parse_reply(tokenizer.decode(out_ids[0, inputs["input_ids"].shape[1]:]), vocab)
+    assert parsed.errors == [] and len(parsed.blocks) >= 1
+    assert list(parsed.blocks[0]) == list(MODALITIES)
+
+
+def test_train_stops_within_time_budget(tmp_path, base_tokenizer, tiny_model, music_vocab, catalog_codes,
+                                        conversations):
+    report = train(None, conversations, [], catalog_codes.__getitem__, music_vocab, tmp_path / "m",
+                   config=fast_config(max_steps=10_000, time_budget_s=4.0), progress=False,
+                   model=tiny_model, tokenizer=base_tokenizer)
+    assert report.stopped_by == "time_budget"
+    assert report.steps < 10_000
+    assert report.val_loss != report.val_loss  # NaN: no validation conversations
+
+
+def test_resume_refuses_another_vocabulary(tmp_path, base_tokenizer, tiny_model, music_vocab, catalog_codes,
+                                           conversations):
+    out = tmp_path / "m"
+    train(None, conversations[:2], [], catalog_codes.__getitem__, music_vocab, out,
+          config=fast_config(max_steps=1), progress=False, model=tiny_model, tokenizer=base_tokenizer)
+    other = MusicVocab({**music_vocab.codebook_sizes, "audio": 99})
+    with pytest.raises(ValueError, match="new output directory"):
+        train(None, conversations[:2], [], catalog_codes.__getitem__, other, out,
+              config=fast_config(max_steps=2), progress=False, model=tiny_model, tokenizer=base_tokenizer)
+
+
+@pytest.mark.slow
+def test_real_smollm2_writes_a_music_block_under_the_constraint(music_vocab):
+    model, tokenizer = load_base()
+    assert tokenizer.pad_token is not None and tokenizer.chat_template
+    add_music_tokens(tokenizer, model, music_vocab, {"tags": {3: "calm piano ballad"}})
+    assert torch.isfinite(model.get_input_embeddings().weight).all()
+    block = music_vocab.format_block({m: 1 for m in MODALITIES})
+    assert len(tokenizer(block, add_special_tokens=False)["input_ids"]) == 7
+
+    prompt = chat_prompt(tokenizer, [{"role": "system", "content": SYSTEM},
+                                     {"role": "user", "content": "Recommend a calm piano song."}])
+    # The untrained model rarely opens a block, so the reply is seeded with one: the constraint
+    # must finish it with five valid codes, then the model goes back to text.
+    prefix = prompt + "Try this: <music>"
+    inputs = tokenizer(prefix, return_tensors="pt", add_special_tokens=False)
+    with torch.no_grad():
+        out = model.generate(**inputs, max_new_tokens=16, do_sample=False, logits_processor=LogitsProcessorList(
+            [MusicBlockLogitsProcessor(tokenizer, music_vocab, max_new_tokens=16)]))
+    reply = "Try this: <music>" + tokenizer.decode(out[0, inputs["input_ids"].shape[1]:])
+    parsed = parse_reply(reply, music_vocab)
+    assert parsed.errors == [] and len(parsed.blocks) == 1
+    assert list(parsed.blocks[0]) == list(MODALITIES)
+    assert parsed.text.startswith("Try this:")
