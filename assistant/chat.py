@@ -18,6 +18,7 @@ from typing import Any
 
 import numpy as np
 
+from index.baselines import history_query
 from index.store import MusicIndex
 from index.track import Track
 
@@ -99,11 +100,16 @@ class MusicAssistant:
     system_prompt : str
     max_context_tokens : int
         Prompt budget; the oldest turns are dropped first beyond it.
+    text_fusion : bool
+        Fuse the ranking from the generated block with a text search over the user's turns
+        (reciprocal rank fusion); False ranks by the block alone.
     """
 
     def __init__(self, index: MusicIndex, model=None, tokenizer=None, vocab=None, *, system_prompt: str | None = None,
-                 max_context_tokens: int = 768, max_new_tokens: int = 48, name: str = "assistant"):
+                 max_context_tokens: int = 768, max_new_tokens: int = 48, name: str = "assistant",
+                 text_fusion: bool = True):
         self.index = index
+        self.text_fusion = text_fusion
         self.model, self.tokenizer, self.vocab = model, tokenizer, vocab
         self.max_context_tokens = max_context_tokens
         self.max_new_tokens = max_new_tokens
@@ -229,11 +235,15 @@ class MusicAssistant:
                 notes.append("malformed music block: " + "; ".join(errors))
         if codes:
             ranked = self.index.retrieve(codes=codes, k=k, exclude=exclude)
+            if self.text_fusion:
+                # The block is a guess at five clusters; the person's own words, embedded in the same
+                # text space as the catalog's tags and metadata, correct a guess that is off.
+                ranked = _rrf([ranked, self.index.search_text(history_query(history), k=k, exclude=exclude)])
             source = "model"
         else:
-            query = " ".join(t["content"] for t in history if t["role"] == "user")
+            query = history_query(history)
             why = "no model loaded" if self.model is None else "the model produced no valid music block"
-            log.warning("dense fallback (%s) for query %r", why, query[-200:])
+            log.warning("dense fallback (%s) for query %r", why, query[:200])
             notes.append(f"dense fallback: {why}")
             ranked = self.index.search_text(query, k=k, exclude=exclude)
             source = "dense-fallback"

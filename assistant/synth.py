@@ -216,7 +216,7 @@ def track_facts(track: Track, rng: random.Random) -> list[Fact]:
         facts.append(Fact("energy", w, adj=w, mod=rng.choice(["with a lot of energy", "with plenty of drive"])))
     bright = brightness_of(track)
     if bright is not None and bright < LOW_LEVEL:
-        w = rng.choice(["dark", "dark-sounding", "warm, dark"])
+        w = rng.choice(["dark", "dark-sounding", "deep, dark"])
         facts.append(Fact("brightness", "dark", adj=w, mod="with a dark sound"))
     elif bright is not None and bright > HIGH_LEVEL:
         w = rng.choice(["bright", "bright-sounding"])

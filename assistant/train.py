@@ -356,6 +356,25 @@ def _autocast(device: torch.device, enabled: bool):
     return torch.autocast(device.type, dtype=torch.bfloat16, enabled=enabled)
 
 
+def target_loss(model, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+    """Mean cross-entropy over the target tokens of ``batch`` (labels other than ``IGNORE``).
+
+    The model's own loss projects every position onto the whole vocabulary (49k rows for
+    SmolLM2), though only assistant tokens carry loss; here the decoder runs once and only the
+    target positions go through the output layer, which saves about a tenth of a CPU step.
+    Models without a separate decoder and head, or with logit soft-capping, use their own loss.
+    """
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    decoder, head = getattr(base, "model", None), base.get_output_embeddings()
+    if decoder is None or head is None or getattr(base.config, "final_logit_softcapping", None):
+        return model(**batch).loss
+    hidden = decoder(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).last_hidden_state
+    targets = batch["labels"][:, 1:]
+    keep = targets != IGNORE
+    logits = head(hidden[:, :-1][keep])
+    return torch.nn.functional.cross_entropy(logits.float(), targets[keep])
+
+
 @torch.no_grad()
 def evaluate_loss(model, examples: Sequence[dict], pad_id: int, batch_size: int, device,
                   bf16: bool = False) -> float:
@@ -371,7 +390,7 @@ def evaluate_loss(model, examples: Sequence[dict], pad_id: int, batch_size: int,
         tokens = int((batch["labels"][:, 1:] != IGNORE).sum())
         if tokens:
             with _autocast(device, bf16):
-                loss = model(**batch).loss
+                loss = target_loss(model, batch)
             total += float(loss) * tokens
             count += tokens
     model.train(was_training)
@@ -543,7 +562,7 @@ def _train(base, conversations_train, conversations_val, codes_for, vocab, out, 
             batch = {k: v.to(device) for k, v in
                      collate(_batch_for(step, micro, train_examples, config), pad_id).items()}
             with _autocast(device, bf16):
-                loss = model(**batch).loss / config.grad_accum
+                loss = target_loss(model, batch) / config.grad_accum
             loss.backward()
             loss_sum += loss.item()
         torch.nn.utils.clip_grad_norm_([p for p in model.parameters() if p.requires_grad], 1.0)

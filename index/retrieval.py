@@ -15,6 +15,7 @@ import numpy as np
 IVF_THRESHOLD = 20_000
 IVFPQ_THRESHOLD = 500_000
 DEFAULT_NPROBE = 16
+REFINE_K_FACTOR = 8
 
 
 def index_kind(n_items: int) -> str:
@@ -37,23 +38,25 @@ def build_faiss_index(x: np.ndarray, kind: str | None = None, nprobe: int = DEFA
         if kind == "ivf":
             index = faiss.IndexIVFFlat(quantizer, d, nlist, faiss.METRIC_INNER_PRODUCT)
         elif kind == "ivfpq":
-            m = _pq_subquantizers(d)
-            index = faiss.IndexIVFPQ(quantizer, d, nlist, m, 8, faiss.METRIC_INNER_PRODUCT)
+            index = faiss.IndexIVFPQ(quantizer, d, nlist, _pq_subquantizers(d), 8, faiss.METRIC_INNER_PRODUCT)
         else:
             raise ValueError(f"unknown index kind {kind!r}; use flat, ivf or ivfpq")
         rng = np.random.default_rng(seed)
         sample = x[rng.choice(n, size=min(n, nlist * 64), replace=False)]
         index.train(sample)
         index.nprobe = nprobe
+        if kind == "ivfpq":
+            # PQ distances alone rank poorly (recall@10 about 0.1 at 1M measured); re-rank the
+            # top k * k_factor PQ candidates exactly.
+            index = faiss.IndexRefineFlat(index)
+            index.k_factor = REFINE_K_FACTOR
     index.add(x)
     return index
 
 
-def _pq_subquantizers(d: int) -> int:
-    for m in (16, 12, 8, 6, 4, 3, 2, 1):
-        if d % m == 0:
-            return m
-    return 1
+def _pq_subquantizers(d: int, max_dims: int = 8) -> int:
+    """The fewest sub-quantizers that divide ``d`` with at most ``max_dims`` dimensions each."""
+    return next(m for m in range(max(1, math.ceil(d / max_dims)), d + 1) if d % m == 0)
 
 
 def fuse_scores(

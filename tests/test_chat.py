@@ -108,6 +108,22 @@ def test_long_history_is_trimmed_oldest_first(dirs):
     assert ids.shape[1] <= 120 and "the latest request" in text and "request number 0 " not in text
 
 
+def test_text_fusion_lifts_the_best_text_match_and_can_be_turned_off(dirs):
+    index_dir, model_dir = dirs
+    fused = MusicAssistant.load(index_dir, model_dir)
+    blocks_only = MusicAssistant(fused.index, fused.model, fused.tokenizer, fused.vocab, text_fusion=False)
+    history = [{"role": "user", "content": "fast electronic dance music with synths"}]
+    session = blocks_only.new_session()
+    by_block, source, _, _ = blocks_only._rank(history, session, parse_refinement(""), 100)
+    codes = blocks_only._generate(history)[1]
+    assert source == "model" and [t for t, _ in by_block] == [t for t, _ in blocks_only.index.retrieve(codes=codes, k=100)]
+    best_text = fused.index.search_text(history[0]["content"], k=1)[0][0]
+    by_both = [t for t, _ in fused._rank(history, fused.new_session(), parse_refinement(""), 100)[0]]
+    # A track first by text can only rise: whatever stays above it was also above it by the block.
+    assert by_both.index(best_text) <= [t for t, _ in by_block].index(best_text)
+    assert sorted(by_both) == sorted(t for t, _ in by_block)
+
+
 def test_rank_for_evaluation_is_stateless_and_excludes_played(assistant):
     tid = assistant.index.tracks[0].id
     history = [{"role": "user", "content": "calm piano"}, {"role": "assistant", "content": "ok", "tracks": [tid]},

@@ -12,10 +12,13 @@ from assistant.train import (
     IGNORE,
     STATE_FILE,
     TrainConfig,
+    _lora_config,
     assistant_target,
     build_examples,
+    collate,
     load_finetuned,
     read_model_record,
+    target_loss,
     train,
 )
 from index.track import MODALITIES
@@ -204,6 +207,23 @@ def test_train_resume_reload_and_generate(tmp_path, base_tokenizer, tiny_model, 
     parsed = parse_reply(tokenizer.decode(out_ids[0, inputs["input_ids"].shape[1]:]), vocab)
     assert parsed.errors == [] and len(parsed.blocks) >= 1
     assert list(parsed.blocks[0]) == list(MODALITIES)
+
+
+def test_target_loss_matches_the_models_own_loss_before_and_after_a_step(base_tokenizer, tiny_model, music_vocab,
+                                                                         catalog_codes, conversations):
+    from peft import get_peft_model
+
+    token_ids = add_music_tokens(base_tokenizer, tiny_model, music_vocab)
+    examples = build_examples(conversations, catalog_codes.__getitem__, base_tokenizer, music_vocab, SYSTEM, 128)
+    batch = collate(examples, base_tokenizer.pad_token_id)
+    model = get_peft_model(tiny_model, _lora_config(tiny_model, token_ids, fast_config()))
+    model.train()
+    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=0.05)
+    for _ in range(2):  # the second comparison sees trained LoRA weights and music rows
+        torch.testing.assert_close(target_loss(model, batch), model(**batch).loss)
+        target_loss(model, batch).backward()
+        optimizer.step()
+        optimizer.zero_grad()
 
 
 def test_train_stops_within_time_budget(tmp_path, base_tokenizer, tiny_model, music_vocab, catalog_codes,
