@@ -124,7 +124,8 @@ class MusicAssistant:
         if model is not None:
             from tokenizer.constraint import MusicBlockLogitsProcessor
 
-            self._processor = MusicBlockLogitsProcessor(tokenizer, vocab)
+            # Told the token budget, it never opens a block it has no room to finish.
+            self._processor = MusicBlockLogitsProcessor(tokenizer, vocab, max_new_tokens=max_new_tokens)
             self._end_id = tokenizer.convert_tokens_to_ids(vocab.BLOCK_END)
             self._start_id = tokenizer.convert_tokens_to_ids(vocab.BLOCK_START)
 

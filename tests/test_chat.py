@@ -124,6 +124,14 @@ def test_text_fusion_lifts_the_best_text_match_and_can_be_turned_off(dirs):
     assert sorted(by_both) == sorted(t for t, _ in by_block)
 
 
+def test_the_block_constraint_knows_the_token_budget(assistant):
+    # Without it, a block opened near the end of the budget is cut off unfinished.
+    short = MusicAssistant(assistant.index, assistant.model, assistant.tokenizer, assistant.vocab, max_new_tokens=9)
+    assert short._processor.max_new_tokens == 9
+    reply = short.reply(short.new_session(), "calm piano music please")
+    assert reply.source == "model" and not any("malformed" in n for n in reply.notes)
+
+
 def test_rank_for_evaluation_is_stateless_and_excludes_played(assistant):
     tid = assistant.index.tracks[0].id
     history = [{"role": "user", "content": "calm piano"}, {"role": "assistant", "content": "ok", "tracks": [tid]},
