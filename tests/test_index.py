@@ -189,6 +189,22 @@ def test_faiss_kind_by_size_and_ivf_recall():
     assert np.mean([len(set(p) & set(q)) / 10 for p, q in zip(a, b)]) > 0.5
 
 
+def test_ivfpq_reranks_exactly_and_survives_a_round_trip(tmp_path):
+    import faiss
+
+    rng = np.random.default_rng(1)
+    centres = rng.normal(size=(32, 64)).astype(np.float32)
+    x = centres[rng.integers(0, 32, size=20_000)] + 0.5 * rng.normal(size=(20_000, 64)).astype(np.float32)
+    x /= np.linalg.norm(x, axis=1, keepdims=True)
+    faiss.write_index(build_faiss_index(x, "ivfpq"), str(tmp_path / "pq.index"))
+    pq = faiss.read_index(str(tmp_path / "pq.index"))
+    scores, found = pq.search(x[:50], 10)
+    _, truth = build_faiss_index(x, "flat").search(x[:50], 10)
+    assert (found[:, 0] == np.arange(50)).all()  # each row finds itself first ...
+    np.testing.assert_allclose(scores[:, 0], 1.0, atol=1e-5)  # ... with its exact cosine, not a PQ estimate
+    assert np.mean([len(set(p) & set(q)) / 10 for p, q in zip(found, truth)]) > 0.6
+
+
 def test_cli_build_info_search(built, tmp_path):
     lib, _, _ = built
     run = lambda *a: subprocess.run([sys.executable, "-m", "index", *a], cwd=ROOT, capture_output=True, text=True, timeout=300)
