@@ -33,7 +33,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     from .evaluate import format_table, run_evaluation
 
     results = run_evaluation(args.model, args.index, args.conversations, base=args.base, include_base=not args.no_base,
-                             limit=args.limit, out=args.out)
+                             limit=args.limit, out=args.out, ablations=not args.no_ablations)
     print(format_table(results))
     if args.out:
         print(f"JSON written to {args.out}")
@@ -124,6 +124,8 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("conversations", help="conversations.jsonl (e.g. MODEL/conversations/test/conversations.jsonl)")
     e.add_argument("--base", default=None, help="base model for the untuned row (default: the one the model was trained from)")
     e.add_argument("--no-base", action="store_true", help="skip the untuned base model row")
+    e.add_argument("--no-ablations", action="store_true",
+                   help="skip the rows that score the assistant's retrieval by its block alone and without it")
     e.add_argument("--limit", type=int, default=None, help="evaluate only the first N conversations")
     e.add_argument("--out", default=None, help="write the JSON report here")
     e.set_defaults(func=cmd_evaluate)

@@ -75,8 +75,13 @@ def assistant_ranker(assistant) -> Ranker:
 
 def run_evaluation(model_dir: str | Path, index_dir: str | Path, conversations_path: str | Path, *,
                    base: str | None = None, include_base: bool = True, limit: int | None = None,
-                   progress: bool = True, out: str | Path | None = None) -> list[SystemResult]:
-    """Score the fine-tuned assistant, the untuned base model with the same retrieval, and the baselines."""
+                   progress: bool = True, out: str | Path | None = None, ablations: bool = True) -> list[SystemResult]:
+    """Score the fine-tuned assistant, the untuned base model with the same retrieval, and the baselines.
+
+    With ``ablations`` the assistant's retrieval is also scored with the block alone
+    ("block-only") and with everything but the block ("fusion-no-block"), on the very replies the
+    model generated for the "assistant" row; their times are therefore retrieval only.
+    """
     from index.store import MusicIndex
 
     from .chat import MusicAssistant
@@ -86,7 +91,11 @@ def run_evaluation(model_dir: str | Path, index_dir: str | Path, conversations_p
     conversations = read_jsonl(conversations_path)[:limit]
     results = []
     tuned = MusicAssistant.load(index_dir, model_dir)
+    replay_generations(tuned)
     results.append(evaluate_system("assistant", assistant_ranker(tuned), conversations, progress=progress))
+    if ablations:
+        for name, variant in ablation_assistants(tuned).items():
+            results.append(evaluate_system(name, assistant_ranker(variant), conversations, progress=progress))
     del tuned
     if include_base:
         untuned = untuned_assistant(index, base if base is not None else _recorded_base(model_dir))
@@ -98,6 +107,33 @@ def run_evaluation(model_dir: str | Path, index_dir: str | Path, conversations_p
         rows = [{"system": r.name, **r.metrics, "p50_s": r.p50_s, "p95_s": r.p95_s} for r in results]
         Path(out).write_text(json.dumps(rows, indent=2) + "\n")
     return results
+
+
+def replay_generations(assistant) -> None:
+    """Remember the assistant's generation per history, so variants of its retrieval reuse it."""
+    generate, seen = assistant._generate, {}
+
+    def cached(history: list[dict]):
+        key = json.dumps(history, sort_keys=True)
+        if key not in seen:
+            seen[key] = generate(history)
+        return seen[key]
+
+    assistant._generate = cached
+
+
+def ablation_assistants(assistant) -> dict:
+    """The assistant's retrieval by the block alone, and fused without the block, same generations."""
+    from .chat import MusicAssistant
+
+    def variant(**kwargs):
+        v = MusicAssistant(assistant.index, assistant.model, assistant.tokenizer, assistant.vocab,
+                           system_prompt=assistant.system_prompt, **kwargs)
+        v._generate = assistant._generate
+        return v
+
+    return {"block-only": variant(text_fusion=False),
+            "fusion-no-block": variant(fusion_weights={**assistant.fusion_weights, "block": 0.0})}
 
 
 def _recorded_base(model_dir) -> str | None:

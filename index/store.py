@@ -218,6 +218,34 @@ class MusicIndex:
             return []
         return self.retrieve(vectors={m: q for m in TEXT_SEARCH_WEIGHTS}, weights=TEXT_SEARCH_WEIGHTS, k=k, exclude=exclude)
 
+    @cached_property
+    def lexical(self):
+        """BM25 (bm25s) over each track's text, built on first use."""
+        from .baselines import BM25Recommender
+
+        return BM25Recommender(self.tracks, self.playlists)
+
+    def search_lexical(self, query: str, k: int = 20, exclude: Iterable[str] = ()) -> list[tuple[str, float]]:
+        """BM25 over titles, artists, albums, tags, descriptions and lyrics; only tracks that match a word."""
+        scores = self.lexical.scores(query)
+        excluded = set(exclude)
+        order = np.argsort(-scores, kind="stable")
+        hits = [(self.tracks[i].id, float(scores[i])) for i in order if scores[i] > 0]
+        return [(t, s) for t, s in hits if t not in excluded][:k]
+
+    def search_near(self, track_ids: Iterable[str], k: int = 20, exclude: Iterable[str] = (),
+                    modality: str = "playlist") -> list[tuple[str, float]]:
+        """Tracks closest to the mean of the given tracks' embeddings in one modality.
+
+        With the playlist modality these are the tracks that share playlists with the given ones:
+        what a listening session would go on with. Unknown ids are ignored; none known gives [].
+        """
+        rows = [self.row_of[t] for t in track_ids if t in self.row_of]
+        if not rows:
+            return []
+        centre = self.embeddings[modality][rows].mean(axis=0)
+        return self.retrieve(vectors={modality: centre}, weights={modality: 1.0}, k=k, exclude=exclude)
+
     # ---- audio -------------------------------------------------------------------------------
 
     def audio_path(self, track: Track | str) -> Path | None:

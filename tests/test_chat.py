@@ -108,7 +108,7 @@ def test_long_history_is_trimmed_oldest_first(dirs):
     assert ids.shape[1] <= 120 and "the latest request" in text and "request number 0 " not in text
 
 
-def test_text_fusion_lifts_the_best_text_match_and_can_be_turned_off(dirs):
+def test_fusion_lifts_the_best_word_match_and_can_be_turned_off(dirs):
     index_dir, model_dir = dirs
     fused = MusicAssistant.load(index_dir, model_dir)
     blocks_only = MusicAssistant(fused.index, fused.model, fused.tokenizer, fused.vocab, text_fusion=False)
@@ -117,11 +117,39 @@ def test_text_fusion_lifts_the_best_text_match_and_can_be_turned_off(dirs):
     by_block, source, _, _ = blocks_only._rank(history, session, parse_refinement(""), 100)
     codes = blocks_only._generate(history)[1]
     assert source == "model" and [t for t, _ in by_block] == [t for t, _ in blocks_only.index.retrieve(codes=codes, k=100)]
-    best_text = fused.index.search_text(history[0]["content"], k=1)[0][0]
+    best_words = fused.index.search_lexical(history[0]["content"], k=1)[0][0]
     by_both = [t for t, _ in fused._rank(history, fused.new_session(), parse_refinement(""), 100)[0]]
-    # A track first by text can only rise: whatever stays above it was also above it by the block.
-    assert by_both.index(best_text) <= [t for t, _ in by_block].index(best_text)
+    # The best word match can only rise: whatever stays above it was also above it by the block.
+    assert by_both.index(best_words) <= [t for t, _ in by_block].index(best_words)
     assert sorted(by_both) == sorted(t for t, _ in by_block)
+
+
+def test_fusion_follows_the_session_and_checks_its_weights(dirs):
+    index_dir, model_dir = dirs
+    base = MusicAssistant.load(index_dir, model_dir)
+    only_session = MusicAssistant(base.index, base.model, base.tokenizer, base.vocab,
+                                  fusion_weights={"block": 0.0, "session": 1.0})
+    played = [t.id for t in base.index.tracks if t.album == "Folk Reels"][:2]
+    session = only_session.new_session()
+    session.played = list(played)
+    history = [{"role": "user", "content": "another one"}]
+    ranked = [t for t, _ in only_session._rank(history, session, parse_refinement(""), 20)[0]]
+    assert base.index.by_id[ranked[0]].album == "Folk Reels" and not set(played) & set(ranked)
+    with pytest.raises(ValueError, match="fusion_weights"):
+        MusicAssistant(base.index, fusion_weights={"blocks": 1.0})
+    with pytest.raises(ValueError, match="fusion_weights"):
+        MusicAssistant(base.index, fusion_weights={"block": -1.0})
+
+
+def test_weighted_rank_fusion():
+    from assistant.chat import _rrf
+
+    a, b = [("x", 0), ("y", 0)], [("y", 0), ("x", 0)]
+    assert [t for t, _ in _rrf([a, b])] == ["x", "y"]  # a tie, broken by id
+    assert [t for t, _ in _rrf([a, b], weights=[1.0, 2.0])] == ["y", "x"]
+    assert [t for t, _ in _rrf([a, b], weights=[0.0, 1.0])] == ["y", "x"]
+    with pytest.raises(ValueError):
+        _rrf([a, b], weights=[1.0])
 
 
 def test_the_block_constraint_knows_the_token_budget(assistant):
@@ -174,3 +202,25 @@ def test_bad_uploads_get_a_message_and_the_session_goes_on(assistant, tmp_path):
     reply = assistant.reply(session, "calm piano")
     assert reply.tracks
     json.dumps(session.history)  # the history stays serialisable
+
+
+def test_evaluation_scores_every_system_and_the_ablations(dirs, tmp_path):
+    from assistant.evaluate import run_evaluation
+    from assistant.synth import synthesize_conversations, write_jsonl
+
+    index_dir, model_dir = dirs
+    from index.store import MusicIndex
+
+    index = MusicIndex.load(index_dir)
+    conversations = write_jsonl(synthesize_conversations(index.tracks, index.playlists, seed=1, progress=False),
+                                tmp_path / "conversations.jsonl")
+    out = tmp_path / "report.json"
+    results = run_evaluation(model_dir, index_dir, conversations, limit=3, progress=False, out=out)
+    names = [r.name for r in results]
+    assert names == ["assistant", "block-only", "fusion-no-block", "base-untuned", "random", "popularity", "bm25", "dense"]
+    rows = json.loads(out.read_text())
+    assert [r["system"] for r in rows] == names
+    for row in rows:
+        assert row["conversations"] == 3 and row["turns"] >= 3
+        assert all(0.0 <= row[m] <= 1.0 for m in ("hit@1", "hit@10", "mrr", "ndcg@1", "ndcg@10", "ndcg@20"))
+        assert row["hit@1"] <= row["hit@10"]

@@ -81,6 +81,28 @@ def test_text_search_finds_the_described_style(built):
     assert top == ["Folk Reels"] * 3
 
 
+def test_lexical_search_matches_words_and_honours_exclude(built):
+    _, index_dir, _ = built
+    idx = MusicIndex.load(index_dir)
+    hits = idx.search_lexical("fiddle reel", k=10)
+    assert hits and {idx.by_id[t].album for t, _ in hits[:3]} == {"Folk Reels"}
+    assert all(s > 0 for _, s in hits)  # only tracks that share a word with the query
+    scores = [s for _, s in hits]
+    assert scores == sorted(scores, reverse=True)
+    first = hits[0][0]
+    assert first not in [t for t, _ in idx.search_lexical("fiddle reel", k=10, exclude=[first])]
+    assert idx.search_lexical("zzzqx", k=10) == []
+
+
+def test_search_near_played_tracks_stays_in_their_playlists(built):
+    _, index_dir, _ = built
+    idx = MusicIndex.load(index_dir)
+    played = [t.id for t in idx.tracks if t.album == "Dark Orchestral"][:2]
+    near = idx.search_near(played, k=3, exclude=played)
+    assert [idx.by_id[t].album for t, _ in near][:1] == ["Dark Orchestral"] and not set(played) & {t for t, _ in near}
+    assert idx.search_near(["no-such-track"], k=3) == []
+
+
 def test_upload_embedding_maps_to_catalog_space(built):
     lib, index_dir, _ = built
     idx = MusicIndex.load(index_dir)
