@@ -265,7 +265,7 @@ class MusicAssistant:
             reference = self.index.by_id.get(ref_id) if ref_id else session.reference
             if refinement.reference is None and session.reference is not None and ref_id is None:
                 reference = session.reference
-            if reference is not None and reference.id in self.index.by_id:
+            if refinement.is_relative and reference is not None and reference.id in self.index.by_id:
                 # Stay near the reference track while moving in the asked direction.
                 near = self.index.retrieve(codes=self.index.track_codes(reference.id), k=k, exclude=exclude)
                 ranked = _rrf([ranked, near])

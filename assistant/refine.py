@@ -31,6 +31,13 @@ _SAME_ARTIST = r"\b(same (artist|composer|band)|more (by|from) (this|that|the sa
 _OTHER_ARTIST = r"\b(different|another|other|someone else|new) (artist|composer|band)\b|\bsomeone else\b"
 _MORE_LIKE = r"\bmore like (the )?(?P<which>first|1st|second|2nd|third|3rd|fourth|fifth|last|previous|that|this)\b(?: one)?"
 _MODE = r"\b(?P<mode>minor|major)[- ]key\b|\bin (a )?(?P<mode2>minor|major)\b"
+# Absolute facts a request can pin down that word matching can't: a tempo number, a key, a decade.
+_BPM = re.compile(r"\b(\d{2,3})\s*bpm\b", re.IGNORECASE)
+# A capital letter, so that "a minor key" (an article) is not read as A minor.
+_KEY = re.compile(r"\b([A-G])(#|♯|b|♭| sharp| flat)?\s+(major|minor)\b(?![-\s]key)")
+_DECADE = re.compile(r"\b(1[5-9]|20)(\d)0s\b")
+_PITCH = {"C": 0, "D": 2, "E": 4, "F": 5, "G": 7, "A": 9, "B": 11}
+TEMPO_TOLERANCE = 0.06  # "around 120 BPM" is met from about 113 to 127
 
 
 @dataclass
@@ -42,8 +49,16 @@ class Refinement:
     same_artist: bool | None = None
     mode: str | None = None
     reference: int | None = None  # index into played tracks ("more like the second one"); None = last
+    bpm: float | None = None  # "around 120 BPM"
+    key: tuple[int, str] | None = None  # (pitch class, "major"/"minor") for "in D minor"
+    decade: int | None = None  # 1990 for "from the 1990s"
 
     def __bool__(self) -> bool:
+        return self.is_relative or any(v is not None for v in (self.bpm, self.key, self.decade))
+
+    @property
+    def is_relative(self) -> bool:
+        """Whether the turn is asked against an earlier track (rather than by absolute facts alone)."""
         return bool(self.relative) or any(v is not None for v in (self.vocals, self.same_artist, self.mode, self.reference))
 
 
@@ -68,7 +83,32 @@ def parse_refinement(message: str) -> Refinement:
     m = re.search(_MORE_LIKE, text)
     if m:
         r.reference = ORDINALS[m.group("which")]
+    m = _BPM.search(message)
+    if m and 30 <= int(m.group(1)) <= 300:
+        r.bpm = float(m.group(1))
+    m = _KEY.search(message)
+    if m:
+        r.key = (_pitch_class(m.group(1), m.group(2)), m.group(3))
+    m = _DECADE.search(message)
+    if m:
+        r.decade = int(m.group(1) + m.group(2) + "0")
     return r
+
+
+def _pitch_class(letter: str, accidental: str | None) -> int:
+    shift = {"#": 1, "♯": 1, " sharp": 1, "b": -1, "♭": -1, " flat": -1}.get(accidental or "", 0)
+    return (_PITCH[letter.upper()] + shift) % 12
+
+
+def key_of(track: Track) -> tuple[int, str] | None:
+    """A track's measured key as (pitch class, mode), or None when it has no readable key."""
+    m = _KEY.fullmatch(str(track.descriptors.get("key") or "").strip())
+    return (_pitch_class(m.group(1), m.group(2)), m.group(3)) if m else None
+
+
+def _year(track: Track) -> int | None:
+    m = re.match(r"\s*(\d{4})", str(track.year or ""))
+    return int(m.group(1)) if m else None
 
 
 def has_vocals(track: Track) -> bool:
@@ -82,6 +122,16 @@ def satisfies(candidate: Track, reference: Track | None, refinement: Refinement)
         return False
     if refinement.mode and candidate.descriptors.get("mode") != refinement.mode:
         return False
+    if refinement.bpm is not None:
+        bpm = candidate.descriptors.get("tempo_bpm")
+        if not bpm or abs(float(bpm) - refinement.bpm) > TEMPO_TOLERANCE * refinement.bpm:
+            return False
+    if refinement.key is not None and key_of(candidate) != refinement.key:
+        return False
+    if refinement.decade is not None:
+        year = _year(candidate)
+        if year is None or not refinement.decade <= year < refinement.decade + 10:
+            return False
     if reference is None:
         return True
     if refinement.same_artist is not None and reference.artist:

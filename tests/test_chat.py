@@ -59,6 +59,32 @@ def test_refinement_moves_in_the_asked_direction(assistant):
     assert satisfies(top, reference, parse_refinement("faster please"))
 
 
+def test_absolute_facts_in_a_request_are_read_and_checked():
+    from index.track import Track
+
+    r = parse_refinement("An orchestral piece in F# minor at around 120 BPM, from the 1990s")
+    assert r and not r.is_relative
+    assert (r.bpm, r.key, r.decade) == (120.0, (6, "minor"), 1990)
+    fits = Track(id="a", year="1994", descriptors={"tempo_bpm": 124.0, "key": "Gb minor"})
+    assert satisfies(fits, None, r)  # Gb is F#
+    for wrong in ({"year": "1984"}, {"descriptors": {"tempo_bpm": 135.0, "key": "F# minor"}},
+                  {"descriptors": {"tempo_bpm": 120.0, "key": "F# major"}}, {"descriptors": {"key": "F# minor"}}):
+        kwargs = {"id": "b", "year": "1994", "descriptors": {"tempo_bpm": 120.0, "key": "F# minor"}, **wrong}
+        assert not satisfies(Track(**kwargs), None, r)
+    # "a minor key" is an article and a mode, not the key of A minor; numbers without BPM are not tempi.
+    r = parse_refinement("something in a minor key, top 40 hits")
+    assert r.key is None and r.mode == "minor" and r.bpm is None and r.is_relative
+    assert not parse_refinement("something calm")
+
+
+def test_a_tempo_asked_by_number_comes_first(assistant):
+    target = sorted(assistant.index.tracks, key=lambda t: t.descriptors.get("tempo_bpm") or 0)[-1]
+    bpm = round(float(target.descriptors["tempo_bpm"]))
+    reply = assistant.reply(assistant.new_session(), f"something at around {bpm} BPM")
+    top = assistant.index.by_id[reply.tracks[0].id]
+    assert abs(float(top.descriptors["tempo_bpm"]) - bpm) <= 0.06 * bpm
+
+
 def test_more_like_this_stays_close(assistant):
     session = assistant.new_session()
     first = assistant.reply(session, "folk fiddle reel")
