@@ -286,18 +286,19 @@ class MusicAssistant:
         weighted, by MiniLM) correct a guess that is off, and the tracks near what this session
         played carry its direction when a request is vague.
         """
-        w = self.fusion_weights
         query = history_query(history)
-        searches = {
-            "lexical": lambda: self.index.search_lexical(query, k=k, exclude=exclude),
-            "dense": lambda: self.index.search_text(query, k=k, exclude=exclude),
-            "session": lambda: self.index.search_near(session.played[-SESSION_TRACKS:], k=k, exclude=exclude),
-        }
-        rankings, weights = [by_block], [w.get("block", 0.0)]
+        searches = {}
+        if query:
+            searches["lexical"] = lambda: self.index.search_lexical(query, k=k, exclude=exclude)
+            searches["dense"] = lambda: self.index.search_text(query, k=k, exclude=exclude)
+        if session.played:
+            searches["session"] = lambda: self.index.search_near(session.played[-SESSION_TRACKS:], k=k, exclude=exclude)
+        weight = self.fusion_weights
+        rankings, weights = [by_block], [weight.get("block", 0.0)]
         for name, search in searches.items():
-            if w.get(name, 0.0) > 0 and (name != "session" or session.played) and (name == "session" or query):
+            if weight.get(name, 0.0) > 0:  # a zero weight spares the search
                 rankings.append(search())
-                weights.append(w[name])
+                weights.append(weight[name])
         return _rrf(rankings, weights=weights)
 
     def _like_upload(self, session: Session, k: int) -> list[tuple[str, float]]:

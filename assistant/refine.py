@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from index.track import Track
 
 from .synth import has_vocals as vocal_state
+from .synth import year_of
 
 ORDINALS = {"first": 0, "1st": 0, "second": 1, "2nd": 1, "third": 2, "3rd": 2, "fourth": 3, "fifth": 4,
             "last": -1, "previous": -1, "that": -1, "this": -1}
@@ -100,15 +101,10 @@ def _pitch_class(letter: str, accidental: str | None) -> int:
     return (_PITCH[letter.upper()] + shift) % 12
 
 
-def key_of(track: Track) -> tuple[int, str] | None:
+def tonic_and_mode(track: Track) -> tuple[int, str] | None:
     """A track's measured key as (pitch class, mode), or None when it has no readable key."""
     m = _KEY.fullmatch(str(track.descriptors.get("key") or "").strip())
     return (_pitch_class(m.group(1), m.group(2)), m.group(3)) if m else None
-
-
-def _year(track: Track) -> int | None:
-    m = re.match(r"\s*(\d{4})", str(track.year or ""))
-    return int(m.group(1)) if m else None
 
 
 def has_vocals(track: Track) -> bool:
@@ -126,10 +122,10 @@ def satisfies(candidate: Track, reference: Track | None, refinement: Refinement)
         bpm = candidate.descriptors.get("tempo_bpm")
         if not bpm or abs(float(bpm) - refinement.bpm) > TEMPO_TOLERANCE * refinement.bpm:
             return False
-    if refinement.key is not None and key_of(candidate) != refinement.key:
+    if refinement.key is not None and tonic_and_mode(candidate) != refinement.key:
         return False
     if refinement.decade is not None:
-        year = _year(candidate)
+        year = year_of(candidate)
         if year is None or not refinement.decade <= year < refinement.decade + 10:
             return False
     if reference is None:

@@ -149,7 +149,8 @@ def has_vocals(track: Track) -> bool | None:
     return True if track.lyrics.strip() else None
 
 
-def _year(track: Track) -> int | None:
+def year_of(track: Track) -> int | None:
+    """The track's year as a number (the first four digits of ``year``), or None."""
     m = re.match(r"\s*(\d{4})", str(track.year or ""))
     return int(m.group(1)) if m else None
 
@@ -226,7 +227,7 @@ def track_facts(track: Track, rng: random.Random) -> list[Fact]:
         facts.append(Fact("vocals", "with vocals", mod=rng.choice(["with vocals", "with singing"])))
     elif vocals is False:
         facts.append(Fact("vocals", "instrumental", adj="instrumental", mod="without vocals"))
-    year = _year(track)
+    year = year_of(track)
     if year:
         decade = f"{year // 10 * 10}s"
         era = rng.choice([f"from the {decade}", f"from the {decade}", f"from {year}"])
