@@ -36,6 +36,7 @@ CANDIDATES = 100
 # played in this session. Chosen on the demo catalog's validation conversations, where the
 # words' BM25 match was the strongest single signal and the dense match added nothing to it.
 FUSION_WEIGHTS: dict[str, float] = {"block": 0.5, "lexical": 1.0, "dense": 0.0, "session": 0.5}
+BLOCK_RANKINGS = ("codes", "likelihood")
 SESSION_TRACKS = 3  # the session's neighbourhood is taken around its last few tracks
 
 
@@ -51,6 +52,20 @@ class TrackCard:
     reason: str
     audio_path: str | None
     score: float
+
+
+@dataclass
+class Generation:
+    """What the model wrote for a turn.
+
+    ``codes`` is its last music block (None without a valid one); ``code_log_probs`` the
+    log-probabilities over each modality's codes that the block was drawn from.
+    """
+
+    text: str
+    codes: dict[str, int] | None
+    errors: list[str]
+    code_log_probs: dict[str, np.ndarray] | None = None
 
 
 @dataclass
@@ -112,11 +127,20 @@ class MusicAssistant:
     fusion_weights : mapping, optional
         Weight per fused ranking: "block", "lexical", "dense", "session" (default
         ``FUSION_WEIGHTS``); a zero weight skips that search.
+    block_ranking : {"codes", "likelihood"}
+        How the block ranks the catalog: the tracks nearest the generated codes' clusters
+        ("codes"), or every track by the model's probability of its five codes ("likelihood",
+        which keeps the model's doubt between codes: better alone, but it fused worse with the
+        other rankings on the validation conversations).
     """
 
     def __init__(self, index: MusicIndex, model=None, tokenizer=None, vocab=None, *, system_prompt: str | None = None,
                  max_context_tokens: int = 768, max_new_tokens: int = 48, name: str = "assistant",
-                 text_fusion: bool = True, fusion_weights: dict[str, float] | None = None):
+                 text_fusion: bool = True, fusion_weights: dict[str, float] | None = None,
+                 block_ranking: str = "codes"):
+        if block_ranking not in BLOCK_RANKINGS:
+            raise ValueError(f"block_ranking must be one of {BLOCK_RANKINGS}, got {block_ranking!r}")
+        self.block_ranking = block_ranking
         self.index = index
         self.text_fusion = text_fusion
         self.fusion_weights = dict(FUSION_WEIGHTS if fusion_weights is None else fusion_weights)
@@ -137,11 +161,13 @@ class MusicAssistant:
         self._processor = None
         if model is not None:
             from tokenizer.constraint import MusicBlockLogitsProcessor
+            from tokenizer.hf import music_token_ids
 
             # Told the token budget, it never opens a block it has no room to finish.
             self._processor = MusicBlockLogitsProcessor(tokenizer, vocab, max_new_tokens=max_new_tokens)
             self._end_id = tokenizer.convert_tokens_to_ids(vocab.BLOCK_END)
             self._start_id = tokenizer.convert_tokens_to_ids(vocab.BLOCK_START)
+            self._code_ids = music_token_ids(tokenizer, vocab)["codes"]
 
     @classmethod
     def load(cls, index_dir: str | Path, model_dir: str | Path | None = None, **kwargs) -> "MusicAssistant":
@@ -242,14 +268,17 @@ class MusicAssistant:
     def _rank(self, history: list[dict], session: Session, refinement: Refinement, k: int):
         exclude = set(session.played) | session.rejected
         notes: list[str] = []
-        generated = ""
-        codes = None
+        generation = Generation("", None, [])
         if self.model is not None:
-            generated, codes, errors = self._generate(history)
-            if errors:
-                notes.append("malformed music block: " + "; ".join(errors))
+            generation = self._generate(history)
+            if generation.errors:
+                notes.append("malformed music block: " + "; ".join(generation.errors))
+        generated, codes = generation.text, generation.codes
         if codes:
-            ranked = self.index.retrieve(codes=codes, k=k, exclude=exclude)
+            if self.block_ranking == "likelihood" and generation.code_log_probs is not None:
+                ranked = self.index.rank_by_code_log_probs(generation.code_log_probs, k=k, exclude=exclude)
+            else:
+                ranked = self.index.retrieve(codes=codes, k=k, exclude=exclude)
             if self.text_fusion:
                 ranked = self._fuse(ranked, history, session, k, exclude)
             source = "model"
@@ -337,7 +366,7 @@ class MusicAssistant:
                 return ids
             messages = messages[1:]
 
-    def _generate(self, history: list[dict]) -> tuple[str, dict[str, int] | None, list[str]]:
+    def _generate(self, history: list[dict]) -> Generation:
         import torch
         from transformers import LogitsProcessorList
 
@@ -345,29 +374,46 @@ class MusicAssistant:
 
         ids = self._prompt_ids(history)
         eos = [i for i in (self.tokenizer.eos_token_id, self._end_id) if i is not None]
+        greedy = dict(do_sample=False, pad_token_id=self.tokenizer.pad_token_id, return_dict_in_generate=True,
+                      output_logits=True, logits_processor=LogitsProcessorList([self._processor]))
         with torch.no_grad():
-            out = self.model.generate(
-                ids, attention_mask=torch.ones_like(ids), max_new_tokens=self.max_new_tokens, do_sample=False,
-                logits_processor=LogitsProcessorList([self._processor]), eos_token_id=eos,
-                pad_token_id=self.tokenizer.pad_token_id,
-            )
-            new = out[0, ids.shape[1]:]
-            if self._start_id not in new.tolist():
+            out = self.model.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=self.max_new_tokens,
+                                      eos_token_id=eos, **greedy)
+            new = out.sequences[0, ids.shape[1]:].tolist()
+            step_logits = [logits[0] for logits in out.logits]  # the raw scores each new token was picked from
+            if self._start_id not in new:
                 # The model talked without recommending: have it complete a block after its words.
-                forced = torch.cat([out[0], torch.tensor([self._start_id])]).unsqueeze(0)
-                out = self.model.generate(
-                    forced, attention_mask=torch.ones_like(forced), max_new_tokens=len(self.vocab.codebook_sizes) + 1,
-                    do_sample=False, logits_processor=LogitsProcessorList([self._processor]),
-                    eos_token_id=[self._end_id], pad_token_id=self.tokenizer.pad_token_id,
-                )
-                new = out[0, ids.shape[1]:]
+                forced = torch.tensor([out.sequences[0].tolist() + [self._start_id]])
+                more = self.model.generate(forced, attention_mask=torch.ones_like(forced),
+                                           max_new_tokens=len(self.vocab.codebook_sizes) + 1,
+                                           eos_token_id=[self._end_id], **greedy)
+                new += [self._start_id] + more.sequences[0, forced.shape[1]:].tolist()
+                step_logits += [None] + [logits[0] for logits in more.logits]
         text = self.tokenizer.decode(new, skip_special_tokens=False)
         for special in (self.tokenizer.eos_token, self.tokenizer.pad_token):
             if special:
                 text = text.replace(special, "")
         parsed = parse_reply(text, self.vocab)
         codes = parsed.blocks[-1] if parsed.blocks else None
-        return parsed.text, codes, list(parsed.errors)
+        return Generation(parsed.text, codes, list(parsed.errors),
+                          self._code_log_probs(new, step_logits) if codes else None)
+
+    def _code_log_probs(self, new: list[int], step_logits: list) -> dict[str, np.ndarray] | None:
+        """The model's log-probabilities over each modality's codes in its last block.
+
+        Each modality's distribution is the one its code was drawn from, so later modalities are
+        conditioned on the codes chosen before them.
+        """
+        import torch
+
+        start = len(new) - 1 - new[::-1].index(self._start_id)
+        out = {}
+        for offset, (modality, token_ids) in enumerate(self._code_ids.items(), start=start + 1):
+            if offset >= len(step_logits) or step_logits[offset] is None:
+                return None
+            scores = step_logits[offset][torch.tensor(token_ids)].float()
+            out[modality] = torch.log_softmax(scores, dim=-1).numpy()
+        return out
 
     # ---- grounded text ---------------------------------------------------------------------------
 

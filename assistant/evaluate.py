@@ -128,7 +128,7 @@ def ablation_assistants(assistant) -> dict:
 
     def variant(**kwargs):
         v = MusicAssistant(assistant.index, assistant.model, assistant.tokenizer, assistant.vocab,
-                           system_prompt=assistant.system_prompt, **kwargs)
+                           system_prompt=assistant.system_prompt, block_ranking=assistant.block_ranking, **kwargs)
         v._generate = assistant._generate
         return v
 

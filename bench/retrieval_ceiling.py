@@ -25,7 +25,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from assistant.chat import FUSION_WEIGHTS, MusicAssistant  # noqa: E402
+from assistant.chat import FUSION_WEIGHTS, Generation, MusicAssistant  # noqa: E402
 from assistant.evaluate import played_before  # noqa: E402
 from assistant.metrics import aggregate, eval_turns, score_turn  # noqa: E402
 from assistant.refine import parse_refinement, reference_track, satisfies  # noqa: E402
@@ -69,7 +69,7 @@ def main(argv: list[str] | None = None) -> int:
     # The engine's own turn with the block's weight at zero: word match, session and request facts.
     engine = MusicAssistant(index, fusion_weights={**FUSION_WEIGHTS, "block": 0.0})
     engine.model = True  # stands in for a model; its generation is replaced by an empty block
-    engine._generate = lambda history: ("", dict(index.empty_codes), [])
+    engine._generate = lambda history: Generation("", dict(index.empty_codes), [])
 
     def engine_no_model(index, history, relevant, conversation):
         return engine.rank(history, k=K)

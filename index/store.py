@@ -202,6 +202,38 @@ class MusicIndex:
         ranked = fuse_scores(queries, self.embeddings, self.faiss_indexes, w, k, rows)
         return [(self.tracks[r].id, s) for r, s in ranked]
 
+    def rank_by_code_log_probs(self, log_probs: Mapping[str, np.ndarray], k: int = 20,
+                               exclude: Iterable[str] = ()) -> list[tuple[str, float]]:
+        """Every track ranked by the summed log-probability of its codes, best first.
+
+        Parameters
+        ----------
+        log_probs : mapping
+            Modality to an array of log-probabilities, one per code of its codebook (for
+            example a language model's distribution at each position of a music block).
+            Modalities left out do not count.
+        k : int
+        exclude : iterable of str
+            Track ids never returned.
+
+        Returns
+        -------
+        list of (track id, score)
+            Ties keep catalog order.
+        """
+        score = np.zeros(len(self.tracks))
+        for modality, values in log_probs.items():
+            if modality not in MODALITIES:
+                raise ValueError(f"unknown modality {modality!r}; expected one of {MODALITIES}")
+            values = np.asarray(values, dtype=np.float64)
+            if values.shape != (self.codebook_sizes[modality],):
+                raise ValueError(f"{modality} needs {self.codebook_sizes[modality]} log-probabilities, "
+                                 f"got shape {values.shape}")
+            score += values[self.codes[:, MODALITIES.index(modality)]]
+        skip = set(exclude)
+        order = np.argsort(-score, kind="stable")
+        return [(self.tracks[r].id, float(score[r])) for r in order if self.tracks[r].id not in skip][:k]
+
     @cached_property
     def text_encoder(self):
         from .text import get_text_encoder

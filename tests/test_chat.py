@@ -137,17 +137,36 @@ def test_long_history_is_trimmed_oldest_first(dirs):
 def test_fusion_lifts_the_best_word_match_and_can_be_turned_off(dirs):
     index_dir, model_dir = dirs
     fused = MusicAssistant.load(index_dir, model_dir)
-    blocks_only = MusicAssistant(fused.index, fused.model, fused.tokenizer, fused.vocab, text_fusion=False)
+    blocks_only = MusicAssistant(fused.index, fused.model, fused.tokenizer, fused.vocab, text_fusion=False,
+                                 block_ranking="likelihood")
     history = [{"role": "user", "content": "fast electronic dance music with synths"}]
     session = blocks_only.new_session()
     by_block, source, _, _ = blocks_only._rank(history, session, parse_refinement(""), 100)
-    codes = blocks_only._generate(history)[1]
-    assert source == "model" and [t for t, _ in by_block] == [t for t, _ in blocks_only.index.retrieve(codes=codes, k=100)]
+    generation = blocks_only._generate(history)
+    by_likelihood = blocks_only.index.rank_by_code_log_probs(generation.code_log_probs, k=100)
+    assert source == "model" and [t for t, _ in by_block] == [t for t, _ in by_likelihood]
+    by_codes = MusicAssistant(fused.index, fused.model, fused.tokenizer, fused.vocab,
+                              text_fusion=False)._rank(history, session, parse_refinement(""), 100)[0]
+    assert [t for t, _ in by_codes] == [t for t, _ in blocks_only.index.retrieve(codes=generation.codes, k=100)]
     best_words = fused.index.search_lexical(history[0]["content"], k=1)[0][0]
     by_both = [t for t, _ in fused._rank(history, fused.new_session(), parse_refinement(""), 100)[0]]
     # The best word match can only rise: whatever stays above it was also above it by the block.
     assert by_both.index(best_words) <= [t for t, _ in by_block].index(best_words)
     assert sorted(by_both) == sorted(t for t, _ in by_block)
+
+
+def test_generation_keeps_the_distributions_its_block_was_drawn_from(dirs):
+    index_dir, model_dir = dirs
+    a = MusicAssistant.load(index_dir, model_dir)
+    generation = a._generate([{"role": "user", "content": "calm piano for reading"}])
+    assert generation.codes is not None and set(generation.code_log_probs) == set(a.vocab.codebook_sizes)
+    for modality, log_probs in generation.code_log_probs.items():
+        assert log_probs.shape == (a.vocab.codebook_sizes[modality],)
+        assert np.exp(log_probs).sum() == pytest.approx(1.0, abs=1e-4)
+        # Greedy decoding picked the most probable code, which the constraint allowed.
+        assert generation.codes[modality] == int(np.argmax(log_probs))
+    with pytest.raises(ValueError, match="block_ranking"):
+        MusicAssistant(a.index, block_ranking="nearest")
 
 
 def test_fusion_follows_the_session_and_checks_its_weights(dirs):

@@ -103,6 +103,27 @@ def test_search_near_played_tracks_stays_in_their_playlists(built):
     assert idx.search_near(["no-such-track"], k=3) == []
 
 
+def test_rank_by_code_log_probs_scores_every_track_by_its_codes(built):
+    _, index_dir, _ = built
+    idx = MusicIndex.load(index_dir)
+    target = idx.tracks[4]
+    codes = idx.track_codes(target.id)
+    # Sure of every code: the track carrying them comes first, with log-probability 0.
+    certain = {m: np.where(np.arange(n) == codes[m], 0.0, -20.0) for m, n in idx.codebook_sizes.items()}
+    ranked = idx.rank_by_code_log_probs(certain, k=len(idx.tracks))
+    assert ranked[0][1] == 0.0 and idx.track_codes(ranked[0][0]) == codes  # (tracks may share all five codes)
+    assert len(ranked) == len(idx.tracks) and [s for _, s in ranked] == sorted((s for _, s in ranked), reverse=True)
+    # Each score is the sum of its codes' log-probabilities; left-out modalities count nothing.
+    only_tags = {"tags": np.log(np.linspace(1, 2, idx.codebook_sizes["tags"]))}
+    for track_id, score in idx.rank_by_code_log_probs(only_tags, k=5):
+        assert score == pytest.approx(only_tags["tags"][idx.track_codes(track_id)["tags"]])
+    assert target.id not in {t for t, _ in idx.rank_by_code_log_probs(certain, k=50, exclude=[target.id])}
+    with pytest.raises(ValueError, match="needs"):
+        idx.rank_by_code_log_probs({"tags": np.zeros(3)})
+    with pytest.raises(ValueError, match="unknown modality"):
+        idx.rank_by_code_log_probs({"mood": np.zeros(3)})
+
+
 def test_upload_embedding_maps_to_catalog_space(built):
     lib, index_dir, _ = built
     idx = MusicIndex.load(index_dir)

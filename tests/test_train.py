@@ -13,13 +13,16 @@ from assistant.train import (
     STATE_FILE,
     TrainConfig,
     _lora_config,
+    add_replay_states,
     assistant_target,
     build_examples,
     collate,
+    frozen_layer_count,
     load_finetuned,
     read_model_record,
     target_loss,
     train,
+    untie_output_rows,
 )
 from index.track import MODALITIES
 from tokenizer.blocks import parse_reply
@@ -224,6 +227,82 @@ def test_target_loss_matches_the_models_own_loss_before_and_after_a_step(base_to
         target_loss(model, batch).backward()
         optimizer.step()
         optimizer.zero_grad()
+
+
+def test_replayed_bottom_layers_give_the_full_models_loss_and_gradients(base_tokenizer, music_vocab,
+                                                                        catalog_codes, conversations):
+    from peft import get_peft_model
+
+    model = tiny_model_like(base_tokenizer, num_layers=3)
+    token_ids = add_music_tokens(base_tokenizer, model, music_vocab)
+    config = fast_config(train_layers=1)
+    frozen = frozen_layer_count(model, config)
+    assert frozen == 2 and frozen_layer_count(model, fast_config(train_layers=5)) == 0
+    assert frozen_layer_count(model, fast_config(train_layers=None)) == 0
+    assert untie_output_rows(model) and not untie_output_rows(model)  # the second call finds it untied
+    model = get_peft_model(model, _lora_config(model, token_ids, config, frozen))
+    adapted = {name.split(".layers.")[1].split(".")[0] for name, _ in model.named_parameters() if "lora_" in name}
+    assert adapted == {"2"}  # LoRA on the top layer only
+    model.train()
+    examples = build_examples(conversations, catalog_codes.__getitem__, base_tokenizer, music_vocab, SYSTEM, 128)
+    full = collate(examples, base_tokenizer.pad_token_id)
+    add_replay_states(model, examples, frozen, base_tokenizer.pad_token_id, 3, "cpu")
+    assert all(e["replay"].shape == (len(e["input_ids"]), 64) for e in examples)
+    replayed = collate(examples, base_tokenizer.pad_token_id)
+    assert replayed["replay"].shape == (*replayed["input_ids"].shape, 64)
+    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=0.05)
+    for _ in range(2):  # the second comparison sees trained LoRA weights and music rows
+        loss_full = target_loss(model, full)
+        loss_full.backward()
+        grads = {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+        optimizer.zero_grad()
+        loss_replayed = target_loss(model, replayed, frozen)
+        loss_replayed.backward()
+        torch.testing.assert_close(loss_replayed, loss_full, atol=2e-3, rtol=1e-3)  # float16 storage
+        for name, parameter in model.named_parameters():
+            if "lora_" in name:
+                torch.testing.assert_close(parameter.grad, grads[name], atol=1e-3, rtol=5e-2)
+        optimizer.step()
+        optimizer.zero_grad()
+    assert len(model.get_base_model().model.layers) == 3  # the bottom layers are back after each loss
+
+
+def test_training_with_frozen_bottom_layers_reloads_untied(tmp_path, base_tokenizer, music_vocab, catalog_codes,
+                                                           conversations):
+    out = tmp_path / "model"
+    model = tiny_model_like(base_tokenizer, num_layers=3)
+    report = train(None, conversations[:3], conversations[3:], catalog_codes.__getitem__, music_vocab, out,
+                   config=fast_config(train_layers=1), system_prompt=SYSTEM, progress=False,
+                   model=model, tokenizer=base_tokenizer)
+    assert report.train_loss < report.first_train_loss - 0.5  # it learns through the top layer alone
+    record = read_model_record(out)
+    assert record["frozen_layers"] == 2 and record["untied_output"] is True
+
+    # The output rows trained; the input rows kept their text initialisation.
+    loaded, tokenizer, vocab = load_finetuned(out)
+    ids = music_token_ids(tokenizer, vocab)["all"]
+    initial = tiny_model_like(AutoTokenizer.from_pretrained(out / "base"), num_layers=3)
+    add_music_tokens(AutoTokenizer.from_pretrained(out / "base"), initial, vocab)
+    torch.testing.assert_close(loaded.get_input_embeddings().weight[ids], initial.get_input_embeddings().weight[ids])
+    assert not torch.allclose(loaded.get_output_embeddings().weight[ids], initial.get_output_embeddings().weight[ids])
+    torch.testing.assert_close(loaded.get_output_embeddings().weight[:100], initial.get_output_embeddings().weight[:100])
+
+    # The reloaded model scores the validation conversation as training left it.
+    examples = build_examples(conversations[3:], catalog_codes.__getitem__, tokenizer, vocab, SYSTEM, 128)
+    with torch.no_grad():
+        assert float(target_loss(loaded, collate(examples, tokenizer.pad_token_id))) == pytest.approx(
+            report.val_loss, rel=1e-3)
+
+    # Resuming keeps the layout, and refuses another one.
+    fresh_tokenizer = AutoTokenizer.from_pretrained(out / "base")
+    resumed = train(None, conversations[:3], conversations[3:], catalog_codes.__getitem__, music_vocab, out,
+                    config=fast_config(train_layers=1, max_steps=16), system_prompt=SYSTEM, progress=False,
+                    model=tiny_model_like(fresh_tokenizer, num_layers=3), tokenizer=fresh_tokenizer)
+    assert resumed.steps == 16
+    with pytest.raises(ValueError, match="frozen bottom layers"):
+        train(None, conversations[:3], [], catalog_codes.__getitem__, music_vocab, out,
+              config=fast_config(train_layers=None, max_steps=20), progress=False,
+              model=tiny_model_like(fresh_tokenizer, num_layers=3), tokenizer=fresh_tokenizer)
 
 
 def test_train_stops_within_time_budget(tmp_path, base_tokenizer, tiny_model, music_vocab, catalog_codes,
