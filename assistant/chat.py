@@ -462,7 +462,8 @@ class MusicAssistant:
         return opener + "\n" + "\n".join(self._card_line(c) for c in cards)
 
     def grounded_sentences(self, generated: str, cards: list[TrackCard]) -> str:
-        """Keep only the model's sentences whose titles, numbers and keys match the shown tracks."""
+        """Keep only the model's sentences whose titles, numbers and keys match the shown tracks,
+        and that claim no comparison with an earlier track."""
         shown = [self.index.by_id[c.id] for c in cards]
         shown_titles = {_norm(t.title) for t in shown}
         allowed_numbers = set()
@@ -488,6 +489,8 @@ class MusicAssistant:
             named_keys = re.findall(r"\b[a-g][#b]? (?:major|minor)\b", low)
             if any(k not in keys for k in named_keys):
                 continue
+            if parse_refinement(sentence).relative:
+                continue  # "it's calmer": the cards state comparisons, measured against the right track
             kept.append(sentence.strip())
         return " ".join(kept)
 

@@ -105,6 +105,9 @@ def test_text_never_names_tracks_that_were_not_retrieved(assistant):
     assert assistant.grounded_sentences(fake, reply.tracks) == ""
     good_title = reply.tracks[0].title
     assert good_title in assistant.grounded_sentences(f'Here is "{good_title}".', reply.tracks)
+    # A comparison the model makes on its own is dropped, even on a first turn with nothing before.
+    said = f'Here is "{good_title}". It\'s calmer than the last one. It is darker.'
+    assert assistant.grounded_sentences(said, reply.tracks) == f'Here is "{good_title}".'
 
 
 def test_fallback_without_model_is_logged(dirs, caplog):
