@@ -5,6 +5,11 @@ music block of its first track. The model learns this with peft LoRA on the atte
 MLP projections, plus full training of the music-token rows only (peft
 ``trainable_token_indices``), so the 49k rows of the base vocabulary stay frozen.
 
+By default LoRA adapts only the top decoder layers (``TrainConfig.train_layers``): the frozen
+layers below give the same output every epoch, so it is computed once per example and replayed,
+and a step pays for the top layers alone. On two cores that turns 36 steps of the 135M model
+in the 13-minute budget into 111.
+
 The output directory is both a checkpoint and a model:
 
 - ``adapter_model.safetensors``, ``adapter_config.json``: LoRA weights and music-token rows
