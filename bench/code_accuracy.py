@@ -28,12 +28,12 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from assistant.pipeline import conversations_path  # noqa: E402
 from assistant.synth import read_jsonl  # noqa: E402
 from assistant.train import IGNORE, build_examples, collate, load_finetuned, read_model_record  # noqa: E402
+from index.paths import demo_dir  # noqa: E402
 from index.store import MusicIndex  # noqa: E402
 from tokenizer.hf import music_token_ids  # noqa: E402
-
-DEMO = Path.home() / ".cache" / "tonearm" / "demo"
 
 
 @torch.no_grad()
@@ -58,8 +58,8 @@ def block_log_probs(model, examples: list[dict], pad_id: int, start_id: int, cod
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--model", default=str(DEMO / "model"))
-    parser.add_argument("--index", default=str(DEMO / "index"))
+    parser.add_argument("--model", default=str(demo_dir() / "model"))
+    parser.add_argument("--index", default=str(demo_dir() / "index"))
     parser.add_argument("--conversations", default=None,
                         help="conversations.jsonl (default: MODEL/conversations/val/conversations.jsonl)")
     parser.add_argument("--seq-len", type=int, default=512, help="longest example; older turns are dropped beyond it")
@@ -67,12 +67,12 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(2)
 
     index = MusicIndex.load(args.index)
-    conversations = read_jsonl(args.conversations or Path(args.model) / "conversations" / "val" / "conversations.jsonl")
+    conversations = read_jsonl(args.conversations or conversations_path(args.model, "val"))
     model, tokenizer, vocab = load_finetuned(args.model)
     ids = music_token_ids(tokenizer, vocab)
     examples = build_examples(conversations, index.track_codes, tokenizer, vocab,
                               read_model_record(args.model)["system_prompt"], args.seq_len)
-    train_path = Path(args.model) / "conversations" / "train" / "conversations.jsonl"
+    train_path = conversations_path(args.model, "train")
     common = {}
     if train_path.is_file():  # the most frequent code among the training answers
         answers = [turn["tracks"][0] for c in read_jsonl(train_path) for turn in c["turns"] if turn.get("tracks")]

@@ -29,11 +29,12 @@ from assistant.chat import FUSION_WEIGHTS, Generation, MusicAssistant  # noqa: E
 from assistant.evaluate import played_before  # noqa: E402
 from assistant.metrics import aggregate, eval_turns, score_turn  # noqa: E402
 from assistant.refine import parse_refinement, reference_track, satisfies  # noqa: E402
+from assistant.pipeline import conversations_path  # noqa: E402
 from assistant.synth import read_jsonl  # noqa: E402
 from index.baselines import history_query  # noqa: E402
+from index.paths import demo_dir  # noqa: E402
 from index.store import MusicIndex  # noqa: E402
 
-DEMO = Path.home() / ".cache" / "tonearm" / "demo"
 K = 20
 
 
@@ -59,8 +60,8 @@ def playlist_oracle(index: MusicIndex, history: list[dict], relevant: list[str],
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--index", type=Path, default=DEMO / "index")
-    p.add_argument("--conversations", type=Path, default=DEMO / "model" / "conversations" / "test" / "conversations.jsonl")
+    p.add_argument("--index", type=Path, default=demo_dir() / "index")
+    p.add_argument("--conversations", type=Path, default=conversations_path(demo_dir() / "model", "test"))
     args = p.parse_args(argv)
     index = MusicIndex.load(args.index)
     conversations = read_jsonl(args.conversations)

@@ -22,6 +22,7 @@ import shutil
 import tempfile
 from collections.abc import Iterable, Mapping
 from functools import cached_property
+from itertools import islice
 from pathlib import Path
 from typing import Any
 
@@ -232,7 +233,8 @@ class MusicIndex:
             score += values[self.codes[:, MODALITIES.index(modality)]]
         skip = set(exclude)
         order = np.argsort(-score, kind="stable")
-        return [(self.tracks[r].id, float(score[r])) for r in order if self.tracks[r].id not in skip][:k]
+        kept = ((self.tracks[r].id, float(score[r])) for r in order if self.tracks[r].id not in skip)
+        return list(islice(kept, k))  # stop at k: a turn needs the top, not the whole catalog
 
     @cached_property
     def text_encoder(self):
