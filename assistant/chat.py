@@ -477,7 +477,7 @@ class MusicAssistant:
         kept = []
         for sentence in _sentences(generated):
             low = _norm(sentence)
-            if not low:
+            if not low or not _well_formed(sentence):
                 continue
             quoted = [_norm(q) for q in re.findall(r'"([^"]+)"', sentence)]
             if sentence.count('"') % 2 or any(q not in shown_titles for q in quoted):
@@ -554,6 +554,18 @@ def _sentences(text: str) -> list[str]:
             start = i + 1
     out.append(text[start:])
     return [s.strip() for s in out if s.strip()]
+
+
+def _well_formed(sentence: str) -> bool:
+    """A whole sentence: opens with a capital or a quote, ends with its stop, brackets balanced.
+
+    A model that echoes the track cards writes fragments such as ``1, 1831): romantic, piano;
+    about``, which no fact check catches but no one should read.
+    """
+    s = sentence.strip()
+    opens = s[:1].isupper() or s[:1] in "\"'"
+    ends = s.rstrip("\"'").endswith((".", "!", "?"))
+    return opens and ends and s.count("(") == s.count(")") and s.count("[") == s.count("]")
 
 
 def _rrf(rankings: Sequence[Sequence[tuple[str, float]]], k: int = 60,

@@ -108,6 +108,10 @@ def test_text_never_names_tracks_that_were_not_retrieved(assistant):
     # A comparison the model makes on its own is dropped, even on a first turn with nothing before.
     said = f'Here is "{good_title}". It\'s calmer than the last one. It is darker.'
     assert assistant.grounded_sentences(said, reply.tracks) == f'Here is "{good_title}".'
+    # Fragments of echoed track cards are not sentences, even when every fact in them is true.
+    year = next((c.year for c in reply.tracks if c.year), "")
+    echoed = f'1, {year}): piano; about. a fine one by the same Piano'
+    assert assistant.grounded_sentences(echoed, reply.tracks) == ""
 
 
 def test_fallback_without_model_is_logged(dirs, caplog):
