@@ -102,8 +102,8 @@ class TrainConfig:
     seq_len: int = 192
     batch_size: int = 8
     grad_accum: int = 1
-    lr: float = 1e-3
-    token_lr: float | None = 2e-3
+    lr: float = 2e-3
+    token_lr: float | None = 4e-3
     lora_r: int = 16
     lora_alpha: int = 32
     lora_dropout: float = 0.05
