@@ -26,7 +26,7 @@ import os
 import sys
 import threading
 from collections import OrderedDict
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
@@ -46,6 +46,7 @@ SESSION_TTL_S = 4 * 3600  # a session left alone this long is dropped (bounds se
 DEFAULT_MAX_UPLOAD_MB = 50
 DEFAULT_CONCURRENCY = 4
 MAX_SESSION_LOCKS = 10_000
+STATUS_POLL_S = 5.0  # how often an open page re-reads the model status
 
 CSS = """
 #tonearm-header h1 { margin-bottom: 0; }
@@ -257,7 +258,8 @@ def _unpack(message: dict | str | None) -> tuple[str, list[str]]:
 # ---- the Gradio app ----------------------------------------------------------------------------
 
 def build_app(assistant: MusicAssistant, *, max_upload_mb: float = DEFAULT_MAX_UPLOAD_MB,
-              concurrency: int = DEFAULT_CONCURRENCY, title: str = "tonearm") -> gr.Blocks:
+              concurrency: int = DEFAULT_CONCURRENCY, title: str = "tonearm",
+              status: Callable[[], str] | None = None) -> gr.Blocks:
     """The chat UI over ``assistant``, with its queue set up. Start it with ``launch``.
 
     Parameters
@@ -267,6 +269,9 @@ def build_app(assistant: MusicAssistant, *, max_upload_mb: float = DEFAULT_MAX_U
         Uploads above this are refused (also enforced by the server in ``launch``).
     concurrency : int
         How many turns may run at once; the rest wait in the queue.
+    status : callable, optional
+        A sentence about the model (training in the background, ready, ...), shown above the
+        chat and read again every few seconds; None shows no status line.
     """
     if concurrency < 1:
         raise ValueError(f"concurrency must be at least 1, got {concurrency}")
@@ -283,6 +288,9 @@ def build_app(assistant: MusicAssistant, *, max_upload_mb: float = DEFAULT_MAX_U
 
         gr.Markdown(f"# {title}\nAsk for music in your own words, refine it (\"faster\", \"no vocals\", "
                     "\"more like the first one\"), or attach a song and ask about it.", elem_id="tonearm-header")
+        if status is not None:
+            status_line = gr.Markdown(status(), elem_id="model-status")
+            gr.Timer(STATUS_POLL_S).tick(status, None, status_line, api_visibility="private", show_progress="hidden")
         with gr.Row(equal_height=False):
             with gr.Column(scale=3, min_width=380):
                 chatbot = gr.Chatbot(
@@ -423,16 +431,20 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per request otherwise
     args = parse_args(argv)
+    train_later = None  # the demo model, when it is not trained yet
     if args.index is None:
         from assistant.pipeline import ensure_demo
 
-        index_dir, model_dir = ensure_demo(with_model=not args.no_model, progress=True)
+        # The chat opens as soon as the catalog is indexed; the model trains meanwhile.
+        index_dir, model_dir = ensure_demo(with_model=False, progress=True)
+        if not args.no_model and not (model_dir / "train_report.json").is_file():
+            train_later, model_dir = model_dir, None
     else:
         index_dir, model_dir = args.index, args.model
     if args.no_model:
         model_dir = None
-    elif model_dir is None:
-        print("No --model given: answering with dense text retrieval over the index.")
+    elif model_dir is None and train_later is None:
+        print("No --model given: answering with the catalog's search (word match, session, request facts).")
     print(f"Loading {index_dir}" + (f" and {model_dir}" if model_dir else ""))
     try:
         assistant = MusicAssistant.load(index_dir, model_dir)
@@ -440,7 +452,15 @@ def main(argv: list[str] | None = None) -> int:
         print(f"Could not load the assistant: {e}", file=sys.stderr)
         return 1
     print(f"{len(assistant.index.tracks)} tracks from {assistant.index.library_root}")
-    demo = build_app(assistant, max_upload_mb=args.max_upload_mb, concurrency=args.concurrency)
+    status = None
+    if train_later is not None:
+        from assistant.pipeline import BackgroundTraining
+
+        training = BackgroundTraining(index_dir, train_later, on_ready=assistant.load_model).start()
+        print(f"Training the demo model in the background (first run only, about 15 minutes; log: {training.log_path}). "
+              "The chat answers with the catalog's search until it is ready.")
+        status = training.status
+    demo = build_app(assistant, max_upload_mb=args.max_upload_mb, concurrency=args.concurrency, status=status)
     launch(demo, host=args.host, port=args.port)
     return 0
 

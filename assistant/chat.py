@@ -80,9 +80,10 @@ class UploadedSong:
 class Reply:
     """What the assistant says and plays for one user turn.
 
-    ``source`` tells where the tracks came from: "model" (the generated music block),
-    "dense-fallback" (no usable block; text search over the conversation), "upload" (nearest to
-    an uploaded song), or "none" (an answer with no tracks).
+    ``source`` tells where the tracks came from: "model" (the generated music block, fused
+    with the engine's searches), "engine" (no model loaded: those searches alone),
+    "dense-fallback" (nothing else matched, or the model wrote no usable block: text search
+    over the conversation), "upload" (nearest to an uploaded song), or "none" (no tracks).
     """
 
     text: str
@@ -117,7 +118,8 @@ class MusicAssistant:
     index : MusicIndex
     model, tokenizer, vocab : optional
         A causal LM that knows the music tokens (``assistant.train.load_finetuned``). Without
-        one, every turn uses dense retrieval and says so in ``Reply.notes``.
+        one, a turn ranks by the same fused retrieval with no block (the person's words, the
+        session's neighbourhood and the request's checkable facts): ``Reply.source == "engine"``.
     system_prompt : str
     max_context_tokens : int
         Prompt budget; the oldest turns are dropped first beyond it.
@@ -148,41 +150,57 @@ class MusicAssistant:
         if unknown or any(w < 0 for w in self.fusion_weights.values()):
             raise ValueError(f"fusion_weights takes non-negative weights for {sorted(FUSION_WEIGHTS)}, "
                              f"got {self.fusion_weights}")
-        self.model, self.tokenizer, self.vocab = model, tokenizer, vocab
+        self.model = self.tokenizer = self.vocab = None
         self.max_context_tokens = max_context_tokens
         self.max_new_tokens = max_new_tokens
         self.name = name
+        self._titles = {_norm(t.title): t.id for t in index.tracks if len(t.title) > 3}
+        self.system_prompt = system_prompt
+        if model is not None:
+            self.use_model(model, tokenizer, vocab, system_prompt=system_prompt)
+        elif system_prompt is None:
+            from .train import DEFAULT_SYSTEM_PROMPT
+
+            self.system_prompt = DEFAULT_SYSTEM_PROMPT
+
+    def use_model(self, model, tokenizer, vocab, *, system_prompt: str | None = None) -> None:
+        """Answer with ``model`` from the next turn on (a model that finished training meanwhile, say).
+
+        A turn already running keeps what it started with: the model itself is set last.
+        """
+        from tokenizer.constraint import MusicBlockLogitsProcessor
+        from tokenizer.hf import music_token_ids
+
+        if vocab.codebook_sizes != self.index.codebook_sizes:
+            raise ValueError(f"the model was trained for another index (codebook sizes {vocab.codebook_sizes} "
+                             f"vs {self.index.codebook_sizes}); retrain it on {self.index.root}")
         if system_prompt is None:
             from .train import DEFAULT_SYSTEM_PROMPT
 
             system_prompt = DEFAULT_SYSTEM_PROMPT
-        self.system_prompt = system_prompt
-        self._titles = {_norm(t.title): t.id for t in index.tracks if len(t.title) > 3}
-        self._processor = None
-        if model is not None:
-            from tokenizer.constraint import MusicBlockLogitsProcessor
-            from tokenizer.hf import music_token_ids
+        self.tokenizer, self.vocab, self.system_prompt = tokenizer, vocab, system_prompt
+        # Told the token budget, it never opens a block it has no room to finish.
+        self._processor = MusicBlockLogitsProcessor(tokenizer, vocab, max_new_tokens=self.max_new_tokens)
+        self._end_id = tokenizer.convert_tokens_to_ids(vocab.BLOCK_END)
+        self._start_id = tokenizer.convert_tokens_to_ids(vocab.BLOCK_START)
+        self._code_ids = music_token_ids(tokenizer, vocab)["codes"]
+        self.model = model
 
-            # Told the token budget, it never opens a block it has no room to finish.
-            self._processor = MusicBlockLogitsProcessor(tokenizer, vocab, max_new_tokens=max_new_tokens)
-            self._end_id = tokenizer.convert_tokens_to_ids(vocab.BLOCK_END)
-            self._start_id = tokenizer.convert_tokens_to_ids(vocab.BLOCK_START)
-            self._code_ids = music_token_ids(tokenizer, vocab)["codes"]
-
-    @classmethod
-    def load(cls, index_dir: str | Path, model_dir: str | Path | None = None, **kwargs) -> "MusicAssistant":
-        index = MusicIndex.load(index_dir)
-        if model_dir is None:
-            return cls(index, **kwargs)
+    def load_model(self, model_dir: str | Path) -> None:
+        """Load a fine-tuned model directory (``assistant.train``) and answer with it from now on."""
         from .train import load_finetuned, read_model_record
 
         model, tokenizer, vocab = load_finetuned(model_dir)
-        if vocab.codebook_sizes != index.codebook_sizes:
-            raise ValueError(f"the model in {model_dir} was trained for another index (codebook sizes "
-                             f"{vocab.codebook_sizes} vs {index.codebook_sizes}); retrain it on {index_dir}")
-        record = read_model_record(model_dir)
-        kwargs.setdefault("system_prompt", record.get("system_prompt"))
-        return cls(index, model, tokenizer, vocab, **kwargs)
+        self.use_model(model, tokenizer, vocab, system_prompt=read_model_record(model_dir).get("system_prompt"))
+
+    @classmethod
+    def load(cls, index_dir: str | Path, model_dir: str | Path | None = None, **kwargs) -> "MusicAssistant":
+        assistant = cls(MusicIndex.load(index_dir), **kwargs)
+        if model_dir is not None:
+            assistant.load_model(model_dir)
+            if kwargs.get("system_prompt") is not None:
+                assistant.system_prompt = kwargs["system_prompt"]
+        return assistant
 
     def new_session(self) -> Session:
         return Session()
@@ -282,6 +300,8 @@ class MusicAssistant:
             if self.text_fusion:
                 ranked = self._fuse(ranked, history, session, k, exclude)
             source = "model"
+        elif self.model is None and self.text_fusion and (ranked := self._fuse([], history, session, k, exclude)):
+            source = "engine"
         else:
             query = history_query(history)
             why = "no model loaded" if self.model is None else "the model produced no valid music block"

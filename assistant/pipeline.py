@@ -58,3 +58,110 @@ def ensure_demo(root: str | Path | None = None, *, with_model: bool = True, prog
         report = train_on_index(index_dir, model_dir, progress=progress)
         log(f"Trained {report.steps} steps (sequence length {report.seq_len}); validation loss {report.val_loss:.3f}")
     return index_dir, model_dir
+
+
+class BackgroundTraining:
+    """Fine-tunes a model for an index in a child process, so a chat can answer meanwhile.
+
+    The child is ``python -m assistant train INDEX --out MODEL``, which resumes an interrupted
+    run, so stopping the app mid-training loses at most the steps since the last checkpoint.
+    Its output goes to ``MODEL.log`` (beside the model directory). When it succeeds,
+    ``on_ready(model_dir)`` is called from a watcher thread.
+
+    ``status()`` says, in a sentence a person can read, where training stands; ``wait()``
+    blocks until the model is ready or training failed.
+    """
+
+    def __init__(self, index_dir: str | Path, model_dir: str | Path, on_ready=None, train_args: tuple[str, ...] = ()):
+        self.index_dir, self.model_dir = Path(index_dir), Path(model_dir)
+        self.train_args = tuple(train_args)  # more options for `assistant train` (--base, --steps, ...)
+        self.log_path = self.model_dir.with_name(self.model_dir.name + ".log")
+        self.on_ready = on_ready
+        self.state = "not started"  # -> "training" -> "loading" -> "ready" | "failed"
+        self.error = ""
+        self._process = None
+        self._started = 0.0
+
+    def start(self) -> "BackgroundTraining":
+        import atexit
+        import os
+        import subprocess
+        import sys
+        import threading
+        import time
+
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        log_file = open(self.log_path, "ab")
+        env = {**os.environ, "PYTHONUNBUFFERED": "1", "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
+        self._process = subprocess.Popen(
+            [sys.executable, "-m", "assistant", "train", str(self.index_dir), "--out", str(self.model_dir),
+             *self.train_args],
+            stdout=log_file, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env,
+            cwd=str(Path(__file__).resolve().parents[1]))
+        log_file.close()
+        self._started = time.monotonic()
+        self.state = "training"
+        atexit.register(self.stop)  # the run resumes from its checkpoint next time
+        threading.Thread(target=self._watch, name="model-training", daemon=True).start()
+        return self
+
+    def _watch(self) -> None:
+        code = self._process.wait()
+        if code != 0 or not (self.model_dir / "train_report.json").is_file():
+            self.state, self.error = "failed", f"training exited with status {code}; see {self.log_path}"
+            return
+        self.state = "loading"
+        try:
+            if self.on_ready is not None:
+                self.on_ready(self.model_dir)
+        except Exception as e:  # the chat goes on without the model
+            self.state, self.error = "failed", f"the trained model could not be loaded ({type(e).__name__}: {e})"
+            return
+        self.state = "ready"
+
+    def progress(self) -> str:
+        """The trainer's own last progress line ("fine-tuning: 40%|... 48/121"), shortened; "" if none yet."""
+        import re
+
+        try:
+            with open(self.log_path, "rb") as f:
+                f.seek(max(0, f.seek(0, 2) - 4096))
+                tail = f.read().decode("utf-8", errors="replace")
+        except OSError:
+            return ""
+        found = re.findall(r"(fine-tuning|frozen layers, once|synthesizing[^:]*):\s*(\d+)%", tail)
+        return f"{found[-1][0]} {found[-1][1]}%" if found else ""
+
+    def status(self) -> str:
+        import time
+
+        if self.state == "training":
+            minutes = (time.monotonic() - self._started) / 60
+            where = self.progress()
+            return (f"The language model is training in the background ({where + ', ' if where else ''}"
+                    f"{minutes:.0f} min so far, about 15 in all). Until it is ready, answers come from the "
+                    "catalog's search: your words, the tracks you played, and the facts you ask for.")
+        if self.state == "loading":
+            return "The language model has finished training and is being loaded; it answers from the next turn."
+        if self.state == "ready":
+            return "The language model is ready: answers now use its music tokens."
+        if self.state == "failed":
+            return f"The language model could not be trained ({self.error}). Answers come from the catalog's search."
+        return ""
+
+    def wait(self, timeout: float | None = None) -> str:
+        """Wait for the outcome ("ready" or "failed"; the current state on a timeout) and return it."""
+        import time
+
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while self.state in ("training", "loading") and (deadline is None or time.monotonic() < deadline):
+            time.sleep(0.2)
+        return self.state
+
+    def stop(self) -> None:
+        if self._process is not None and self._process.poll() is None:
+            self._process.terminate()
+            try:
+                self._process.wait(timeout=20)
+            except Exception:
+                self._process.kill()

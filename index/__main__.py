@@ -33,13 +33,18 @@ def cmd_info(args: argparse.Namespace) -> int:
     m = idx.manifest
     print(f"Index {idx.root}  (format {m['format_version']}, built {m.get('created', '?')})")
     print(f"  library:  {idx.library_root}")
-    print(f"  tracks:   {len(idx.tracks)}   playlists: {len(idx.playlists)}")
+    report = idx.root / "build_report.json"
+    r = json.loads(report.read_text()) if report.is_file() else {}
+    text_only = sum(1 for t in idx.tracks if not t.file)
+    print(f"  tracks:   {len(idx.tracks)} ({text_only} text-only)")
+    print(f"  playlists: {len(idx.playlists)} (from {r.get('playlist_source', 'playlist files')})")
+    for name, members in idx.playlists.items():
+        print(f"    - {name}: {len(members)} tracks")
     for mod, enc in m["encoders"].items():
         print(f"  {mod:<9} {enc['name']} ({enc['dim']}-d), codebook {m['codebook_sizes'][mod]} codes, faiss {m['faiss'][mod]}")
-    report = idx.root / "build_report.json"
-    if report.is_file():
-        r = json.loads(report.read_text())
-        print(f"  build:    {r['seconds']:.1f}s, {len(r['skipped'])} skipped file(s)")
+    if r:
+        print(f"  build:    {r['seconds']:.1f}s, {len(r['skipped'])} skipped file(s), "
+              f"{len(r.get('text_only', []))} indexed from text only")
     return 0
 
 

@@ -68,8 +68,15 @@ KEY_PROFILES: dict[str, tuple[tuple[float, ...], tuple[float, ...]]] = {
 # Chosen by bench/analysis_accuracy.py (rendered music21 scores; tuned on seed 1, reported on seed 0).
 DEFAULT_KEY_PROFILE: str = "albrecht"
 
-AUDIO_EXTENSIONS: tuple[str, ...] = (".mp3", ".ogg", ".oga", ".opus", ".flac", ".wav", ".m4a",
-                                     ".aac", ".aif", ".aiff", ".wma", ".mp4")
+# Every file name the library scan, the upload box and the file server accept as audio. The
+# extension only picks candidates: files are decoded by their content (libsndfile, then FFmpeg
+# through PyAV), so an AAC stream named ``.mp3`` still decodes.
+AUDIO_EXTENSIONS: tuple[str, ...] = (".mp3", ".ogg", ".oga", ".opus", ".flac", ".wav", ".aif", ".aiff", ".aifc",
+                                     ".m4a", ".m4b", ".mp4", ".aac", ".alac", ".wma", ".webm", ".mka")
+# An excerpt shorter than this share of what the header promised means the file was cut off.
+TRUNCATED_FRACTION: float = 0.9
+# Bump when the feature vector or its descriptors change: it keys the feature cache of index builds.
+FEATURES_VERSION: int = 2
 
 
 class AudioError(ValueError):
@@ -84,16 +91,26 @@ def _describe(path: Path) -> str:
     return f"'{path.name}'" if path.name else f"'{path}'"
 
 
-def _looks_like_audio(path: Path) -> bool:
-    """True when the first bytes carry a known audio container signature."""
+def _head(path: Path) -> bytes:
     try:
         with open(path, "rb") as f:
-            head = f.read(12)
+            return f.read(12)
     except OSError:
-        return False
-    if head[:4] in (b"RIFF", b"fLaC", b"OggS", b"FORM", b"ID3\x03", b"ID3\x04", b"ID3\x02") or head[:3] == b"ID3":
+        return b""
+
+
+def _ffmpeg_only(path: Path) -> bool:
+    """True for containers libsndfile never reads (mp4/m4a, asf/wma, matroska/webm): decode them with FFmpeg."""
+    head = _head(path)
+    return head[4:8] == b"ftyp" or head[:4] in (b"\x30\x26\xb2\x75", b"\x1a\x45\xdf\xa3")
+
+
+def _looks_like_audio(path: Path) -> bool:
+    """True when the first bytes carry a known audio container signature."""
+    head = _head(path)
+    if _ffmpeg_only(path):
         return True
-    if head[4:8] == b"ftyp":  # mp4 / m4a
+    if head[:4] in (b"RIFF", b"fLaC", b"OggS", b"FORM", b"ID3\x03", b"ID3\x04", b"ID3\x02") or head[:3] == b"ID3":
         return True
     return len(head) >= 2 and head[0] == 0xFF and (head[1] & 0xE0) == 0xE0  # MPEG frame sync
 
@@ -112,11 +129,8 @@ def _check_file(path: str | os.PathLike) -> Path:
 def _decode_failure(p: Path, err: Exception) -> AudioError:
     if _looks_like_audio(p):
         return AudioError(f"{_describe(p)}: corrupt or truncated audio file; it could not be decoded ({err}).")
-    if p.suffix.lower() in (".m4a", ".mp4", ".aac", ".wma"):
-        return AudioError(f"{_describe(p)}: cannot decode {p.suffix} files here; install ffmpeg, "
-                          f"or convert the file to mp3, ogg, flac or wav.")
     return AudioError(f"{_describe(p)}: not an audio file (or an unsupported format); "
-                      f"use mp3, ogg, opus, flac or wav.")
+                      f"use mp3, ogg, opus, flac, wav, aiff or m4a.")
 
 
 def _require_sound(y: np.ndarray, p: Path) -> np.ndarray:
@@ -129,6 +143,26 @@ def _require_sound(y: np.ndarray, p: Path) -> np.ndarray:
     return y
 
 
+def _av_audio_stream(container):
+    stream = next((st for st in container.streams if st.type == "audio"), None)
+    if stream is None:
+        raise ValueError("no audio stream in the file")
+    return stream
+
+
+def _av_duration(p: Path) -> float:
+    import av
+
+    with av.open(str(p)) as container:
+        stream = _av_audio_stream(container)
+        if stream.duration is not None and stream.time_base is not None:
+            return float(stream.duration * stream.time_base)
+        if container.duration is not None:
+            return container.duration / av.time_base
+    y, rate = _read_av(p, 0.0, None)  # no length in the headers (a raw ADTS stream, say): decode to count
+    return y.size / rate
+
+
 def audio_duration(path: str | os.PathLike) -> float:
     """Length of an audio file in seconds, read from its header when possible (no full decode).
 
@@ -138,22 +172,22 @@ def audio_duration(path: str | os.PathLike) -> float:
         If the file is missing, empty, not audio or unreadable.
     """
     p = _check_file(path)
-    try:
-        import soundfile as sf
+    if not _ffmpeg_only(p):
+        try:
+            import soundfile as sf
 
-        info = sf.info(str(p))
-        if info.samplerate > 0 and info.frames > 0:
-            return float(info.frames) / info.samplerate
-    except Exception:
-        pass
+            info = sf.info(str(p))
+            if info.samplerate > 0 and info.frames > 0:
+                return float(info.frames) / info.samplerate
+        except Exception:
+            pass
     try:
-        import librosa
-
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            return float(librosa.get_duration(path=str(p)))
+        seconds = _av_duration(p)
     except Exception as err:
         raise _decode_failure(p, err) from None
+    if not seconds > 0:
+        raise _decode_failure(p, ValueError("no audio frames"))
+    return float(seconds)
 
 
 def _read_soundfile(p: Path, offset: float, duration: float | None) -> tuple[np.ndarray, int]:
@@ -173,14 +207,47 @@ def _read_soundfile(p: Path, offset: float, duration: float | None) -> tuple[np.
     return y.mean(axis=1), native_sr
 
 
+def _read_av(p: Path, offset: float, duration: float | None) -> tuple[np.ndarray, int]:
+    """Decode with FFmpeg (bundled in PyAV's wheels): AAC, ALAC, WMA and anything libsndfile can't read."""
+    import av
+
+    with av.open(str(p)) as container:
+        stream = _av_audio_stream(container)
+        native_sr = int(stream.rate or stream.codec_context.sample_rate)
+        if native_sr <= 0:
+            raise ValueError("the audio stream states no sample rate")
+        resampler = av.AudioResampler(format="flt", layout="mono", rate=native_sr)
+        if offset > 0 and stream.time_base is not None:
+            container.seek(int(offset / stream.time_base), stream=stream)  # lands on a frame at or before offset
+        start = int(round(offset * native_sr))
+        stop = None if duration is None else start + int(round(duration * native_sr))
+        pieces, position = [], None
+        for frame in container.decode(stream):
+            if position is None:  # where decoding resumed, in samples from the start of the file
+                position = int(round(frame.time * native_sr)) if frame.time is not None else 0
+            for mono in resampler.resample(frame):
+                pieces.append(mono.to_ndarray().reshape(-1))
+            position += frame.samples
+            if stop is not None and position >= stop:
+                break
+        for mono in resampler.resample(None):
+            pieces.append(mono.to_ndarray().reshape(-1))
+    y = np.concatenate(pieces) if pieces else np.zeros(0, np.float32)
+    first = 0 if not pieces else position - sum(piece.size for piece in pieces)
+    lo = max(0, start - first)
+    hi = None if stop is None else max(lo, stop - first)
+    return y[lo:hi], native_sr
+
+
 def load_audio(path: str | os.PathLike, sr: int = SAMPLE_RATE, offset: float = 0.0,
                duration: float | None = None) -> np.ndarray:
-    """Decode a file to mono float32 at ``sr`` Hz.
+    """Decode a file to mono float32 at ``sr`` Hz, whatever its extension says.
 
     Parameters
     ----------
     path : str or PathLike
-        Audio file (wav, flac, ogg/opus, mp3 via libsndfile; anything else via audioread).
+        Audio file: wav, aiff, flac, ogg/vorbis, opus and mp3 through libsndfile; m4a (AAC,
+        ALAC), wma and anything else libsndfile rejects through FFmpeg (PyAV).
     sr : int
         Target sample rate.
     offset, duration : float
@@ -202,17 +269,16 @@ def load_audio(path: str | os.PathLike, sr: int = SAMPLE_RATE, offset: float = 0
         raise ValueError(f"offset must be >= 0 and duration > 0, got offset={offset}, duration={duration}")
     p = _check_file(path)
     try:
+        if _ffmpeg_only(p):
+            raise ValueError("not a container libsndfile reads")
         y, native_sr = _read_soundfile(p, offset, duration)
     except Exception as sf_err:
-        # libsndfile cannot read it (m4a, odd mp3s): try audioread, which needs ffmpeg/gstreamer.
         try:
-            import librosa
-
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")
-                y, native_sr = librosa.load(str(p), sr=None, mono=True, offset=offset, duration=duration)
-        except Exception:
-            raise _decode_failure(p, sf_err) from None
+            y, native_sr = _read_av(p, offset, duration)
+            if y.size == 0 and offset == 0:  # FFmpeg read no frame of a file libsndfile rejected: damaged
+                raise ValueError(f"no decodable audio frames ({sf_err})")
+        except Exception as av_err:
+            raise _decode_failure(p, av_err if _looks_like_audio(p) else sf_err) from None
     if y.size and native_sr != sr:
         import librosa
 
@@ -225,19 +291,34 @@ def load_excerpt(path: str | os.PathLike, seconds: float = EXCERPT_SECONDS, sr: 
 
     The duration is read from the header first so long files are not decoded in full.
     When the middle is silent (a hidden track, a long pause) the opening is used instead.
+
+    Raises
+    ------
+    AudioError
+        As ``load_audio``; also when the audio stops well before the length its header states
+        (a cut-off download), which no decoder reports by itself.
     """
     if seconds <= 0:
         raise ValueError(f"seconds must be positive, got {seconds}")
     total = audio_duration(path)
-    if total <= seconds:
-        return load_audio(path, sr=sr)
-    start = (total - seconds) / 2.0
+    start, length = (0.0, None) if total <= seconds else ((total - seconds) / 2.0, seconds)
     try:
-        return load_audio(path, sr=sr, offset=start, duration=seconds)
+        y = load_audio(path, sr=sr, offset=start, duration=length)
     except AudioError as err:
-        if "silent" not in str(err):
-            raise
-        return load_audio(path, sr=sr, offset=0.0, duration=seconds)
+        if start > 0 and "silent" in str(err):
+            return load_audio(path, sr=sr, offset=0.0, duration=seconds)
+        if start > 0 and "no audio samples" in str(err):
+            raise _truncated(Path(path), total, None) from None
+        raise
+    if y.size < TRUNCATED_FRACTION * min(total, seconds) * sr:
+        raise _truncated(Path(path), total, start + y.size / sr)
+    return y
+
+
+def _truncated(p: Path, promised: float, stops: float | None) -> AudioError:
+    where = f"about {stops:.1f} s" if stops is not None else f"before {promised / 2:.1f} s"
+    return AudioError(f"{_describe(p)}: truncated audio file: its header states {promised:.1f} s, "
+                      f"but the audio stops at {where}.")
 
 
 # ---------------------------------------------------------------------------------------------

@@ -9,7 +9,7 @@ import os
 import time
 from collections import Counter
 from collections.abc import Callable, Sequence
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -50,6 +50,8 @@ class BuildReport:
     modalities: dict[str, ModalityReport]
     seconds: float
     stage_seconds: dict[str, float] = field(default_factory=dict)
+    playlist_source: str = "none"  # "playlist files", or the albums/folders standing in for them
+    text_only: list[SkippedFile] = field(default_factory=list)  # audio files indexed from their text, and why
 
     @property
     def tracks_per_second(self) -> float:
@@ -64,11 +66,14 @@ class BuildReport:
         lines = [
             f"Index written to {self.index_dir}",
             f"  library:   {self.library}",
-            f"  tracks:    {self.tracks} ({self.text_only_tracks} text-only), {self.playlists} playlists, "
-            f"{self.duplicates} duplicate files merged",
+            f"  tracks:    {self.tracks} ({self.text_only_tracks} text-only), {self.duplicates} duplicate files merged",
+            f"  playlists: {self.playlists} (from {self.playlist_source})",
             f"  skipped:   {len(self.skipped)} file(s)",
         ]
         lines += [f"    - {s.path}: {s.reason}" for s in self.skipped]
+        if self.text_only:
+            lines.append(f"  text only: {len(self.text_only)} audio file(s) could not be decoded; their tracks are indexed from text")
+            lines += [f"    - {s.path}: {s.reason}" for s in self.text_only]
         lines.append(f"  {'modality':<9} {'codes used':>12} {'empty':>6} {'mean q.err':>10}  faiss")
         for m, r in self.modalities.items():
             lines.append(f"  {m:<9} {r.used_codes:>5} / {r.codebook_size - 1:<5} {r.empty_tracks:>6} {r.quantization_error:>10.3f}  {r.faiss}")
@@ -79,44 +84,167 @@ class BuildReport:
 
 # ---- audio features, cached and in parallel ----------------------------------------------------
 
+@dataclass
+class FileFeatures:
+    """The audio features of one file, or why there are none."""
+
+    path: str
+    vector: np.ndarray | None = None
+    descriptors: dict | None = None
+    duration: float | None = None
+    error: str | None = None
+
+
 def _feature_cache_path(path: Path) -> Path:
+    from .audio import EXCERPT_SECONDS, FEATURES_VERSION, SAMPLE_RATE
+
     st = path.stat()
-    key = hashlib.sha1(f"{path.resolve()}|{st.st_size}|{st.st_mtime_ns}|v1".encode()).hexdigest()
+    version = f"features-v{FEATURES_VERSION}|{SAMPLE_RATE}|{EXCERPT_SECONDS}"
+    key = hashlib.sha1(f"{path.resolve()}|{st.st_size}|{st.st_mtime_ns}|{version}".encode()).hexdigest()
     return data_home() / "cache" / "audio_features" / f"{key}.npz"
 
 
-def _features_for_file(path_str: str) -> tuple[str, np.ndarray | None, dict | None, float | None, str | None]:
-    """Worker: (path, raw vector, descriptors, duration, error)."""
+def _cached_features(path: Path) -> FileFeatures | None:
+    import json
+
+    try:
+        cache = _feature_cache_path(path)
+        if not cache.is_file():
+            return None
+        with np.load(cache, allow_pickle=False) as z:
+            return FileFeatures(str(path), z["vector"], json.loads(str(z["descriptors"])), float(z["duration"]))
+    except (OSError, ValueError, KeyError):
+        return None  # unreadable or stale entry: compute again
+
+
+def _features_for_file(path_str: str) -> FileFeatures:
+    """Decode one file and compute its features (run in a worker process); never raises."""
     import json
 
     from .audio import AudioError, audio_duration, audio_features, load_excerpt
 
     path = Path(path_str)
     try:
-        cache = _feature_cache_path(path)
-        if cache.is_file():
-            with np.load(cache, allow_pickle=False) as z:
-                return path_str, z["vector"], json.loads(str(z["descriptors"])), float(z["duration"]), None
         duration = audio_duration(path)
         feats = audio_features(load_excerpt(path))
+        cache = _feature_cache_path(path)
         cache.parent.mkdir(parents=True, exist_ok=True)
-        tmp = cache.with_suffix(".tmp.npz")
+        tmp = cache.with_name(f"{cache.stem}.{os.getpid()}.tmp.npz")
         np.savez(tmp, vector=feats.vector, descriptors=json.dumps(feats.descriptors), duration=duration)
         os.replace(tmp, cache)
-        return path_str, feats.vector, feats.descriptors, duration, None
+        return FileFeatures(path_str, feats.vector, feats.descriptors, duration)
     except AudioError as e:
-        return path_str, None, None, None, str(e)
+        return FileFeatures(path_str, error=str(e))
     except Exception as e:  # one bad file never stops a build
-        return path_str, None, None, None, f"{type(e).__name__}: {e}"
+        return FileFeatures(path_str, error=f"{type(e).__name__}: {e}")
 
 
-def extract_audio_features(paths: Sequence[Path], workers: int, progress: bool) -> list[tuple]:
-    if workers <= 1 or len(paths) < 4:
-        it = map(_features_for_file, [str(p) for p in paths])
-        return list(tqdm(it, total=len(paths), desc="audio features", disable=not progress, unit="track"))
+def _compile_audio_kernels() -> None:
+    """Run the feature extraction once on a synthetic signal, which compiles every numba kernel it uses."""
+    from .audio import SAMPLE_RATE, audio_features
+
+    t = np.arange(8 * SAMPLE_RATE) / SAMPLE_RATE
+    beat = (np.arange(t.size) % (SAMPLE_RATE // 2)) < 300
+    y = 0.3 * np.sin(2 * np.pi * 220.0 * t) + beat * np.random.default_rng(0).normal(0.0, 0.3, t.size)
+    audio_features(y.astype(np.float32))
+
+
+def _compiles_in_a_fresh_process() -> bool:
+    from concurrent.futures.process import BrokenProcessPool
+
+    with ProcessPoolExecutor(max_workers=1) as pool:
+        try:
+            pool.submit(_compile_audio_kernels).result()
+            return True
+        except BrokenProcessPool:
+            return False
+
+
+def librosa_jit_cache_files() -> list[Path]:
+    """The numba cache files of librosa's kernels: beside its sources, or under ``NUMBA_CACHE_DIR``."""
+    import librosa
+
+    roots = [Path(librosa.__file__).parent]
+    if os.environ.get("NUMBA_CACHE_DIR"):
+        roots.append(Path(os.environ["NUMBA_CACHE_DIR"]))
+    return [f for root in roots if root.is_dir() for pattern in ("*.nbi", "*.nbc") for f in root.rglob(pattern)
+            if "librosa" in str(f)]
+
+
+def prepare_audio_workers(log: Callable[[str], None] = print) -> None:
+    """Compile librosa's kernels once, in one process of its own, before a pool of workers starts.
+
+    librosa compiles its numba kernels on first use and caches them on disk (``cache=True``).
+    Two workers that start with an empty cache compile the same kernels and write the same
+    cache files at once, and the files they leave segfault every process that loads them
+    later (reproduced on a fresh install: two workers over 11 short files crashed within
+    25 s, and a single process then crashed on the cache they left; one process compiling
+    first, then two workers, never did). After this the cache is complete and the workers
+    only read it. If even this process crashes, the cache on disk is already damaged (by an
+    earlier crash): it is removed and compiled afresh, once.
+    """
+    if _compiles_in_a_fresh_process():
+        return
+    damaged = librosa_jit_cache_files()
+    for f in damaged:
+        f.unlink(missing_ok=True)
+    log(f"librosa's compiled-kernel cache was damaged; removed {len(damaged)} cache files and compiled afresh")
+    if not _compiles_in_a_fresh_process():
+        raise RuntimeError("audio feature extraction crashes its process even with a fresh JIT cache; "
+                           "run the build with --workers 1 to see the error")
+
+
+CRASH_REASON = "decoding it crashed the process (a corrupt or unsupported file)"
+
+
+def _pool_run(paths: Sequence[str], workers: int, done: dict[str, FileFeatures], bar) -> list[str]:
+    """Compute ``paths`` in a pool of ``workers`` into ``done``; return those left when a worker died."""
+    from concurrent.futures.process import BrokenProcessPool
+
     with ProcessPoolExecutor(max_workers=workers) as pool:
-        it = pool.map(_features_for_file, [str(p) for p in paths], chunksize=2)
-        return list(tqdm(it, total=len(paths), desc="audio features", disable=not progress, unit="track"))
+        futures = {pool.submit(_features_for_file, p): p for p in paths}
+        try:
+            for future in as_completed(futures):
+                result = future.result()
+                done[result.path] = result
+                bar.update(1)
+        except BrokenProcessPool:
+            for future, p in futures.items():  # results that finished before the break are kept
+                if p not in done and future.done() and not future.cancelled() and future.exception() is None:
+                    done[p] = future.result()
+                    bar.update(1)
+    return [p for p in paths if p not in done]
+
+
+def extract_audio_features(paths: Sequence[Path], workers: int, progress: bool = True) -> list[FileFeatures]:
+    """Features of every file, in order: from the cache, else computed, in ``workers`` processes.
+
+    A decoder that crashes kills its process, not just the call. When that happens the files
+    still to do are run one at a time in a fresh process, so the file that kills it is found,
+    recorded with ``CRASH_REASON`` and skipped, and every other file is still computed.
+    """
+    keys = [str(p) for p in paths]
+    done: dict[str, FileFeatures] = {}
+    for p in paths:
+        cached = _cached_features(p)
+        if cached is not None:
+            done[str(p)] = cached
+    todo = [k for k in keys if k not in done]
+    with tqdm(total=len(keys), initial=len(done), desc="audio features", disable=not progress, unit="track") as bar:
+        if todo and (workers <= 1 or len(todo) < 4):
+            for k in todo:
+                done[k] = _features_for_file(k)
+                bar.update(1)
+        elif todo:
+            prepare_audio_workers(log=bar.write if progress else print)
+            left = _pool_run(todo, workers, done, bar)
+            while left:  # a worker died: one file at a time now, so the next death names its file
+                left = _pool_run(left, 1, done, bar)
+                if left:  # one worker runs files in order: the first not done is the one it died on
+                    done[left[0]] = FileFeatures(left[0], error=CRASH_REASON)
+                    bar.update(1)
+                    left = left[1:]
+    return [done[k] for k in keys]
 
 
 # ---- code descriptions -----------------------------------------------------------------------
@@ -165,25 +293,34 @@ def build_index(library: str | Path, out: str | Path, *, progress: bool = True, 
     with_audio = [tr for tr in scan.tracks if tr.file]
     workers = workers or min(2, os.cpu_count() or 1)
     results = extract_audio_features([library / tr.file for tr in with_audio], workers, progress)
-    by_path = {r[0]: r for r in results}
+    by_path = {r.path: r for r in results}
     tracks: list[Track] = []
     raw_vectors: list[np.ndarray | None] = []
     skipped = list(scan.skipped)
+    text_only = list(scan.text_only)
     for tr in scan.tracks:
         if not tr.file:
             tracks.append(tr)
             raw_vectors.append(None)
             continue
-        _, vec, desc, duration, error = by_path[str(library / tr.file)]
-        if error is not None:
-            log(f"skipped {tr.file}: {error}")
-            skipped.append(SkippedFile(path=tr.file, reason=error))
+        r = by_path[str(library / tr.file)]
+        if r.error is not None:
+            if tr.id in scan.described:  # nothing that was described is lost: keep its text
+                reason = f"audio not decodable: {r.error}; indexed from its text"
+                log(f"text only {tr.file}: {reason}")
+                text_only.append(SkippedFile(path=tr.file, reason=reason))
+                tr.file = None
+                tracks.append(tr)
+                raw_vectors.append(None)
+            else:
+                log(f"skipped {tr.file}: {r.error}")
+                skipped.append(SkippedFile(path=tr.file, reason=r.error))
             continue
-        tr.descriptors = dict(desc)
-        tr.duration_s = tr.duration_s or duration
-        tr.tags = list(dict.fromkeys(tr.tags + descriptor_tags(desc)))
+        tr.descriptors = dict(r.descriptors)
+        tr.duration_s = tr.duration_s or r.duration
+        tr.tags = list(dict.fromkeys(tr.tags + descriptor_tags(r.descriptors)))
         tracks.append(tr)
-        raw_vectors.append(vec)
+        raw_vectors.append(r.vector)
     if not tracks:
         from .library import LibraryError
 
@@ -238,6 +375,7 @@ def build_index(library: str | Path, out: str | Path, *, progress: bool = True, 
         index_dir=str(out), library=str(library), tracks=n, text_only_tracks=int((~has_audio).sum()),
         skipped=skipped, duplicates=len(scan.duplicates), playlists=len(playlists),
         modalities=modality_reports, seconds=0.0, stage_seconds=stages,
+        playlist_source=scan.playlist_source if playlists else "none", text_only=text_only,
     )
     payload: dict[str, Any] = {
         "tracks.jsonl": [tr.to_dict() for tr in tracks],

@@ -8,18 +8,23 @@ Each file's embedded tags are read with mutagen; optional files refine or add to
   ``lyrics``, ``description``, which override embedded tags. A line with ``id`` and no
   ``file`` is a text-only track. Other keys are ignored.
 - ``NAME.lrc`` or ``NAME.txt`` beside ``NAME.mp3``: lyrics (LRC timestamps are removed).
-- ``*.m3u``, ``*.m3u8`` and ``*.xspf`` in ``playlists/`` or the root: ordered track lists
-  whose entries are paths (relative to the playlist file, or absolute inside the root),
-  ``file://`` URIs, or track ids.
+- ``*.m3u``, ``*.m3u8``, ``*.pls`` and ``*.xspf`` anywhere in the folder (commonly
+  ``playlists/`` at the root, or one beside each album's audio): ordered track lists whose
+  entries are paths (relative to the playlist file, or absolute inside the root),
+  ``file://`` URIs, or track ids. A library with no playlist files lets its albums (or,
+  for tracks with no album tag, their folders) stand in for them (``LibraryScan.playlist_source``).
 
 Nothing in a library stops a scan except a folder with no tracks at all: an unreadable
 audio file, a bad metadata line or a broken playlist is logged once (``skipped PATH:
-REASON``), recorded in ``LibraryScan.skipped``, and the scan goes on. Hidden files and
-folders (names starting with ``.``) are ignored. The same audio stored at two paths is
-one track. Decoding the audio happens later, in the index build.
+REASON``), recorded in ``LibraryScan.skipped``, and the scan goes on. Nothing that was
+described is lost: an audio file that cannot be read but has a ``metadata.jsonl`` line is
+kept as a text-only track (``LibraryScan.text_only``). Hidden files and folders (names
+starting with ``.``) are ignored. The same audio stored at two paths is one track.
+Decoding the audio happens later, in the index build.
 """
 from __future__ import annotations
 
+import configparser
 import hashlib
 import json
 import os
@@ -39,10 +44,10 @@ from mutagen.id3 import ID3
 from mutagen.mp4 import MP4Tags
 from tqdm import tqdm
 
+from .audio import AUDIO_EXTENSIONS, AudioError, audio_duration
 from .track import Track
 
-AUDIO_EXTENSIONS: tuple[str, ...] = (".mp3", ".ogg", ".opus", ".flac", ".wav", ".m4a")
-PLAYLIST_EXTENSIONS: tuple[str, ...] = (".m3u", ".m3u8", ".xspf")
+PLAYLIST_EXTENSIONS: tuple[str, ...] = (".m3u", ".m3u8", ".pls", ".xspf")
 METADATA_FILE = "metadata.jsonl"
 PLAYLIST_DIR = "playlists"
 LYRICS_EXTENSIONS: tuple[str, ...] = (".lrc", ".txt")  # in order of preference
@@ -81,8 +86,18 @@ class LibraryScan:
         ``Track.playlists`` names the playlists each track is in.
     playlists : dict
         Playlist name -> ordered ids of the tracks it holds (unmatched entries dropped).
+    playlist_source : str
+        Where ``playlists`` came from: "playlist files", "albums", "folders", "albums and
+        folders" (stand-ins, in a library without playlist files), or "none".
     skipped : list of SkippedFile
         Files, metadata lines and playlists that were left out.
+    text_only : list of SkippedFile
+        Audio files that could not be read but were described (a ``metadata.jsonl`` line):
+        they are tracks with ``file=None``, indexed from their text.
+    described : set of str
+        Ids of the tracks that something describes beyond a file name: a ``metadata.jsonl``
+        line or embedded title, artist or album. Such a track is kept, from its text, when its
+        audio later fails to decode.
     duplicates : list of (str, str)
         (path of a second copy of some audio, id of the track kept for it).
     """
@@ -90,7 +105,10 @@ class LibraryScan:
     root: Path
     tracks: list[Track] = field(default_factory=list)
     playlists: dict[str, list[str]] = field(default_factory=dict)
+    playlist_source: str = "none"
     skipped: list[SkippedFile] = field(default_factory=list)
+    text_only: list[SkippedFile] = field(default_factory=list)
+    described: set[str] = field(default_factory=set)
     duplicates: list[tuple[str, str]] = field(default_factory=list)
 
 
@@ -295,6 +313,10 @@ def _decodable_seconds(path: Path) -> float:
         raise UnreadableAudio(f"truncated or corrupt: cannot decode to its end ({e})") from e
 
 
+_NO_TAGS: dict[str, Any] = {"title": "", "artist": "", "album": "", "year": "", "genre": "", "genre_tags": [],
+                            "description": "", "lyrics": ""}
+
+
 def read_audio_tags(path: Path) -> dict[str, Any]:
     """Embedded tags and duration of one audio file.
 
@@ -316,7 +338,11 @@ def read_audio_tags(path: Path) -> dict[str, Any]:
     except Exception as e:  # malformed input can raise more than MutagenError; one file must not stop a scan
         raise UnreadableAudio(f"not readable as audio ({type(e).__name__}: {e})") from e
     if audio is None:
-        raise UnreadableAudio("not a recognised audio format")
+        # mutagen knows no tags for this container (matroska, webm, ...): a decoder may still read it.
+        try:
+            return {**_NO_TAGS, "duration_s": audio_duration(path)}
+        except AudioError:
+            raise UnreadableAudio("not a recognised audio format") from None
     length = getattr(getattr(audio, "info", None), "length", None)
     if path.suffix.lower() in END_CHECKED_EXTENSIONS:
         length = _decodable_seconds(path)
@@ -478,17 +504,43 @@ class _TrackLookup:
 
 
 def find_playlist_files(root: Path) -> list[str]:
-    """Relative paths of playlist files in ``playlists/`` and then in the root, each sorted."""
+    """Relative paths of the playlist files anywhere under ``root``, hidden names ignored.
+
+    ``playlists/`` comes first, then the root, then every other folder, each in name order,
+    so names that collide are numbered in a stable order.
+    """
     found = []
-    for folder in (root / PLAYLIST_DIR, root):
-        if folder.is_dir():
-            names = sorted(
-                p.name
-                for p in folder.iterdir()
-                if p.is_file() and not p.name.startswith(".") and p.suffix.lower() in PLAYLIST_EXTENSIONS
-            )
-            found += [(folder / n).relative_to(root).as_posix() for n in names]
-    return found
+    for dirpath, dirnames, filenames in os.walk(root):
+        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+        rel_dir = Path(dirpath).relative_to(root).as_posix()
+        for name in sorted(filenames):
+            if not name.startswith(".") and os.path.splitext(name)[1].lower() in PLAYLIST_EXTENSIONS:
+                found.append(name if rel_dir == "." else f"{rel_dir}/{name}")
+
+    def place(rel: str) -> tuple[int, str]:
+        folder = posixpath.dirname(rel)
+        return (0 if folder == PLAYLIST_DIR else 1 if folder == "" else 2, rel)
+
+    return sorted(found, key=place)
+
+
+def read_pls(path: Path) -> tuple[str | None, list[str]]:
+    """The title (if any) and entries of a PLS playlist: ``FileN=`` values in the order of N."""
+    parser = configparser.ConfigParser(interpolation=None, strict=False)
+    try:
+        parser.read_string(path.read_bytes().decode("utf-8-sig", errors="replace"))
+    except configparser.Error as e:
+        raise ValueError(f"not a PLS playlist ({type(e).__name__})") from None
+    section = next((name for name in parser.sections() if name.lower() == "playlist"), None)
+    if section is None:
+        raise ValueError("not a PLS playlist (no [playlist] section)")
+    files = []
+    for key, value in parser.items(section):
+        match = re.fullmatch(r"file(\d+)", key.lower())
+        if match and value.strip():
+            files.append((int(match.group(1)), value.strip()))
+    title = parser.get(section, "X-GNOME-Title", fallback=None) or parser.get(section, "Title", fallback=None)
+    return title, [value for _, value in sorted(files)]
 
 
 def read_m3u(path: Path) -> list[str]:
@@ -535,6 +587,45 @@ def read_xspf(path: Path) -> tuple[str | None, list[list[str]]]:
                     names += [unquote(value), value] if is_relative_uri and unquote(value) != value else [value]
         items.append(names)
     return title, items
+
+
+# --------------------------------------------------------------------------- albums as playlists
+
+
+def album_playlists(tracks: Iterable[Track], path_of: dict[str, str]) -> tuple[dict[str, list[str]], str]:
+    """Stand-in playlists for a library without playlist files: its albums, else its folders.
+
+    Tracks sharing an album tag (compared case-insensitively) form one list, in path order;
+    tracks with no album are grouped by the folder that holds their file. Groups of a single
+    track say nothing about co-occurrence and are left out.
+
+    Returns
+    -------
+    (dict, str)
+        Name -> ordered track ids, and which stand-in was used ("albums", "folders",
+        "albums and folders", or "none").
+
+    ``path_of`` maps a track id to the relative path of its file.
+    """
+    groups: dict[tuple[str, str], list[str]] = {}
+    names: dict[tuple[str, str], str] = {}
+    for t in sorted(tracks, key=lambda t: (path_of.get(t.id, "\uffff"), t.id)):
+        if t.album.strip():
+            key = ("album", " ".join(t.album.split()).casefold())
+            names.setdefault(key, f"album: {' '.join(t.album.split())}")
+        elif t.id in path_of:
+            folder = posixpath.dirname(path_of[t.id])
+            key = ("folder", folder)
+            names.setdefault(key, f"folder: {folder or '(library root)'}")
+        else:
+            continue
+        if t.id not in groups.setdefault(key, []):
+            groups[key].append(t.id)
+    kept = {key: ids for key, ids in groups.items() if len(ids) >= 2}
+    kinds = sorted({kind for kind, _ in kept})
+    source = {("album",): "albums", ("folder",): "folders", ("album", "folder"): "albums and folders"}.get(
+        tuple(kinds), "none")
+    return {names[key]: ids for key, ids in kept.items()}, source
 
 
 # --------------------------------------------------------------------------- the scan
@@ -593,11 +684,12 @@ def scan_library(root: str | Path, *, progress: bool = True, log: Callable[[str]
     embedded: dict[str, dict[str, Any]] = {}  # kept path -> tags
     kept_by_hash: dict[str, str] = {}
     duplicate_of: dict[str, str] = {}  # second path -> kept path
+    unreadable: dict[str, str] = {}  # path -> why; skipped unless metadata.jsonl describes it
     for rel in tqdm(audio_files, desc="reading library", unit="file", disable=not progress):
         path = root / rel
         try:
             if path.stat().st_size == 0:
-                skip(rel, "empty file (0 bytes)")
+                unreadable[rel] = "empty file (0 bytes)"
                 continue
             digest = content_hash(path)
             if digest in kept_by_hash:
@@ -605,15 +697,21 @@ def scan_library(root: str | Path, *, progress: bool = True, log: Callable[[str]
                 continue
             embedded[rel] = read_audio_tags(path)
         except UnreadableAudio as e:
-            skip(rel, str(e))
+            unreadable[rel] = str(e)
             continue
         except OSError as e:
-            skip(rel, f"cannot read the file ({e.strerror or e})")
+            unreadable[rel] = f"cannot read the file ({e.strerror or e})"
             continue
         kept_by_hash[digest] = rel
 
     # 2. metadata.jsonl: attach each line to its audio file, or keep it as a text-only track.
     entries = _read_metadata_lines(metadata_path, skip) if metadata_path.is_file() else []
+    described_unreadable = {_nfc(_normalize_rel(e["file"].replace("\\", "/")) or "") for _, e in entries if "file" in e}
+    for rel, reason in unreadable.items():
+        if _nfc(rel) in described_unreadable:
+            embedded[rel] = {**_NO_TAGS, "duration_s": None, "unreadable": reason}  # kept, from its text
+        else:
+            skip(rel, reason)
     kept_by_nfc = {_nfc(rel): rel for rel in embedded}
     duplicate_by_nfc = {_nfc(rel): rel for rel in duplicate_of}
     skipped_paths = {s.path for s in scan.skipped}
@@ -652,7 +750,7 @@ def scan_library(root: str | Path, *, progress: bool = True, log: Callable[[str]
             elif os.path.splitext(rel)[1].lower() not in AUDIO_EXTENSIONS:
                 reason = f"file {entry['file']!r} is not an audio file ({', '.join(AUDIO_EXTENSIONS)})"
             elif rel in skipped_paths:
-                reason = f"file {entry['file']!r} was skipped as unreadable"
+                reason = f"file {entry['file']!r} was skipped as unreadable"  # a duplicate's copy, say
             else:
                 reason = f"file {entry['file']!r} is hidden (names starting with '.' are ignored)"
             skip(where, reason)
@@ -683,21 +781,29 @@ def scan_library(root: str | Path, *, progress: bool = True, log: Callable[[str]
         fields["lyrics"] = lyrics
         fields.update({k: v for k, v in entry.items() if k in (*_TEXT_FIELDS, "year")})
         genre_tags = split_genre(fields["genre"]) if "genre" in entry else tags["genre_tags"]
+        if entry or any(tags[k] for k in ("title", "artist", "album")):
+            scan.described.add(tid)
         fields["title"] = fields["title"] or title_from_stem(Path(rel).stem)
+        if "unreadable" in tags:
+            reason = f"audio not readable: {tags['unreadable']}; indexed from its text"
+            emit(f"text only {rel}: {reason}")
+            scan.text_only.append(SkippedFile(rel, reason))
         scan.tracks.append(
             Track(
                 id=tid,
-                file=rel,
+                file=None if "unreadable" in tags else rel,
                 duration_s=tags["duration_s"],
                 tags=normalize_tags([*genre_tags, *entry.get("tags", [])]),
                 **fields,
             )
         )
         id_of_path[rel] = tid
+    file_of = {tid: rel for rel, tid in id_of_path.items()}  # before duplicates join id_of_path
     for number, entry in text_only:
         fields = {k: v for k, v in entry.items() if k in (*_TEXT_FIELDS, "year")}
         tags = normalize_tags([*split_genre(entry.get("genre", "")), *entry.get("tags", [])])
         scan.tracks.append(Track(id=entry["id"], file=None, tags=tags, **fields))
+        scan.described.add(entry["id"])
 
     for rel, kept in sorted(duplicate_of.items()):
         if kept in id_of_path:
@@ -718,6 +824,9 @@ def scan_library(root: str | Path, *, progress: bool = True, log: Callable[[str]
         try:
             if path.suffix.lower() == ".xspf":
                 title, items = read_xspf(path)
+            elif path.suffix.lower() == ".pls":
+                title, pls_entries = read_pls(path)
+                items = [[entry] for entry in pls_entries]
             else:
                 title, items = None, [[entry] for entry in read_m3u(path)]
         except (OSError, ValueError) as e:
@@ -733,6 +842,8 @@ def scan_library(root: str | Path, *, progress: bool = True, log: Callable[[str]
             else:
                 ids.setdefault(tid, None)
         name = title or Path(rel).stem
+        if name in scan.playlists:  # "playlist.m3u" beside every album: name it by its folder
+            name = posixpath.splitext(rel)[0]
         if name in scan.playlists:
             n = 2
             while f"{name} ({n})" in scan.playlists:
@@ -744,12 +855,18 @@ def scan_library(root: str | Path, *, progress: bool = True, log: Callable[[str]
         if ids:
             scan.playlists[name] = list(ids)
 
+    if scan.playlists:
+        scan.playlist_source = "playlist files"
+    else:
+        scan.playlists, scan.playlist_source = album_playlists(scan.tracks, file_of)
+        if scan.playlists:
+            emit(f"no playlist files: {len(scan.playlists)} {scan.playlist_source} stand in for playlists")
     by_id = {t.id: t for t in scan.tracks}
     for name, ids in scan.playlists.items():
         for tid in ids:
             by_id[tid].playlists.append(name)
 
-    n_text = len(text_only)
+    n_text = sum(1 for t in scan.tracks if t.file is None)
     emit(
         f"library {root}: {len(scan.tracks)} tracks ({len(scan.tracks) - n_text} with audio, {n_text} text-only), "
         f"{len(scan.playlists)} playlists, {len(scan.duplicates)} duplicates, {len(scan.skipped)} skipped"

@@ -8,9 +8,11 @@ randomly initialised two-layer Llama over that vocabulary (``tiny_model_like``).
 """
 from __future__ import annotations
 
+import atexit
 import os
 import shutil
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -20,6 +22,11 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 # Idle OpenMP threads sleep instead of spinning; read when torch loads, so set before any import of it.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+# Tests never read or write the person's own data (~/.cache/tonearm: feature caches, the demo):
+# every run starts from an empty home, as a new machine does, and removes it at exit.
+TEST_HOME = Path(tempfile.mkdtemp(prefix="tonearm-test-home-"))
+os.environ["TONEARM_HOME"] = str(TEST_HOME)
+atexit.register(shutil.rmtree, TEST_HOME, ignore_errors=True)
 # Tests import the project packages from the repository root, installed or not.
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 

@@ -282,3 +282,33 @@ def test_browser_chat_cards_feedback_and_upload(server, tmp_path):
                 shutil.copyfile(shot, target)
         finally:
             browser.close()
+
+
+def test_the_model_trains_in_the_background_while_the_engine_answers(dirs, tmp_path):
+    """What a first `make demo` does: chat at once without a model, switch when training ends."""
+    from assistant.llm import tiny_model_like
+    from assistant.pipeline import BackgroundTraining
+    from transformers import AutoTokenizer
+
+    base = tmp_path / "tiny-base"
+    tokenizer = AutoTokenizer.from_pretrained(dirs[1])
+    tiny_model_like(tokenizer, seed=0).save_pretrained(base)
+    tokenizer.save_pretrained(base)
+    assistant = MusicAssistant.load(dirs[0])
+    session = assistant.new_session()
+    training = BackgroundTraining(dirs[0], tmp_path / "model", on_ready=assistant.load_model, train_args=(
+        "--base", str(base), "--steps", "2", "--seq-len", "128", "--batch-size", "4", "--minutes", "0",
+        "--train-layers", "2")).start()
+    assert "training in the background" in training.status()
+    assert assistant.reply(session, "calm piano").source == "engine"  # answers while it trains
+    assert training.wait(timeout=300) == "ready", training.log_path.read_text()[-2000:]
+    assert assistant.model is not None and "ready" in training.status()
+    assert assistant.reply(session, "something faster").source != "engine"
+
+
+def test_the_page_shows_the_model_status(assistant):
+    demo = build_app(assistant, status=lambda: "The language model is training in the background.")
+    config = demo.get_config_file()
+    texts = [c.get("props", {}).get("value") for c in config["components"]]
+    assert "The language model is training in the background." in texts
+    assert any(c.get("type") == "timer" for c in config["components"])

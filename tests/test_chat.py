@@ -114,14 +114,27 @@ def test_text_never_names_tracks_that_were_not_retrieved(assistant):
     assert assistant.grounded_sentences(echoed, reply.tracks) == ""
 
 
-def test_fallback_without_model_is_logged(dirs, caplog):
+def test_without_a_model_the_engine_answers_and_dense_search_is_the_last_resort(dirs, caplog):
     index_dir, _ = dirs
     plain = MusicAssistant.load(index_dir, None)
-    with caplog.at_level(logging.WARNING, logger="tonearm.chat"):
-        reply = plain.reply(plain.new_session(), "dark orchestral strings")
+    reply = plain.reply(plain.new_session(), "dark orchestral strings")
+    assert reply.source == "engine" and not reply.notes
+    assert assistant_albums(plain, reply)[0] == "Dark Orchestral"
+    with caplog.at_level(logging.WARNING, logger="tonearm.chat"):  # no word matches, nothing played yet
+        reply = plain.reply(plain.new_session(), "zzzz qqqq")
     assert reply.source == "dense-fallback" and any("dense fallback" in n for n in reply.notes)
     assert "dense fallback" in caplog.text
-    assert assistant_albums(plain, reply)[0] == "Dark Orchestral"
+
+
+def test_a_model_attached_later_answers_the_next_turn(dirs):
+    index_dir, model_dir = dirs
+    assistant = MusicAssistant.load(index_dir, None)
+    session = assistant.new_session()
+    assert assistant.reply(session, "calm piano").source == "engine"
+    assistant.load_model(model_dir)
+    later = assistant.reply(session, "something faster")
+    assert later.source != "engine" and not any("no model loaded" in n for n in later.notes)  # the model was asked
+    assert len(session.played) == 6
 
 
 def assistant_albums(a, reply):
