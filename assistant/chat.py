@@ -18,10 +18,11 @@ from typing import Any
 
 import numpy as np
 
-from index.baselines import history_query
+from index.lexical import history_query
 from index.store import MusicIndex
 from index.track import Track
 
+from .conversations import played_tracks
 from .refine import Refinement, apply_refinement, has_vocals, parse_refinement, reference_track, satisfies
 from .upload import answer as answer_about_upload
 from .upload import detect_intents
@@ -159,7 +160,7 @@ class MusicAssistant:
         if model is not None:
             self.use_model(model, tokenizer, vocab, system_prompt=system_prompt)
         elif system_prompt is None:
-            from .train import DEFAULT_SYSTEM_PROMPT
+            from .model_dir import DEFAULT_SYSTEM_PROMPT
 
             self.system_prompt = DEFAULT_SYSTEM_PROMPT
 
@@ -175,7 +176,7 @@ class MusicAssistant:
             raise ValueError(f"the model was trained for another index (codebook sizes {vocab.codebook_sizes} "
                              f"vs {self.index.codebook_sizes}); retrain it on {self.index.root}")
         if system_prompt is None:
-            from .train import DEFAULT_SYSTEM_PROMPT
+            from .model_dir import DEFAULT_SYSTEM_PROMPT
 
             system_prompt = DEFAULT_SYSTEM_PROMPT
         self.tokenizer, self.vocab, self.system_prompt = tokenizer, vocab, system_prompt
@@ -188,7 +189,7 @@ class MusicAssistant:
 
     def load_model(self, model_dir: str | Path) -> None:
         """Load a fine-tuned model directory (``assistant.train``) and answer with it from now on."""
-        from .train import load_finetuned, read_model_record
+        from .model_dir import load_finetuned, read_model_record
 
         model, tokenizer, vocab = load_finetuned(model_dir)
         self.use_model(model, tokenizer, vocab, system_prompt=read_model_record(model_dir).get("system_prompt"))
@@ -276,7 +277,7 @@ class MusicAssistant:
     def rank(self, history: Sequence[dict], k: int = N_RANKED) -> list[str]:
         """Stateless ranking for evaluation: ``history`` ends with the user turn to answer."""
         session = Session(history=[dict(t) for t in history[:-1]])
-        session.played = [t for turn in history if turn.get("role") == "assistant" for t in turn.get("tracks", [])]
+        session.played = played_tracks(history)
         message = history[-1]["content"]
         ranked, _, _, _ = self._rank(list(history), session, parse_refinement(message), max(k, CANDIDATES))
         return [t for t, _ in ranked[:k]]
@@ -360,7 +361,7 @@ class MusicAssistant:
     # ---- generation -------------------------------------------------------------------------------
 
     def _messages(self, history: list[dict]) -> list[dict]:
-        from .train import assistant_target
+        from .model_dir import assistant_target
 
         messages = []
         for turn in history:

@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 from tqdm.auto import tqdm
 
+from .conversations import played_tracks
 from .metrics import aggregate, eval_turns, score_turn
 
 K = 20
@@ -27,11 +28,6 @@ class SystemResult:
     p95_s: float
 
 
-def played_before(history: Sequence[dict]) -> set[str]:
-    """Tracks already recommended in the history: no system may recommend them again."""
-    return {t for turn in history if turn.get("role") == "assistant" for t in turn.get("tracks", [])}
-
-
 def evaluate_system(name: str, rank: Ranker, conversations: Sequence[dict], *, k: int = K, progress: bool = True) -> SystemResult:
     per_conversation = []
     seconds = []
@@ -39,7 +35,7 @@ def evaluate_system(name: str, rank: Ranker, conversations: Sequence[dict], *, k
         scores = []
         for history, relevant in eval_turns(conv):
             t = time.perf_counter()
-            ranked = rank(history, k, played_before(history))
+            ranked = rank(history, k, set(played_tracks(history)))
             seconds.append(time.perf_counter() - t)
             scores.append(score_turn(list(dict.fromkeys(ranked))[:k], relevant))
         per_conversation.append(scores)
@@ -85,10 +81,10 @@ def run_evaluation(model_dir: str | Path, index_dir: str | Path, conversations_p
     from index.store import MusicIndex
 
     from .chat import MusicAssistant
-    from .synth import read_jsonl
+    from .conversations import read_conversations
 
     index = MusicIndex.load(index_dir)
-    conversations = read_jsonl(conversations_path)[:limit]
+    conversations = read_conversations(conversations_path)[:limit]
     results = []
     tuned = MusicAssistant.load(index_dir, model_dir)
     replay_generations(tuned)
@@ -137,7 +133,7 @@ def ablation_assistants(assistant) -> dict:
 
 
 def _recorded_base(model_dir) -> str | None:
-    from .train import SAVED_BASE_DIR, read_model_record
+    from .model_dir import SAVED_BASE_DIR, read_model_record
 
     base = read_model_record(model_dir).get("base")
     return str(Path(model_dir) / SAVED_BASE_DIR) if base == SAVED_BASE_DIR else base

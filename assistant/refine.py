@@ -11,8 +11,8 @@ from dataclasses import dataclass, field
 
 from index.track import Track
 
-from .synth import has_vocals as vocal_state
-from .synth import year_of
+from .facts import has_vocals as vocal_state
+from .facts import year_of
 
 ORDINALS = {"first": 0, "1st": 0, "second": 1, "2nd": 1, "third": 2, "3rd": 2, "fourth": 3, "fifth": 4,
             "last": -1, "previous": -1, "that": -1, "this": -1}

@@ -24,21 +24,20 @@ appears behind a train session. ``write_splits`` writes
 """
 from __future__ import annotations
 
-import json
 import math
 import os
 import random
 import re
 from collections import Counter
 from pathlib import Path
-from typing import Callable, Iterable, Sequence
+from typing import Callable, Sequence
 
 from tqdm import tqdm
 
 from index.track import Track
 
-SPLITS: tuple[str, ...] = ("train", "val", "test")
-ROLES: tuple[str, ...] = ("system", "user", "assistant")
+from .conversations import SPLITS, write_conversations
+from .facts import descriptor_value, has_vocals, tempo_of, year_of
 
 # How different two tracks must be before "faster", "brighter", ... is claimed.
 # Small differences are within measurement noise and would not be heard.
@@ -49,7 +48,6 @@ LIKENESS_MARGIN = 0.05    # "more like the first one": closer to the first than 
 # Descriptor bands: a word is only used where the value is clearly inside its band.
 SLOW_BELOW, MID_TEMPO, FAST_ABOVE = 85.0, (95.0, 120.0), 135.0
 LOW_LEVEL, HIGH_LEVEL = 1 / 3, 2 / 3
-VOCALS_ON, VOCALS_OFF = 0.6, 0.35
 
 _STOPWORDS = frozenset(
     "a about above after again all also am an and any are as at be because been before being below between both "
@@ -62,10 +60,6 @@ _STOPWORDS = frozenset(
 )
 _KEY_RE = re.compile(r"^[A-Ga-g][#b♯♭]?\s+(major|minor)$")
 _LRC_TIME_RE = re.compile(r"\[[0-9:.]+\]")
-
-
-class ConversationFormatError(ValueError):
-    """A conversation or a ``conversations.jsonl`` line does not follow the format."""
 
 
 # --------------------------------------------------------------------------- facts about one track
@@ -97,25 +91,15 @@ class Fact:
         return f"Fact({self.kind!r}, {self.short!r})"
 
 
-def _number(d: dict, key: str) -> float | None:
-    v = d.get(key)
-    if isinstance(v, bool) or not isinstance(v, (int, float)) or math.isnan(float(v)):
-        return None
-    return float(v)
 
-
-def tempo_of(track: Track) -> float | None:
-    """Measured tempo in BPM, or None."""
-    bpm = _number(track.descriptors, "tempo_bpm")
-    return bpm if bpm and bpm > 0 else None
 
 
 def energy_of(track: Track) -> float | None:
-    return _number(track.descriptors, "energy")
+    return descriptor_value(track.descriptors, "energy")
 
 
 def brightness_of(track: Track) -> float | None:
-    return _number(track.descriptors, "brightness")
+    return descriptor_value(track.descriptors, "brightness")
 
 
 def mode_of(track: Track) -> str | None:
@@ -132,27 +116,6 @@ def mode_of(track: Track) -> str | None:
 def key_of(track: Track) -> str | None:
     key = str(track.descriptors.get("key") or "").strip()
     return key if _KEY_RE.match(key) else None
-
-
-def has_vocals(track: Track) -> bool | None:
-    """True (clearly sung), False (clearly instrumental) or None (unclear).
-
-    The measured ``vocals`` descriptor decides when present; otherwise an
-    "instrumental" tag says False and lyrics text says True.
-    """
-    v = _number(track.descriptors, "vocals")
-    if v is not None:
-        return True if v >= VOCALS_ON else False if v <= VOCALS_OFF else None
-    tags = {t.lower() for t in track.tags}
-    if "instrumental" in tags:
-        return False
-    return True if track.lyrics.strip() else None
-
-
-def year_of(track: Track) -> int | None:
-    """The track's year as a number (the first four digits of ``year``), or None."""
-    m = re.match(r"\s*(\d{4})", str(track.year or ""))
-    return int(m.group(1)) if m else None
 
 
 def _is_audio_tag(tag: str) -> bool:
@@ -723,88 +686,6 @@ def split_by_playlist(conversations: list[dict], *, val: float = 0.1, test: floa
     return {s: [{**c, "split": s} for c in sorted(convs, key=lambda c: c["id"])] for s, convs in out.items()}
 
 
-# --------------------------------------------------------------------------- files
-
-def validate_conversation(conv: object) -> None:
-    """Raise ConversationFormatError unless ``conv`` follows the conversations.jsonl format."""
-    if not isinstance(conv, dict):
-        raise ConversationFormatError(f"a conversation must be a JSON object, got {type(conv).__name__}")
-    if not isinstance(conv.get("id"), str) or not conv["id"]:
-        raise ConversationFormatError('a conversation needs a non-empty string "id"')
-    turns = conv.get("turns")
-    if not isinstance(turns, list) or not turns:
-        raise ConversationFormatError(f'conversation {conv["id"]!r}: "turns" must be a non-empty list')
-    for i, turn in enumerate(turns):
-        where = f'conversation {conv["id"]!r}, turn {i}'
-        if not isinstance(turn, dict):
-            raise ConversationFormatError(f"{where}: a turn must be an object")
-        if turn.get("role") not in ROLES:
-            raise ConversationFormatError(f"{where}: role must be one of {ROLES}, got {turn.get('role')!r}")
-        if not isinstance(turn.get("content"), str):
-            raise ConversationFormatError(f'{where}: "content" must be a string')
-        if "tracks" in turn:
-            if turn["role"] != "assistant":
-                raise ConversationFormatError(f'{where}: only assistant turns carry "tracks"')
-            tr = turn["tracks"]
-            if not isinstance(tr, list) or not all(isinstance(x, str) and x for x in tr):
-                raise ConversationFormatError(f'{where}: "tracks" must be a list of non-empty track id strings')
-
-
-def write_jsonl(conversations: Iterable[dict], path: str | os.PathLike) -> Path:
-    """Validate and write conversations, one JSON object a line; the file appears whole or not at all."""
-    path = Path(path)
-    convs = list(conversations)
-    seen: set[str] = set()
-    for conv in convs:
-        validate_conversation(conv)
-        if conv["id"] in seen:
-            raise ConversationFormatError(f"duplicate conversation id {conv['id']!r}")
-        seen.add(conv["id"])
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w", encoding="utf-8") as f:
-        for conv in convs:
-            f.write(json.dumps(conv, ensure_ascii=False) + "\n")
-    os.replace(tmp, path)
-    return path
-
-
-def read_jsonl(path: str | os.PathLike) -> list[dict]:
-    """Read and validate a conversations.jsonl file.
-
-    Raises
-    ------
-    FileNotFoundError
-        If the file does not exist.
-    ConversationFormatError
-        On the first bad line, naming the file and the line number.
-    """
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"no conversations file at {path}: write one with assistant.synth.write_splits "
-                                f"or pass the path of an existing conversations.jsonl")
-    out: list[dict] = []
-    seen: dict[str, int] = {}
-    with open(path, encoding="utf-8") as f:
-        for n, line in enumerate(f, start=1):
-            if not line.strip():
-                continue
-            try:
-                conv = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise ConversationFormatError(f"{path}:{n}: not valid JSON ({e.msg} at column {e.colno})") from None
-            try:
-                validate_conversation(conv)
-            except ConversationFormatError as e:
-                raise ConversationFormatError(f"{path}:{n}: {e}") from None
-            if conv["id"] in seen:
-                raise ConversationFormatError(
-                    f"{path}:{n}: conversation id {conv['id']!r} already used on line {seen[conv['id']]}")
-            seen[conv["id"]] = n
-            out.append(conv)
-    return out
-
-
 def write_splits(tracks: list[Track], playlists: dict[str, list[str]], out_dir: str | os.PathLike,
                  seed: int = 0, **synth_options) -> dict[str, Path]:
     """Synthesize, split by playlist and write ``OUT/{train,val,test}/conversations.jsonl``.
@@ -819,4 +700,4 @@ def write_splits(tracks: list[Track], playlists: dict[str, list[str]], out_dir: 
     convs = synthesize_conversations(tracks, playlists, seed=seed, **synth_options)
     splits = split_by_playlist(convs, seed=seed)
     out_dir = Path(out_dir)
-    return {s: write_jsonl(splits[s], out_dir / s / "conversations.jsonl") for s in SPLITS}
+    return {s: write_conversations(splits[s], out_dir / s / "conversations.jsonl") for s in SPLITS}

@@ -10,13 +10,7 @@ layers below give the same output every epoch, so it is computed once per exampl
 and a step pays for the top layers alone. On two cores that turns 36 steps of the 135M model
 in the 13-minute budget into 111.
 
-The output directory is both a checkpoint and a model:
-
-- ``adapter_model.safetensors``, ``adapter_config.json``: LoRA weights and music-token rows
-- tokenizer files with the music tokens, ``music_vocab.json``
-- ``tonearm_model.json``: the base model, the system prompt, the music-token ids
-- ``train_state.pt``: optimizer, step and random state, so ``train`` resumes where it stopped
-- ``train_report.json``: the figures of the last run
+The output directory is both a checkpoint and a model (``assistant.model_dir`` tells its layout).
 
 Training stops at ``max_steps`` or, gracefully, when ``time_budget_s`` is about to run out;
 after a few steps it measures its own speed and fits the learning-rate schedule into the
@@ -32,22 +26,18 @@ from collections.abc import Callable, Sequence
 from contextlib import contextmanager, nullcontext
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
 
 import torch
 
-from assistant.llm import DEFAULT_BASE, chat_prompt, ensure_pad_token, load_base, load_model
-from tokenizer.hf import add_music_tokens, music_token_ids
+from assistant.examples import IGNORE, build_examples, collate
+from assistant.llm import DEFAULT_BASE, ensure_pad_token, load_base
+from assistant.model_dir import DEFAULT_SYSTEM_PROMPT, MODEL_RECORD, SAVED_BASE_DIR, read_model_record, untie_output_rows
+from tokenizer.hf import add_music_tokens
 from tokenizer.vocab import MusicVocab
 
-DEFAULT_SYSTEM_PROMPT = (
-    "You are a music assistant. Answer in one or two sentences about a track that fits the request, "
-    "then give that track's music block."
-)
-MODEL_RECORD = "tonearm_model.json"
 STATE_FILE = "train_state.pt"
 REPORT_FILE = "train_report.json"
-SAVED_BASE_DIR = "base"
-IGNORE = -100  # label of tokens that carry no loss
 # Projection names LoRA adapts in Llama-family models (SmolLM2, Llama, Qwen, Mistral, ...).
 LORA_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 
@@ -154,160 +144,7 @@ class TrainReport:
     val_history: list[tuple[int, float]] = field(default_factory=list)
 
 
-# ---- examples ------------------------------------------------------------------------------
-
-
-def assistant_target(turn: dict, codes_for: Callable[[str], dict[str, int]], vocab: MusicVocab) -> str:
-    """The text an assistant turn is trained to produce: its words, then its first track's block."""
-    content = str(turn.get("content", "")).strip()
-    tracks = turn.get("tracks") or []
-    if not tracks:
-        return content
-    try:
-        codes = codes_for(tracks[0])
-    except KeyError:
-        raise KeyError(f"track {tracks[0]!r} of an assistant turn is not in the index") from None
-    block = vocab.format_block(codes)
-    return f"{content} {block}" if content else block
-
-
-def _check_conversation(conversation: dict) -> list[dict]:
-    turns = conversation.get("turns") if isinstance(conversation, dict) else None
-    if not isinstance(turns, list) or not turns:
-        raise ValueError(f"conversation {conversation.get('id', '?') if isinstance(conversation, dict) else conversation!r}"
-                         " needs a non-empty 'turns' list")
-    for turn in turns:
-        if turn.get("role") not in ("user", "assistant") or "content" not in turn:
-            raise ValueError(f"conversation {conversation.get('id', '?')}: bad turn {turn!r} "
-                             "(need role 'user' or 'assistant' and content)")
-    return turns
-
-
-def _pieces(tokenizer, messages: list[dict]) -> list[tuple[str, bool]]:
-    """Split the rendered chat into (text, is_target) pieces, target = an assistant reply.
-
-    Renders growing prefixes of the conversation so any chat template works, as long as
-    rendering more messages only appends text.
-    """
-    pieces: list[tuple[str, bool]] = []
-    done = ""
-    for k, message in enumerate(messages, start=1):
-        if message["role"] == "assistant":
-            prompt = chat_prompt(tokenizer, messages[: k - 1], add_generation_prompt=True)
-            full = chat_prompt(tokenizer, messages[:k], add_generation_prompt=False)
-            if not (prompt.startswith(done) and full.startswith(prompt)):
-                raise ValueError("the chat template is not prefix-stable; cannot tell assistant tokens apart")
-            pieces += [(prompt[len(done):], False), (full[len(prompt):], True)]
-        else:
-            full = chat_prompt(tokenizer, messages[:k], add_generation_prompt=False)
-            if not full.startswith(done):
-                raise ValueError("the chat template is not prefix-stable; cannot tell assistant tokens apart")
-            pieces.append((full[len(done):], False))
-        done = full
-    return pieces
-
-
-def _encode(tokenizer, messages: list[dict]) -> tuple[list[int], list[int], int]:
-    """Token ids, labels, and how many leading tokens belong to the system prompt."""
-    ids: list[int] = []
-    labels: list[int] = []
-    system_len = 0
-    for index, (text, is_target) in enumerate(_pieces(tokenizer, messages)):
-        piece = tokenizer(text, add_special_tokens=False)["input_ids"]
-        ids += piece
-        labels += piece if is_target else [IGNORE] * len(piece)
-        if index == 0 and messages[0]["role"] == "system":
-            system_len = len(piece)
-    return ids, labels, system_len
-
-
-def build_examples(
-    conversations: Sequence[dict],
-    codes_for: Callable[[str], dict[str, int]],
-    tokenizer,
-    vocab: MusicVocab,
-    system_prompt: str,
-    seq_len: int,
-) -> list[dict]:
-    """Turn conversations into token ids with loss only on assistant replies.
-
-    One example per conversation: causal attention already trains every assistant turn on
-    exactly the history before it, so one pass teaches all turns, where an example per turn
-    would pay again for the shared history (about twice the compute for 2-3 turn chats).
-
-    Parameters
-    ----------
-    conversations : sequence of dict
-        ``{"id", "turns": [{"role", "content", "tracks"?}, ...]}`` as in the design.
-    codes_for : callable
-        Track id to its ``{modality: code}``.
-    tokenizer
-        Must already hold the music tokens.
-    vocab : MusicVocab
-    system_prompt : str
-        Kept at the start of every example.
-    seq_len : int
-        Longest example; the oldest turns are dropped (whole user/assistant exchanges) until
-        it fits; a single exchange still too long loses its first tokens after the system prompt.
-
-    Returns
-    -------
-    list of dict
-        ``{"id", "input_ids", "labels"}`` with ``len(input_ids) <= seq_len``; conversations
-        without an assistant turn are skipped.
-    """
-    if seq_len < 8:
-        raise ValueError(f"seq_len must be at least 8, got {seq_len}")
-    music_token_ids(tokenizer, vocab)  # fails early, with advice, if the tokens are missing
-    examples = []
-    for conversation in conversations:
-        turns = _check_conversation(conversation)
-        messages = [
-            {"role": t["role"], "content": assistant_target(t, codes_for, vocab) if t["role"] == "assistant"
-             else str(t["content"])}
-            for t in turns
-        ]
-        if not any(m["role"] == "assistant" for m in messages):
-            continue
-        system = [{"role": "system", "content": system_prompt}] if system_prompt else []
-        # Candidate starts: each user turn (and 0), oldest first; the last assistant turn is always kept.
-        last_assistant = max(i for i, m in enumerate(messages) if m["role"] == "assistant")
-        starts = [0] + [i for i, m in enumerate(messages) if m["role"] == "user" and 0 < i <= last_assistant]
-        for start in starts:
-            ids, labels, system_len = _encode(tokenizer, system + messages[start:])
-            if len(ids) <= seq_len:
-                break
-        else:
-            room = seq_len - system_len
-            ids = ids[:system_len] + ids[-room:]
-            labels = labels[:system_len] + labels[-room:]
-        if any(label != IGNORE for label in labels):
-            examples.append({"id": conversation.get("id", ""), "input_ids": ids, "labels": labels})
-    return examples
-
-
-def collate(examples: Sequence[dict], pad_id: int) -> dict[str, torch.Tensor]:
-    """Right-pad a batch to its longest example; padding is masked out of attention and loss.
-
-    Examples carrying replayed bottom-layer states (``add_replay_states``) bring them along,
-    as ``"replay"`` of shape (batch, width, hidden).
-    """
-    width = max(len(e["input_ids"]) for e in examples)
-    input_ids = torch.full((len(examples), width), pad_id, dtype=torch.long)
-    labels = torch.full((len(examples), width), IGNORE, dtype=torch.long)
-    attention = torch.zeros((len(examples), width), dtype=torch.long)
-    for row, example in enumerate(examples):
-        n = len(example["input_ids"])
-        input_ids[row, :n] = torch.tensor(example["input_ids"])
-        labels[row, :n] = torch.tensor(example["labels"])
-        attention[row, :n] = 1
-    batch = {"input_ids": input_ids, "attention_mask": attention, "labels": labels}
-    if all("replay" in e for e in examples):
-        replay = torch.zeros(len(examples), width, examples[0]["replay"].shape[-1])
-        for row, example in enumerate(examples):
-            replay[row, : len(example["input_ids"])] = example["replay"].float()
-        batch["replay"] = replay
-    return batch
+# ---- batches ------------------------------------------------------------------------------
 
 
 def _batch_for(step: int, micro: int, examples: list[dict], config: TrainConfig) -> list[dict]:
@@ -375,19 +212,6 @@ def frozen_layer_count(model, config: TrainConfig) -> int:
     if config.train_layers is None or layers is None:
         return 0
     return max(0, len(layers) - config.train_layers)
-
-
-def untie_output_rows(model) -> bool:
-    """Give a tied output layer a weight of its own, a copy, so its rows can train apart.
-
-    Returns whether anything changed (False for models already untied).
-    """
-    embeddings, output = model.get_input_embeddings(), model.get_output_embeddings()
-    if output is None or output.weight.data_ptr() != embeddings.weight.data_ptr():
-        return False
-    output.weight = torch.nn.Parameter(embeddings.weight.detach().clone())
-    model.config.tie_word_embeddings = False
-    return True
 
 
 class _Replay(torch.nn.Module):
@@ -589,24 +413,57 @@ def train(
         torch.set_num_threads(threads_before)
 
 
-def _train(base, conversations_train, conversations_val, codes_for, vocab, out, code_descriptions, config,
-           system_prompt, progress, model, tokenizer) -> TrainReport:
+@dataclass
+class _TimeBudget:
+    """The wall-clock budget of a run: whether one more step still fits, and how many steps do.
+
+    A step's cost is the median of those measured; the run must always keep room for its
+    last validation pass and checkpoint (estimated until one has been measured).
+    """
+
+    started: float
+    budget_s: float | None
+    val_examples: int
+    examples_per_step: int
+    step_seconds: list[float] = field(default_factory=list)
+    eval_seconds: float | None = None  # a validation pass plus checkpoint, once measured
+
+    def typical_step(self) -> float:
+        return sorted(self.step_seconds)[len(self.step_seconds) // 2] if self.step_seconds else 0.0
+
+    def finishing_cost(self) -> float:
+        # Until measured: forward-only scoring costs about a third of a training step per example.
+        if self.eval_seconds is not None:
+            return self.eval_seconds
+        return self.typical_step() * self.val_examples / (3 * self.examples_per_step) + 1.0
+
+    def seconds_left(self) -> float:
+        return self.budget_s - (time.monotonic() - self.started)
+
+    def room_for_a_step(self) -> bool:
+        return self.budget_s is None or self.typical_step() + self.finishing_cost() <= self.seconds_left()
+
+    def affordable_steps(self, eval_every: int) -> int:
+        """Steps that fit in what is left, validation passes every ``eval_every`` steps included."""
+        per_step = self.typical_step() + self.finishing_cost() / eval_every
+        return int((self.seconds_left() - self.finishing_cost()) / per_step)
+
+
+@dataclass
+class _PreparedModel:
+    model: Any
+    tokenizer: Any
+    token_ids: tuple[int, int]
+    frozen: int  # bottom layers frozen and replayed
+    untied: bool  # the output layer was given rows of its own
+    base_record: str
+
+
+def _prepare_model(base, model, tokenizer, out: Path, vocab: MusicVocab, code_descriptions, config: TrainConfig,
+                   resuming: bool, device) -> _PreparedModel:
+    """The base model with music tokens and LoRA (a fresh adapter, or the one in ``out`` to resume)."""
     from peft import PeftModel, get_peft_model
-    from tqdm.auto import tqdm
 
-    started = time.monotonic()
-    out.mkdir(parents=True, exist_ok=True)
-    device = torch.device("cuda" if config.device == "cuda" or (config.device == "auto" and torch.cuda.is_available())
-                          else "cpu")
-    bf16 = native_bf16(device) if config.bf16 is None else config.bf16
-    resuming = (out / STATE_FILE).is_file()
-    if resuming:
-        saved_vocab = MusicVocab.load(out)
-        if saved_vocab != vocab:
-            raise ValueError(f"{out} was trained with codebook sizes {saved_vocab.codebook_sizes}, not "
-                             f"{vocab.codebook_sizes}; use a new output directory for a new index")
-
-    # Base model and music tokens.
     if (model is None) != (tokenizer is None):
         raise ValueError("pass both model and tokenizer, or neither")
     # Recorded so the directory loads from anywhere: the default's name, else an absolute path.
@@ -642,7 +499,79 @@ def _train(base, conversations_train, conversations_val, codes_for, vocab, out, 
                 parameter.requires_grad_(False)
     model.to(device)
     model.train()
+    return _PreparedModel(model, tokenizer, token_ids, frozen, untied, base_record)
 
+
+def _save_checkpoint(out: Path, prepared: _PreparedModel, vocab: MusicVocab, system_prompt: str,
+                     config: TrainConfig, optimizer, state: dict) -> None:
+    """Write the model directory (adapter, tokenizer, vocabulary, record) and the resumable state."""
+    prepared.model.save_pretrained(out, save_embedding_layers=False)
+    prepared.tokenizer.save_pretrained(out)
+    vocab.save(out)
+    record = {
+        "format_version": 1,
+        "base": prepared.base_record,
+        "system_prompt": system_prompt,
+        "music_token_ids": {"start": prepared.token_ids[0], "end": prepared.token_ids[1]},
+        "lora": {"r": config.lora_r, "alpha": config.lora_alpha},
+        "frozen_layers": prepared.frozen,
+        "untied_output": prepared.untied,
+    }
+    (out / MODEL_RECORD).write_text(json.dumps(record, indent=2) + "\n")
+    payload = {**state, "optimizer": optimizer.state_dict(), "torch_rng": torch.get_rng_state(),
+               "config": asdict(config)}
+    torch.save(payload, out / (STATE_FILE + ".tmp"))
+    os.replace(out / (STATE_FILE + ".tmp"), out / STATE_FILE)  # never a half-written state
+
+
+def _restore_state(out: Path, optimizer, state: dict) -> None:
+    """Resume: the optimizer, the random state and the step counts of the run saved in ``out``."""
+    saved = torch.load(out / STATE_FILE, map_location="cpu", weights_only=False)
+    optimizer.load_state_dict(saved["optimizer"])
+    torch.set_rng_state(saved["torch_rng"])
+    state.update({k: saved[k] for k in ("step", "loss_history", "val_history")})
+    # planned_steps stays max_steps: the schedule is planned afresh over the steps left.
+
+
+def _optimizer_step(model, optimizer, train_examples, step: int, config: TrainConfig, pad_id: int, device,
+                    bf16: bool, frozen: int, lr_scale: float) -> float:
+    """One optimizer step (``grad_accum`` micro-batches) at ``lr_scale`` times the peak rates; its loss."""
+    for group in optimizer.param_groups:
+        group["lr"] = group["peak_lr"] * lr_scale
+    loss_sum = 0.0
+    for micro in range(config.grad_accum):
+        batch = {k: v.to(device) for k, v in collate(_batch_for(step, micro, train_examples, config), pad_id).items()}
+        with _autocast(device, bf16):
+            loss = target_loss(model, batch, frozen) / config.grad_accum
+        loss.backward()
+        loss_sum += loss.item()
+    torch.nn.utils.clip_grad_norm_([p for p in model.parameters() if p.requires_grad], 1.0)
+    optimizer.step()
+    optimizer.zero_grad(set_to_none=True)
+    return loss_sum
+
+
+def _train(base, conversations_train, conversations_val, codes_for, vocab, out, code_descriptions, config,
+           system_prompt, progress, model, tokenizer) -> TrainReport:
+    from tqdm.auto import tqdm
+
+    started = time.monotonic()
+    out.mkdir(parents=True, exist_ok=True)
+    device = torch.device("cuda" if config.device == "cuda" or (config.device == "auto" and torch.cuda.is_available())
+                          else "cpu")
+    bf16 = native_bf16(device) if config.bf16 is None else config.bf16
+    resuming = (out / STATE_FILE).is_file()
+    if resuming:
+        saved_vocab = MusicVocab.load(out)
+        if saved_vocab != vocab:
+            raise ValueError(f"{out} was trained with codebook sizes {saved_vocab.codebook_sizes}, not "
+                             f"{vocab.codebook_sizes}; use a new output directory for a new index")
+
+    # 1. The model: base, music tokens, LoRA.
+    prepared = _prepare_model(base, model, tokenizer, out, vocab, code_descriptions, config, resuming, device)
+    model, tokenizer, frozen = prepared.model, prepared.tokenizer, prepared.frozen
+
+    # 2. The examples; the frozen bottom layers run over them once, to be replayed every epoch.
     pad_id = tokenizer.pad_token_id
     train_examples = build_examples(conversations_train, codes_for, tokenizer, vocab, system_prompt, config.seq_len)
     val_examples = build_examples(conversations_val, codes_for, tokenizer, vocab, system_prompt,
@@ -653,84 +582,38 @@ def _train(base, conversations_train, conversations_val, codes_for, vocab, out, 
         add_replay_states(model, train_examples + val_examples, frozen, pad_id, config.batch_size, device, bf16,
                           progress)
 
+    # 3. The optimizer and the run's state, resumed if ``out`` holds one.
     optimizer = _optimizer(model, config)
     state = {"step": 0, "planned_steps": config.max_steps, "loss_history": [], "val_history": []}
     if resuming:
-        saved = torch.load(out / STATE_FILE, map_location="cpu", weights_only=False)
-        optimizer.load_state_dict(saved["optimizer"])
-        torch.set_rng_state(saved["torch_rng"])
-        state.update({k: saved[k] for k in ("step", "loss_history", "val_history")})
-        # planned_steps stays max_steps: the schedule is planned afresh over the steps left.
+        _restore_state(out, optimizer, state)
 
     def checkpoint() -> None:
-        model.save_pretrained(out, save_embedding_layers=False)
-        tokenizer.save_pretrained(out)
-        vocab.save(out)
-        record = {
-            "format_version": 1,
-            "base": base_record,
-            "system_prompt": system_prompt,
-            "music_token_ids": {"start": token_ids[0], "end": token_ids[1]},
-            "lora": {"r": config.lora_r, "alpha": config.lora_alpha},
-            "frozen_layers": frozen,
-            "untied_output": untied,
-        }
-        (out / MODEL_RECORD).write_text(json.dumps(record, indent=2) + "\n")
-        payload = {**state, "optimizer": optimizer.state_dict(), "torch_rng": torch.get_rng_state(),
-                   "config": asdict(config)}
-        torch.save(payload, out / (STATE_FILE + ".tmp"))
-        os.replace(out / (STATE_FILE + ".tmp"), out / STATE_FILE)  # never a half-written state
+        _save_checkpoint(out, prepared, vocab, system_prompt, config, optimizer, state)
 
-    step = state["step"]
-    first_step = step
+    # 4. Steps until max_steps or the time budget, validating and checkpointing every eval_every.
+    step = first_step = state["step"]
     run_losses: list[float] = []
-    step_seconds: list[float] = []
-    eval_seconds: float | None = None  # a validation pass plus checkpoint, once measured
+    budget = _TimeBudget(started, config.time_budget_s, len(val_examples), config.batch_size * config.grad_accum)
     stopped_by = "max_steps"
-
-    def typical_step() -> float:
-        return sorted(step_seconds)[len(step_seconds) // 2] if step_seconds else 0.0
-
-    def finishing_cost() -> float:
-        # Until measured: forward-only scoring costs about a third of a training step per example.
-        if eval_seconds is not None:
-            return eval_seconds
-        return typical_step() * len(val_examples) / (3 * config.batch_size * config.grad_accum) + 1.0
-
-    def seconds_left() -> float:
-        return config.time_budget_s - (time.monotonic() - started)
-
     bar = tqdm(total=state["planned_steps"], initial=step, desc="fine-tuning", disable=not progress,
                dynamic_ncols=True)
     while step < min(state["planned_steps"], config.max_steps):
-        if config.time_budget_s is not None and typical_step() + finishing_cost() > seconds_left():
+        if not budget.room_for_a_step():
             stopped_by = "time_budget"
             break
         tick = time.monotonic()
         scale = _lr_scale(step, state["planned_steps"], config.warmup)
-        for group in optimizer.param_groups:
-            group["lr"] = group["peak_lr"] * scale
-        loss_sum = 0.0
-        for micro in range(config.grad_accum):
-            batch = {k: v.to(device) for k, v in
-                     collate(_batch_for(step, micro, train_examples, config), pad_id).items()}
-            with _autocast(device, bf16):
-                loss = target_loss(model, batch, frozen) / config.grad_accum
-            loss.backward()
-            loss_sum += loss.item()
-        torch.nn.utils.clip_grad_norm_([p for p in model.parameters() if p.requires_grad], 1.0)
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
+        loss_sum = _optimizer_step(model, optimizer, train_examples, step, config, pad_id, device, bf16, frozen, scale)
         step += 1
         state["step"] = step
         state["loss_history"].append(loss_sum)
         run_losses.append(loss_sum)
-        step_seconds.append(time.monotonic() - tick)
+        budget.step_seconds.append(time.monotonic() - tick)
 
-        if len(step_seconds) == 3 and config.time_budget_s is not None:
+        if len(budget.step_seconds) == 3 and config.time_budget_s is not None:
             # The speed is known: fit the learning-rate schedule into the budget.
-            per_step = typical_step() + finishing_cost() / config.eval_every
-            affordable = int((seconds_left() - finishing_cost()) / per_step)
+            affordable = budget.affordable_steps(config.eval_every)
             state["planned_steps"] = max(step + 1, min(config.max_steps, step + affordable))
             bar.total = state["planned_steps"]
         bar.update(1)
@@ -741,18 +624,20 @@ def _train(base, conversations_train, conversations_val, codes_for, vocab, out, 
             val = evaluate_loss(model, val_examples, pad_id, config.batch_size, device, bf16, frozen)
             state["val_history"].append((step, val))
             checkpoint()
-            eval_seconds = time.monotonic() - tick
+            budget.eval_seconds = time.monotonic() - tick
             bar.write(f"step {step}: train loss {sum(run_losses[-10:]) / len(run_losses[-10:]):.3f}, "
                       f"val loss {val:.3f}")
     bar.close()
     if step < config.max_steps and stopped_by == "max_steps":
         stopped_by = "time_budget"  # the schedule was fitted to the budget and ended before max_steps
 
+    # 5. A last validation pass, the checkpoint, the report.
     val = evaluate_loss(model, val_examples, pad_id, config.batch_size, device, bf16, frozen)
     if not state["val_history"] or state["val_history"][-1][0] != step:
         state["val_history"].append((step, val))
     checkpoint()
     tail = run_losses[-20:]
+    step_seconds = budget.step_seconds
     report = TrainReport(
         steps=step,
         seq_len=config.seq_len,
@@ -769,50 +654,3 @@ def _train(base, conversations_train, conversations_val, codes_for, vocab, out, 
     )
     (out / REPORT_FILE).write_text(json.dumps(asdict(report), indent=2) + "\n")
     return report
-
-
-def load_finetuned(model_dir: str | Path, *, merge: bool = True):
-    """Load a model directory written by ``train``.
-
-    Parameters
-    ----------
-    model_dir : path
-    merge : bool
-        Fold the LoRA weights and token rows into the base weights (faster generation);
-        False keeps the peft wrapper.
-
-    Returns
-    -------
-    (model, tokenizer, MusicVocab)
-        The model in eval mode.
-    """
-    from peft import PeftModel
-    from transformers import AutoTokenizer
-
-    directory = Path(model_dir)
-    record_path = directory / MODEL_RECORD
-    if not record_path.is_file():
-        raise FileNotFoundError(f"{directory} has no {MODEL_RECORD}; train a model into it first")
-    record = json.loads(record_path.read_text())
-    vocab = MusicVocab.load(directory)
-    tokenizer = ensure_pad_token(AutoTokenizer.from_pretrained(directory))
-    base = record["base"]
-    if base == SAVED_BASE_DIR:
-        base = str(directory / SAVED_BASE_DIR)
-    model = load_model(base, pad_token_id=tokenizer.pad_token_id)
-    # The music rows are restored from the adapter; the resize only makes room for them.
-    if model.get_input_embeddings().num_embeddings < len(tokenizer):
-        model.resize_token_embeddings(len(tokenizer), mean_resizing=False)
-    if record.get("untied_output"):
-        untie_output_rows(model)
-    model = PeftModel.from_pretrained(model, directory)
-    if merge:
-        model = model.merge_and_unload()
-    model.config.use_cache = True
-    model.eval()
-    return model, tokenizer, vocab
-
-
-def read_model_record(model_dir: str | Path) -> dict:
-    """The ``tonearm_model.json`` of a model directory (base, system prompt, token ids)."""
-    return json.loads((Path(model_dir) / MODEL_RECORD).read_text())

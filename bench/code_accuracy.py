@@ -28,9 +28,9 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from assistant.pipeline import conversations_path  # noqa: E402
-from assistant.synth import read_jsonl  # noqa: E402
-from assistant.train import IGNORE, build_examples, collate, load_finetuned, read_model_record  # noqa: E402
+from assistant.conversations import conversations_path, read_conversations  # noqa: E402
+from assistant.model_dir import load_finetuned, read_model_record  # noqa: E402
+from assistant.examples import IGNORE, build_examples, collate  # noqa: E402
 from index.paths import demo_dir  # noqa: E402
 from index.store import MusicIndex  # noqa: E402
 from tokenizer.hf import music_token_ids  # noqa: E402
@@ -67,7 +67,7 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(2)
 
     index = MusicIndex.load(args.index)
-    conversations = read_jsonl(args.conversations or conversations_path(args.model, "val"))
+    conversations = read_conversations(args.conversations or conversations_path(args.model, "val"))
     model, tokenizer, vocab = load_finetuned(args.model)
     ids = music_token_ids(tokenizer, vocab)
     examples = build_examples(conversations, index.track_codes, tokenizer, vocab,
@@ -75,7 +75,7 @@ def main(argv: list[str] | None = None) -> int:
     train_path = conversations_path(args.model, "train")
     common = {}
     if train_path.is_file():  # the most frequent code among the training answers
-        answers = [turn["tracks"][0] for c in read_jsonl(train_path) for turn in c["turns"] if turn.get("tracks")]
+        answers = [turn["tracks"][0] for c in read_conversations(train_path) for turn in c["turns"] if turn.get("tracks")]
         common = {m: Counter(index.track_codes(t)[m] for t in answers).most_common(1)[0][0] for m in vocab.modalities}
 
     correct, nll, prior, ndcg, hit = Counter(), Counter(), Counter(), [], []

@@ -26,34 +26,29 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from assistant.chat import FUSION_WEIGHTS, Generation, MusicAssistant  # noqa: E402
-from assistant.evaluate import played_before  # noqa: E402
 from assistant.metrics import aggregate, eval_turns, score_turn  # noqa: E402
 from assistant.refine import parse_refinement, reference_track, satisfies  # noqa: E402
-from assistant.pipeline import conversations_path  # noqa: E402
-from assistant.synth import read_jsonl  # noqa: E402
-from index.baselines import history_query  # noqa: E402
+from assistant.conversations import conversations_path, played_tracks, read_conversations  # noqa: E402
+from index.baselines import BM25Recommender  # noqa: E402
+from index.lexical import history_query  # noqa: E402
 from index.paths import demo_dir  # noqa: E402
 from index.store import MusicIndex  # noqa: E402
 
 K = 20
 
 
-def played_ids(history: list[dict]) -> list[str]:
-    return [t for turn in history if turn.get("role") == "assistant" for t in turn.get("tracks", [])]
-
-
 def codes_oracle(index: MusicIndex, history: list[dict], relevant: list[str], conversation: dict) -> list[str]:
-    return [t for t, _ in index.retrieve(codes=index.track_codes(relevant[0]), k=K, exclude=played_before(history))]
+    return [t for t, _ in index.retrieve(codes=index.track_codes(relevant[0]), k=K, exclude=played_tracks(history))]
 
 
 def playlist_oracle(index: MusicIndex, history: list[dict], relevant: list[str], conversation: dict) -> list[str]:
     scores = index.lexical.scores(history_query(history)).astype(np.float64)
     in_playlist = set(index.playlists.get(conversation.get("playlist") or "", []))
     refinement = parse_refinement(history[-1]["content"])
-    reference = index.by_id.get(reference_track(played_ids(history), refinement) or "")
+    reference = index.by_id.get(reference_track(played_tracks(history), refinement) or "")
     bonus = np.array([1000.0 * (t.id in in_playlist) + (100.0 * satisfies(t, reference, refinement) if refinement else 0)
                       for t in index.tracks])
-    excluded = played_before(history)
+    excluded = set(played_tracks(history))
     order = np.argsort(-(scores + bonus), kind="stable")
     return [index.tracks[i].id for i in order if index.tracks[i].id not in excluded][:K]
 
@@ -64,7 +59,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--conversations", type=Path, default=conversations_path(demo_dir() / "model", "test"))
     args = p.parse_args(argv)
     index = MusicIndex.load(args.index)
-    conversations = read_jsonl(args.conversations)
+    conversations = read_conversations(args.conversations)
     if not any(c.get("playlist") for c in conversations):
         print("note: no conversation names its playlist; the playlist oracle knows nothing here", file=sys.stderr)
     # The engine's own turn with the block's weight at zero: word match, session and request facts.
@@ -75,8 +70,10 @@ def main(argv: list[str] | None = None) -> int:
     def engine_no_model(index, history, relevant, conversation):
         return engine.rank(history, k=K)
 
+    lexical = BM25Recommender(index.tracks, index.playlists)
+
     def bm25(index, history, relevant, conversation):
-        return index.lexical.recommend(history, k=K, exclude=played_before(history))
+        return lexical.recommend(history, k=K, exclude=played_tracks(history))
 
     systems = {"bm25": bm25, "engine-no-model": engine_no_model, "playlist-oracle": playlist_oracle,
                "codes-oracle": codes_oracle}

@@ -12,7 +12,6 @@ import argparse
 import json
 import os
 import sys
-from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
@@ -60,17 +59,9 @@ def cmd_search(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from .build import build_index
-    from .demo import assemble_demo_library
-    from .paths import demo_dir
+    from .demo import build_demo_index
 
-    root = Path(args.out or demo_dir())
-    lib = assemble_demo_library(root / "library", progress=not args.quiet)
-    print(f"Demo library: {lib.tracks} tracks in {lib.root}  ({', '.join(f'{k}: {v}' for k, v in lib.by_source.items())})")
-    for w in lib.warnings:
-        print(f"  note: {w}")
-    report = build_index(root / "library", root / "index", progress=not args.quiet)
-    print(report.to_text())
+    build_demo_index(args.out, progress=not args.quiet)
     return 0
 
 

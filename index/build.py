@@ -19,7 +19,7 @@ from tqdm.auto import tqdm
 
 from .audio import descriptor_tags
 from .codebook import Codebook, fit_codebook
-from .embeddings import (PLAYLIST_DIM, fit_audio_normaliser, l2_normalise, normalise_audio,
+from .embeddings import (PLAYLIST_DIM, fit_audio_normaliser, normalise_audio,
                          playlist_embedding, text_modalities)
 from .library import LibraryScan, SkippedFile, scan_library
 from .paths import data_home

@@ -102,6 +102,12 @@ def fit_codebook(
     # a k-means++ start with restarts (scikit-learn) is far more reliable, and the EMA updates
     # of the quantizer then refine it.
     init = _kmeans_pp(data, k, seed)
+    # The start goes into the quantizer's own buffers (its public ``codebook`` setter leaves the EMA
+    # averages at their random start); pyproject.toml bounds the package to the layout checked here.
+    missing = [b for b in ("embed", "embed_avg", "cluster_size", "initted") if not hasattr(vq._codebook, b)]
+    if missing:
+        raise RuntimeError(f"this vector-quantize-pytorch has no codebook buffer(s) {missing}; "
+                           "install the version pyproject.toml allows")
     with torch.no_grad():
         vq._codebook.embed.copy_(torch.from_numpy(init).unsqueeze(0))
         vq._codebook.embed_avg.copy_(torch.from_numpy(init).unsqueeze(0))

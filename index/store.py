@@ -254,18 +254,14 @@ class MusicIndex:
 
     @cached_property
     def lexical(self):
-        """BM25 (bm25s) over each track's text, built on first use."""
-        from .baselines import BM25Recommender
+        """BM25 (bm25s) over each track's text (``index.lexical.LexicalIndex``), built on first use."""
+        from .lexical import LexicalIndex
 
-        return BM25Recommender(self.tracks, self.playlists)
+        return LexicalIndex(self.tracks)
 
     def search_lexical(self, query: str, k: int = 20, exclude: Iterable[str] = ()) -> list[tuple[str, float]]:
         """BM25 over titles, artists, albums, tags, descriptions and lyrics; only tracks that match a word."""
-        scores = self.lexical.scores(query)
-        excluded = set(exclude)
-        order = np.argsort(-scores, kind="stable")
-        hits = [(self.tracks[i].id, float(scores[i])) for i in order if scores[i] > 0]
-        return [(t, s) for t, s in hits if t not in excluded][:k]
+        return self.lexical.search(query, k=k, exclude=exclude)
 
     def search_near(self, track_ids: Iterable[str], k: int = 20, exclude: Iterable[str] = (),
                     modality: str = "playlist") -> list[tuple[str, float]]:

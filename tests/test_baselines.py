@@ -2,7 +2,8 @@
 import pytest
 
 from index.baselines import (BM25Recommender, DenseRecommender, PopularityRecommender, RandomRecommender,
-                             Recommender, history_query, popularity_order, track_text)
+                             Recommender, popularity_order)
+from index.lexical import history_query, track_text
 from index.track import Track
 
 

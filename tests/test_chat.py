@@ -271,13 +271,14 @@ def test_bad_uploads_get_a_message_and_the_session_goes_on(assistant, tmp_path):
 
 def test_evaluation_scores_every_system_and_the_ablations(dirs, tmp_path):
     from assistant.evaluate import run_evaluation
-    from assistant.synth import synthesize_conversations, write_jsonl
+    from assistant.conversations import write_conversations
+    from assistant.synth import synthesize_conversations
 
     index_dir, model_dir = dirs
     from index.store import MusicIndex
 
     index = MusicIndex.load(index_dir)
-    conversations = write_jsonl(synthesize_conversations(index.tracks, index.playlists, seed=1, progress=False),
+    conversations = write_conversations(synthesize_conversations(index.tracks, index.playlists, seed=1, progress=False),
                                 tmp_path / "conversations.jsonl")
     out = tmp_path / "report.json"
     results = run_evaluation(model_dir, index_dir, conversations, limit=3, progress=False, out=out)

@@ -6,8 +6,8 @@ import re
 import pytest
 
 from assistant import synth
-from assistant.synth import (REFINEMENTS, SPLITS, ConversationFormatError, read_jsonl, split_by_playlist,
-                             split_key, synthesize_conversations, write_jsonl, write_splits)
+from assistant.conversations import SPLITS, ConversationFormatError, read_conversations, write_conversations
+from assistant.synth import REFINEMENTS, split_by_playlist, split_key, synthesize_conversations, write_splits
 from index.track import Track
 
 KEYS = ["D major", "A minor", "G major", "E minor", "C major", "F# minor", "Bb major"]
@@ -220,8 +220,8 @@ def test_split_shares_no_playlist(catalog):
 
 def test_jsonl_round_trip(tmp_path, catalog):
     convs = synthesize_conversations(*catalog, seed=1, progress=False)
-    path = write_jsonl(convs, tmp_path / "c" / "conversations.jsonl")
-    assert read_jsonl(path) == convs
+    path = write_conversations(convs, tmp_path / "c" / "conversations.jsonl")
+    assert read_conversations(path) == convs
     assert len(path.read_text().splitlines()) == len(convs)
 
 
@@ -240,20 +240,20 @@ def test_reader_names_the_bad_line(tmp_path, line, message):
                                              {"role": "assistant", "content": "ok", "tracks": ["t1"]}]})
     path = tmp_path / "conversations.jsonl"
     path.write_text(good + "\n\n" + line + "\n")
-    with pytest.raises(ConversationFormatError, match=re.escape(f"conversations.jsonl:3: ") + ".*" + re.escape(message)):
-        read_jsonl(path)
+    with pytest.raises(ConversationFormatError, match=re.escape("conversations.jsonl:3: ") + ".*" + re.escape(message)):
+        read_conversations(path)
 
 
 def test_reader_missing_file(tmp_path):
     with pytest.raises(FileNotFoundError, match="write_splits"):
-        read_jsonl(tmp_path / "absent.jsonl")
+        read_conversations(tmp_path / "absent.jsonl")
 
 
 def test_write_splits(tmp_path, catalog):
     paths = write_splits(*catalog, tmp_path, seed=2, progress=False)
     assert {s: p.relative_to(tmp_path).as_posix() for s, p in paths.items()} == \
         {s: f"{s}/conversations.jsonl" for s in SPLITS}
-    read = {s: read_jsonl(p) for s, p in paths.items()}
+    read = {s: read_conversations(p) for s, p in paths.items()}
     assert all(read[s] and all(c["split"] == s for c in read[s]) for s in SPLITS)
     train_keys = {split_key(c) for c in read["train"]}
     assert not train_keys & {split_key(c) for c in read["val"] + read["test"]}

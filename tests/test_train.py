@@ -8,21 +8,16 @@ import torch
 from transformers import AutoTokenizer, LogitsProcessorList
 
 from assistant.llm import chat_prompt, load_base, tiny_model_like
+from assistant.model_dir import assistant_target, load_finetuned, read_model_record, untie_output_rows
+from assistant.examples import IGNORE, build_examples, collate
 from assistant.train import (
-    IGNORE,
     STATE_FILE,
     TrainConfig,
     _lora_config,
     add_replay_states,
-    assistant_target,
-    build_examples,
-    collate,
     frozen_layer_count,
-    load_finetuned,
-    read_model_record,
     target_loss,
     train,
-    untie_output_rows,
 )
 from index.track import MODALITIES
 from tokenizer.blocks import parse_reply

@@ -1,0 +1,122 @@
+"""The ``conversations.jsonl`` format: read, write and validate it, where a model keeps its splits,
+and which tracks count as already played.
+
+One conversation a line::
+
+    {"id": "c1", "turns": [
+      {"role": "user", "content": "something calm with piano"},
+      {"role": "assistant", "content": "Try this one.", "tracks": ["id-of-the-track"]}]}
+
+Only assistant turns carry ``tracks``. The synthesizer, the trainer, the evaluation and the
+benches all read and write it through this module.
+"""
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+
+ROLES: tuple[str, ...] = ("system", "user", "assistant")
+SPLITS: tuple[str, ...] = ("train", "val", "test")
+CONVERSATIONS_DIR = "conversations"  # inside a model directory: CONVERSATIONS_DIR/SPLIT/conversations.jsonl
+
+
+class ConversationFormatError(ValueError):
+    """A conversation or a ``conversations.jsonl`` line does not follow the format."""
+
+
+def conversations_path(model_dir: str | Path, split: str) -> Path:
+    """Where a model directory keeps the conversations of one split (``SPLITS``)."""
+    if split not in SPLITS:
+        raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
+    return Path(model_dir) / CONVERSATIONS_DIR / split / "conversations.jsonl"
+
+
+def played_tracks(history: Sequence[dict]) -> list[str]:
+    """The tracks the assistant turns of ``history`` recommended, in order, each once.
+
+    They count as played: neither the chat nor any system in the evaluation offers them again.
+    """
+    return list(dict.fromkeys(t for turn in history if turn.get("role") == "assistant"
+                              for t in turn.get("tracks", [])))
+
+
+def validate_conversation(conv: object) -> None:
+    """Raise ConversationFormatError unless ``conv`` follows the conversations.jsonl format."""
+    if not isinstance(conv, dict):
+        raise ConversationFormatError(f"a conversation must be a JSON object, got {type(conv).__name__}")
+    if not isinstance(conv.get("id"), str) or not conv["id"]:
+        raise ConversationFormatError('a conversation needs a non-empty string "id"')
+    turns = conv.get("turns")
+    if not isinstance(turns, list) or not turns:
+        raise ConversationFormatError(f'conversation {conv["id"]!r}: "turns" must be a non-empty list')
+    for i, turn in enumerate(turns):
+        where = f'conversation {conv["id"]!r}, turn {i}'
+        if not isinstance(turn, dict):
+            raise ConversationFormatError(f"{where}: a turn must be an object")
+        if turn.get("role") not in ROLES:
+            raise ConversationFormatError(f"{where}: role must be one of {ROLES}, got {turn.get('role')!r}")
+        if not isinstance(turn.get("content"), str):
+            raise ConversationFormatError(f'{where}: "content" must be a string')
+        if "tracks" in turn:
+            if turn["role"] != "assistant":
+                raise ConversationFormatError(f'{where}: only assistant turns carry "tracks"')
+            tr = turn["tracks"]
+            if not isinstance(tr, list) or not all(isinstance(x, str) and x for x in tr):
+                raise ConversationFormatError(f'{where}: "tracks" must be a list of non-empty track id strings')
+
+
+def write_conversations(conversations: Iterable[dict], path: str | os.PathLike) -> Path:
+    """Validate and write conversations, one JSON object a line; the file appears whole or not at all."""
+    path = Path(path)
+    convs = list(conversations)
+    seen: set[str] = set()
+    for conv in convs:
+        validate_conversation(conv)
+        if conv["id"] in seen:
+            raise ConversationFormatError(f"duplicate conversation id {conv['id']!r}")
+        seen.add(conv["id"])
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "w", encoding="utf-8") as f:
+        for conv in convs:
+            f.write(json.dumps(conv, ensure_ascii=False) + "\n")
+    os.replace(tmp, path)
+    return path
+
+
+def read_conversations(path: str | os.PathLike) -> list[dict]:
+    """Read and validate a conversations.jsonl file.
+
+    Raises
+    ------
+    FileNotFoundError
+        If the file does not exist.
+    ConversationFormatError
+        On the first bad line, naming the file and the line number.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"no conversations file at {path}: write one with assistant.synth.write_splits "
+                                f"or pass the path of an existing conversations.jsonl")
+    out: list[dict] = []
+    seen: dict[str, int] = {}
+    with open(path, encoding="utf-8") as f:
+        for n, line in enumerate(f, start=1):
+            if not line.strip():
+                continue
+            try:
+                conv = json.loads(line)
+            except json.JSONDecodeError as e:
+                raise ConversationFormatError(f"{path}:{n}: not valid JSON ({e.msg} at column {e.colno})") from None
+            try:
+                validate_conversation(conv)
+            except ConversationFormatError as e:
+                raise ConversationFormatError(f"{path}:{n}: {e}") from None
+            if conv["id"] in seen:
+                raise ConversationFormatError(
+                    f"{path}:{n}: conversation id {conv['id']!r} already used on line {seen[conv['id']]}")
+            seen[conv["id"]] = n
+            out.append(conv)
+    return out
