@@ -290,6 +290,7 @@ def build_app(assistant: MusicAssistant, *, max_upload_mb: float = DEFAULT_MAX_U
                     "\"more like the first one\"), or attach a song and ask about it.", elem_id="tonearm-header")
         if status is not None:
             status_line = gr.Markdown(status(), elem_id="model-status")
+            demo.load(status, None, status_line, api_visibility="private", show_progress="hidden")  # fresh on open
             gr.Timer(STATUS_POLL_S).tick(status, None, status_line, api_visibility="private", show_progress="hidden")
         with gr.Row(equal_height=False):
             with gr.Column(scale=3, min_width=380):

@@ -512,6 +512,10 @@ class MusicAssistant:
                 continue
             if parse_refinement(sentence).relative:
                 continue  # "it's calmer": the cards state comparisons, measured against the right track
+            if _VOCAL_WORDS.search(low) and not any(has_vocals(t) for t in shown):
+                continue  # "a piece with vocals" over instrumental cards
+            if "instrumental" in low and any(has_vocals(t) for t in shown):
+                continue
             kept.append(sentence.strip())
         return " ".join(kept)
 
@@ -562,6 +566,9 @@ def _derived_tags(t: Track) -> list[str]:
     from index.audio import descriptor_tags
 
     return descriptor_tags(t.descriptors) if t.descriptors else []
+
+
+_VOCAL_WORDS = re.compile(r"\b(vocals?|vocalist|sung|sings?|singer|singing|voices?)\b")
 
 
 def _sentences(text: str) -> list[str]:

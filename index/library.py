@@ -785,7 +785,7 @@ def scan_library(root: str | Path, *, progress: bool = True, log: Callable[[str]
             scan.described.add(tid)
         fields["title"] = fields["title"] or title_from_stem(Path(rel).stem)
         if "unreadable" in tags:
-            reason = f"audio not readable: {tags['unreadable']}; indexed from its text"
+            reason = f"audio not decodable: {tags['unreadable']}; indexed from its text"
             emit(f"text only {rel}: {reason}")
             scan.text_only.append(SkippedFile(rel, reason))
         scan.tracks.append(

@@ -290,3 +290,16 @@ def test_evaluation_scores_every_system_and_the_ablations(dirs, tmp_path):
         assert row["conversations"] == 3 and row["turns"] >= 3
         assert all(0.0 <= row[m] <= 1.0 for m in ("hit@1", "hit@10", "mrr", "ndcg@1", "ndcg@10", "ndcg@20"))
         assert row["hit@1"] <= row["hit@10"]
+
+
+def test_a_claim_about_singing_must_match_the_cards(assistant):
+    from assistant.refine import has_vocals
+
+    reply = assistant.reply(assistant.new_session(), "calm piano")
+    shown = [assistant.index.by_id[c.id] for c in reply.tracks]
+    said = "It's a piece with vocals. It is instrumental."
+    kept = assistant.grounded_sentences(said, reply.tracks)
+    if any(has_vocals(t) for t in shown):
+        assert kept == "It's a piece with vocals."
+    else:
+        assert kept == "It is instrumental."
