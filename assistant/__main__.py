@@ -32,11 +32,15 @@ def cmd_train(args: argparse.Namespace) -> int:
 def cmd_evaluate(args: argparse.Namespace) -> int:
     from .evaluate import format_table, run_evaluation
 
-    results = run_evaluation(args.model, args.index, args.conversations, base=args.base, include_base=not args.no_base,
-                             limit=args.limit, out=args.out, ablations=not args.no_ablations)
+    model = None if args.model.lower() == "none" else args.model
+    results = run_evaluation(model, args.index, args.conversations, base=args.base, include_base=not args.no_base,
+                             limit=args.limit, out=args.out, ablations=not args.no_ablations,
+                             predictions_out=args.predictions)
     print(format_table(results))
     if args.out:
         print(f"JSON written to {args.out}")
+    if args.predictions:
+        print(f"Music-CRS submission JSON written to {args.predictions}")
     return 0
 
 
@@ -122,15 +126,19 @@ def build_parser() -> argparse.ArgumentParser:
     t.set_defaults(func=cmd_train)
 
     e = sub.add_parser("evaluate", help="Hit@k, MRR, nDCG of the assistant and the baselines on conversations.jsonl")
-    e.add_argument("model")
+    e.add_argument("model", help="model directory, or 'none' to score only the rows that need no model "
+                                 "(engine, BM25, dense, popularity, random)")
     e.add_argument("index")
-    e.add_argument("conversations", help="conversations.jsonl (e.g. MODEL/conversations/test/conversations.jsonl)")
+    e.add_argument("conversations", help="conversations.jsonl (e.g. MODEL/conversations/test/conversations.jsonl), "
+                                         "or Music-CRS / TalkPlayData-2 sessions (JSON lines or one JSON array)")
     e.add_argument("--base", default=None, help="base model for the untuned row (default: the one the model was trained from)")
     e.add_argument("--no-base", action="store_true", help="skip the untuned base model row")
     e.add_argument("--no-ablations", action="store_true",
-                   help="skip the rows that score the assistant's retrieval by its block alone and without it")
+                   help="skip the row that scores the assistant's retrieval by its block alone")
     e.add_argument("--limit", type=int, default=None, help="evaluate only the first N conversations")
     e.add_argument("--out", default=None, help="write the JSON report here")
+    e.add_argument("--predictions", default=None, metavar="PATH",
+                   help="write the assistant's turns (the engine's with 'none') as Music-CRS submission JSON")
     e.set_defaults(func=cmd_evaluate)
 
     c = sub.add_parser("chat", help="chat in the terminal")

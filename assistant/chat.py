@@ -276,11 +276,23 @@ class MusicAssistant:
 
     def rank(self, history: Sequence[dict], k: int = N_RANKED) -> list[str]:
         """Stateless ranking for evaluation: ``history`` ends with the user turn to answer."""
+        return self.answer(history, k, with_text=False)[0]
+
+    def answer(self, history: Sequence[dict], k: int = N_RANKED, *, with_text: bool = True) -> tuple[list[str], str]:
+        """Stateless turn for evaluation: the ``k`` ranked track ids and the reply a person would read.
+
+        ``history`` ends with the user turn to answer; the tracks of its assistant turns count as
+        played. The session is not kept.
+        """
         session = Session(history=[dict(t) for t in history[:-1]])
         session.played = played_tracks(history)
-        message = history[-1]["content"]
-        ranked, _, _, _ = self._rank(list(history), session, parse_refinement(message), max(k, CANDIDATES))
-        return [t for t, _ in ranked[:k]]
+        refinement = parse_refinement(history[-1]["content"])
+        ranked, source, generated, _ = self._rank(list(history), session, refinement, max(k, CANDIDATES))
+        ids = [t for t, _ in ranked[:k]]
+        if not with_text:
+            return ids, ""
+        cards = [self._card(t, s, session, refinement) for t, s in ranked[:N_SHOW]]
+        return ids, self._compose(generated, cards, refinement, source)
 
     # ---- retrieval -------------------------------------------------------------------------------
 

@@ -86,37 +86,99 @@ def write_conversations(conversations: Iterable[dict], path: str | os.PathLike) 
     return path
 
 
+def from_music_crs_session(session: object) -> dict:
+    """A Music-CRS / TalkPlayData-2 session as a conversation of this format.
+
+    A session has ``session_id`` (and optionally ``user_id``) and ``conversations``: rows
+    with ``role`` "user", "music" or "assistant", ``content`` (a track id for a music row)
+    and ``turn_number``; within a turn the order is user, music, assistant. Each turn's music
+    rows become the ``tracks`` of its assistant turn, which also keeps ``turn_number``.
+    """
+    if not isinstance(session, dict) or not isinstance(session.get("conversations"), list):
+        raise ConversationFormatError('a Music-CRS session must be an object with a "conversations" list')
+    sid = session.get("session_id")
+    if not isinstance(sid, (str, int)) or isinstance(sid, bool) or str(sid) == "":
+        raise ConversationFormatError('a Music-CRS session needs a "session_id"')
+    turns: dict[int, dict] = {}
+    for i, row in enumerate(session["conversations"]):
+        where = f"session {sid!r}, row {i}"
+        if not isinstance(row, dict) or row.get("role") not in ("user", "music", "assistant"):
+            raise ConversationFormatError(f'{where}: "role" must be user, music or assistant')
+        number = row.get("turn_number")
+        if isinstance(number, bool) or not isinstance(number, int):
+            raise ConversationFormatError(f'{where}: "turn_number" must be an integer')
+        if not isinstance(row.get("content"), str):
+            raise ConversationFormatError(f'{where}: "content" must be a string')
+        turn = turns.setdefault(number, {"user": [], "music": [], "assistant": []})
+        turn[row["role"]].append(row["content"])
+    out = []
+    for number in sorted(turns):
+        turn = turns[number]
+        if turn["user"]:
+            out.append({"role": "user", "content": "\n".join(turn["user"])})
+        if turn["music"] or turn["assistant"]:
+            reply = {"role": "assistant", "content": "\n".join(turn["assistant"]), "turn_number": number}
+            if turn["music"]:
+                reply["tracks"] = list(dict.fromkeys(turn["music"]))
+            out.append(reply)
+    conversation = {"id": str(sid), "turns": out, "format": "music-crs"}
+    if session.get("user_id") is not None:
+        conversation["user_id"] = str(session["user_id"])
+    validate_conversation(conversation)
+    return conversation
+
+
+def _parse_conversation(obj: object) -> dict:
+    """A conversation of this format, or a Music-CRS session converted to one; validated."""
+    if isinstance(obj, dict) and "conversations" in obj and "turns" not in obj:
+        return from_music_crs_session(obj)
+    validate_conversation(obj)
+    return obj
+
+
 def read_conversations(path: str | os.PathLike) -> list[dict]:
-    """Read and validate a conversations.jsonl file.
+    """Read and validate a conversations file: ``conversations.jsonl``, or Music-CRS sessions.
+
+    Music-CRS / TalkPlayData-2 sessions (see :func:`from_music_crs_session`) are read one a
+    line, or as one JSON array of sessions, and converted.
 
     Raises
     ------
     FileNotFoundError
         If the file does not exist.
     ConversationFormatError
-        On the first bad line, naming the file and the line number.
+        On the first bad line or session, naming the file and the line number (or position).
     """
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"no conversations file at {path}: write one with assistant.synth.write_splits "
                                 f"or pass the path of an existing conversations.jsonl")
-    out: list[dict] = []
-    seen: dict[str, int] = {}
-    with open(path, encoding="utf-8") as f:
-        for n, line in enumerate(f, start=1):
+    text = path.read_text(encoding="utf-8-sig")
+    if text.lstrip().startswith("["):  # one JSON array (the Music-CRS data ships its sessions so)
+        try:
+            items = json.loads(text)
+        except json.JSONDecodeError as e:
+            raise ConversationFormatError(f"{path}: not valid JSON ({e.msg} at line {e.lineno})") from None
+        numbered = [(f"item {i}", obj) for i, obj in enumerate(items)]
+    else:
+        numbered = []
+        for n, line in enumerate(text.split("\n"), start=1):
             if not line.strip():
                 continue
             try:
-                conv = json.loads(line)
+                numbered.append((str(n), json.loads(line)))
             except json.JSONDecodeError as e:
                 raise ConversationFormatError(f"{path}:{n}: not valid JSON ({e.msg} at column {e.colno})") from None
-            try:
-                validate_conversation(conv)
-            except ConversationFormatError as e:
-                raise ConversationFormatError(f"{path}:{n}: {e}") from None
-            if conv["id"] in seen:
-                raise ConversationFormatError(
-                    f"{path}:{n}: conversation id {conv['id']!r} already used on line {seen[conv['id']]}")
-            seen[conv["id"]] = n
-            out.append(conv)
+    out: list[dict] = []
+    seen: dict[str, str] = {}
+    for where, obj in numbered:
+        try:
+            conv = _parse_conversation(obj)
+        except ConversationFormatError as e:
+            raise ConversationFormatError(f"{path}:{where}: {e}") from None
+        if conv["id"] in seen:
+            raise ConversationFormatError(
+                f"{path}:{where}: conversation id {conv['id']!r} already used on line {seen[conv['id']]}")
+        seen[conv["id"]] = where
+        out.append(conv)
     return out

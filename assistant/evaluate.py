@@ -1,56 +1,95 @@
 """Offline evaluation with the Music-CRS protocol: every system ranks 20 tracks at every
-assistant turn given the turns before it; Hit@1/10, MRR and nDCG@1/10/20 are averaged over
-turns, then over conversations. The assistant and every baseline are scored in the same run.
+assistant turn given the turns before it (the user turns and the earlier turns' tracks);
+Hit@1/3/10, MRR and nDCG@1/10/20 are averaged over turns, then over conversations, for all
+turns and for each kind of turn (``metrics.turn_kind``). The assistant, the engine without a
+model and every baseline are scored in the same run.
 """
 from __future__ import annotations
 
 import json
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 from tqdm.auto import tqdm
 
 from .conversations import played_tracks
-from .metrics import aggregate, eval_turns, score_turn
+from .metrics import METRIC_KEYS, aggregate, aggregate_by_kind, eval_turns, score_turn, turn_kind
 
 K = 20
-Ranker = Callable[[list[dict], int, set], list[str]]
+# A system: (history, k, played ids) -> ranked ids, or (ranked ids, reply text).
+Ranker = Callable[[list[dict], int, set], "list[str] | tuple[list[str], str]"]
 
 
 @dataclass
 class SystemResult:
+    """One row of the report: the metrics over all turns and per turn kind, and the time a turn took.
+
+    ``predictions`` holds, for systems that write a reply, one Music-CRS submission record per
+    scored turn (``session_id``, ``user_id``, ``turn_number``, ``predicted_track_ids``,
+    ``predicted_response``).
+    """
+
     name: str
     metrics: dict[str, float]
     p50_s: float
     p95_s: float
+    by_kind: dict[str, dict[str, float]] = field(default_factory=dict)
+    predictions: list[dict] = field(default_factory=list)
 
 
 def evaluate_system(name: str, rank: Ranker, conversations: Sequence[dict], *, k: int = K, progress: bool = True) -> SystemResult:
-    per_conversation = []
-    seconds = []
+    """Score one system on every evaluation point of ``conversations``."""
+    per_conversation, predictions, seconds = [], [], []
     for conv in tqdm(conversations, desc=f"eval {name}", disable=not progress, unit="conv"):
-        scores = []
-        for history, relevant in eval_turns(conv):
+        scored = []
+        for n, (history, relevant) in enumerate(eval_turns(conv), start=1):
             t = time.perf_counter()
-            ranked = rank(history, k, set(played_tracks(history)))
+            answer = rank(history, k, set(played_tracks(history)))
             seconds.append(time.perf_counter() - t)
-            scores.append(score_turn(list(dict.fromkeys(ranked))[:k], relevant))
-        per_conversation.append(scores)
-    return SystemResult(name, aggregate(per_conversation), float(np.percentile(seconds, 50)), float(np.percentile(seconds, 95)))
+            ranked, text = answer if isinstance(answer, tuple) else (answer, None)
+            ranked = list(dict.fromkeys(ranked))[:k]
+            scored.append((turn_kind(history), score_turn(ranked, relevant)))
+            if text is not None:
+                turn = conv["turns"][len(history)]
+                predictions.append({"session_id": conv["id"], "user_id": conv.get("user_id", ""),
+                                    "turn_number": turn.get("turn_number", n), "predicted_track_ids": ranked,
+                                    "predicted_response": text})
+        per_conversation.append(scored)
+    metrics = aggregate([[scores for _, scores in conversation] for conversation in per_conversation])
+    return SystemResult(name, metrics, float(np.percentile(seconds, 50)), float(np.percentile(seconds, 95)),
+                        by_kind=aggregate_by_kind(per_conversation), predictions=predictions)
 
 
 def format_table(results: Sequence[SystemResult]) -> str:
-    cols = ["hit@1", "hit@10", "mrr", "ndcg@1", "ndcg@10", "ndcg@20"]
+    """The report as text: one row a system over all turns, then nDCG@10 and hit@3 per turn kind."""
+    cols = list(METRIC_KEYS)
     lines = [f"{'system':<16}" + "".join(f"{c:>9}" for c in cols) + f"{'p50 s':>9}{'p95 s':>9}"]
     for r in results:
         lines.append(f"{r.name:<16}" + "".join(f"{r.metrics[c]:>9.4f}" for c in cols) + f"{r.p50_s:>9.3f}{r.p95_s:>9.3f}")
-    if results:
-        m = results[0].metrics
-        lines.append(f"({int(m['conversations'])} conversations, {int(m['turns'])} scored turns)")
+    if not results:
+        return "\n".join(lines)
+    m = results[0].metrics
+    lines.append(f"({int(m['conversations'])} conversations, {int(m['turns'])} scored turns)")
+    kinds = list(results[0].by_kind)
+    if kinds:
+        lines.append("")
+        lines.append("nDCG@10 / hit@3 by turn kind (turns):")
+        lines.append(f"{'system':<16}" + "".join(f"{kind[:21]:>23}" for kind in kinds))
+        lines.append(f"{'':<16}" + "".join(f"{'(' + str(int(results[0].by_kind[kind]['turns'])) + ')':>23}" for kind in kinds))
+        for r in results:
+            cells = [f"{r.by_kind[kind]['ndcg@10']:.3f} / {r.by_kind[kind]['hit@3']:.3f}" if kind in r.by_kind else "-"
+                     for kind in kinds]
+            lines.append(f"{r.name:<16}" + "".join(f"{c:>23}" for c in cells))
     return "\n".join(lines)
+
+
+def report_rows(results: Sequence[SystemResult]) -> list[dict]:
+    """The JSON report: one row per system of the run, with its counts, times and per-kind metrics."""
+    return [{"system": r.name, **r.metrics, "p50_s": r.p50_s, "p95_s": r.p95_s, "by_kind": r.by_kind}
+            for r in results]
 
 
 def baseline_rankers(index, seed: int = 0) -> dict[str, Ranker]:
@@ -65,18 +104,25 @@ def baseline_rankers(index, seed: int = 0) -> dict[str, Ranker]:
     return {name: (lambda h, k, ex, r=r: r.recommend(h, k=k, exclude=ex)) for name, r in systems.items()}
 
 
-def assistant_ranker(assistant) -> Ranker:
+def assistant_ranker(assistant, *, with_text: bool = False) -> Ranker:
+    if with_text:
+        return lambda history, k, exclude: assistant.answer(history, k=k)
     return lambda history, k, exclude: assistant.rank(history, k=k)
 
 
-def run_evaluation(model_dir: str | Path, index_dir: str | Path, conversations_path: str | Path, *,
+def run_evaluation(model_dir: str | Path | None, index_dir: str | Path, conversations_path: str | Path, *,
                    base: str | None = None, include_base: bool = True, limit: int | None = None,
-                   progress: bool = True, out: str | Path | None = None, ablations: bool = True) -> list[SystemResult]:
-    """Score the fine-tuned assistant, the untuned base model with the same retrieval, and the baselines.
+                   progress: bool = True, out: str | Path | None = None, ablations: bool = True,
+                   predictions_out: str | Path | None = None) -> list[SystemResult]:
+    """Score the fine-tuned assistant, the untuned base model with the same retrieval, the engine
+    without a model, and the baselines, in one run on the same conversations.
 
     With ``ablations`` the assistant's retrieval is also scored with the block alone
-    ("block-only") and with everything but the block ("fusion-no-block"), on the very replies the
-    model generated for the "assistant" row; their times are therefore retrieval only.
+    ("block-only"), on the very replies the model generated for the "assistant" row (its times
+    are therefore retrieval only). The "engine" row is the same fused retrieval with no model at
+    all, so the model's share is the difference between the two rows. ``model_dir=None`` scores
+    the rows that need no model. ``predictions_out`` writes the assistant's (else the engine's)
+    turns as the Music-CRS challenge's submission JSON.
     """
     from index.store import MusicIndex
 
@@ -86,22 +132,29 @@ def run_evaluation(model_dir: str | Path, index_dir: str | Path, conversations_p
     index = MusicIndex.load(index_dir)
     conversations = read_conversations(conversations_path)[:limit]
     results = []
-    tuned = MusicAssistant.load(index_dir, model_dir)
-    replay_generations(tuned)
-    results.append(evaluate_system("assistant", assistant_ranker(tuned), conversations, progress=progress))
-    if ablations:
-        for name, variant in ablation_assistants(tuned).items():
-            results.append(evaluate_system(name, assistant_ranker(variant), conversations, progress=progress))
-    del tuned
-    if include_base:
-        untuned = untuned_assistant(index, base if base is not None else _recorded_base(model_dir))
-        results.append(evaluate_system("base-untuned", assistant_ranker(untuned), conversations, progress=progress))
-        del untuned
+    if model_dir is not None:
+        tuned = MusicAssistant.load(index_dir, model_dir)
+        replay_generations(tuned)
+        results.append(evaluate_system("assistant", assistant_ranker(tuned, with_text=True), conversations,
+                                       progress=progress))
+        if ablations:
+            for name, variant in ablation_assistants(tuned).items():
+                results.append(evaluate_system(name, assistant_ranker(variant), conversations, progress=progress))
+        del tuned
+        if include_base:
+            untuned = untuned_assistant(index, base if base is not None else _recorded_base(model_dir))
+            results.append(evaluate_system("base-untuned", assistant_ranker(untuned), conversations, progress=progress))
+            del untuned
+    engine = MusicAssistant(index, name="engine")
+    results.append(evaluate_system("engine", assistant_ranker(engine, with_text=model_dir is None), conversations,
+                                   progress=progress))
     for name, rank in baseline_rankers(index).items():
         results.append(evaluate_system(name, rank, conversations, progress=progress))
     if out is not None:
-        rows = [{"system": r.name, **r.metrics, "p50_s": r.p50_s, "p95_s": r.p95_s} for r in results]
-        Path(out).write_text(json.dumps(rows, indent=2) + "\n")
+        Path(out).write_text(json.dumps(report_rows(results), indent=2) + "\n")
+    if predictions_out is not None:
+        written = next(r for r in results if r.predictions)
+        Path(predictions_out).write_text(json.dumps(written.predictions, indent=2, ensure_ascii=False) + "\n")
     return results
 
 
@@ -119,7 +172,7 @@ def replay_generations(assistant) -> None:
 
 
 def ablation_assistants(assistant) -> dict:
-    """The assistant's retrieval by the block alone, and fused without the block, same generations."""
+    """The assistant's retrieval by the block alone, on the same generations."""
     from .chat import MusicAssistant
 
     def variant(**kwargs):
@@ -128,8 +181,7 @@ def ablation_assistants(assistant) -> dict:
         v._generate = assistant._generate
         return v
 
-    return {"block-only": variant(text_fusion=False),
-            "fusion-no-block": variant(fusion_weights={**assistant.fusion_weights, "block": 0.0})}
+    return {"block-only": variant(text_fusion=False)}
 
 
 def _recorded_base(model_dir) -> str | None:

@@ -2,8 +2,10 @@
 
 At every assistant turn a system returns a ranked list of track ids given the
 turns before it; the list is scored against that turn's ``tracks`` (binary
-relevance) with Hit@1, Hit@10, MRR and nDCG@1/10/20. Scores are averaged over
-the turns of a conversation, then over conversations.
+relevance) with Hit@1, Hit@3 (the chat shows three tracks), Hit@10, MRR and
+nDCG@1/10/20. Scores are averaged over the turns of a conversation, then over
+conversations; :func:`turn_kind` splits the turns by what they ask, so each kind
+can be averaged the same way on its own.
 
 An empty ranking is a valid (if useless) answer and scores 0. A ranking that
 repeats an id is rejected: a repeated relevant id would be counted twice.
@@ -13,7 +15,10 @@ from __future__ import annotations
 import math
 from typing import Collection, Sequence
 
-METRIC_KEYS: tuple[str, ...] = ("hit@1", "hit@10", "mrr", "ndcg@1", "ndcg@10", "ndcg@20")
+METRIC_KEYS: tuple[str, ...] = ("hit@1", "hit@3", "hit@10", "mrr", "ndcg@1", "ndcg@10", "ndcg@20")
+TURN_KINDS: tuple[str, ...] = ("first request", "relative refinement", "absolute refinement", "more like #n", "other")
+# Relations the conversation synthesizer labels its refining user turns with ("refinement").
+_LIKE_LABELS = {"like first"}
 
 
 def _check_ranked(ranked: Sequence[str]) -> list[str]:
@@ -87,6 +92,7 @@ def score_turn(ranked: Sequence[str], relevant: Collection[str]) -> dict[str, fl
     """All protocol metrics for one turn, keyed as in :data:`METRIC_KEYS`."""
     return {
         "hit@1": hit_at_k(ranked, relevant, 1),
+        "hit@3": hit_at_k(ranked, relevant, 3),
         "hit@10": hit_at_k(ranked, relevant, 10),
         "mrr": reciprocal_rank(ranked, relevant),
         "ndcg@1": ndcg_at_k(ranked, relevant, 1),
@@ -153,4 +159,52 @@ def eval_turns(conversation: dict) -> list[tuple[list[dict], list[str]]]:
             if isinstance(tracks, str) or not all(isinstance(x, str) for x in tracks):
                 raise ValueError(f"conversation {conversation.get('id')!r}, turn {i}: tracks must be a list of ids")
             out.append((list(turns[:i]), list(tracks)))
+    return out
+
+
+def turn_kind(history: Sequence[dict]) -> str:
+    """What the last user turn of ``history`` asks, one of :data:`TURN_KINDS`.
+
+    "first request": no user turn before it. "more like #n": it points at an earlier track
+    ("more like the first one"). "relative refinement": it asks a change against what was
+    played ("faster", "no vocals", "same artist"). "absolute refinement": a later request by
+    facts alone ("in D minor", "around 120 BPM", "from the 1990s"). "other": any other
+    later request. A turn's own ``"refinement"`` label (written by the synthesizer) decides
+    when present; otherwise its words are read with the chat's own refinement parser.
+    """
+    from .refine import parse_refinement
+
+    users = [t for t in history if isinstance(t, dict) and t.get("role") == "user"]
+    if not users:
+        raise ValueError("history has no user turn to classify")
+    last = users[-1]
+    if len(users) == 1:
+        return "first request"
+    label = last.get("refinement")
+    if isinstance(label, str) and label:
+        return "more like #n" if label in _LIKE_LABELS else "relative refinement"
+    asked = parse_refinement(str(last.get("content", "")))
+    if asked.reference is not None:
+        return "more like #n"
+    if asked.is_relative:
+        return "relative refinement"
+    if asked:
+        return "absolute refinement"
+    return "other"
+
+
+def aggregate_by_kind(per_conversation: Sequence[Sequence[tuple[str, dict[str, float]]]]) -> dict[str, dict[str, float]]:
+    """:func:`aggregate` for each turn kind on its own, over the conversations that have that kind.
+
+    ``per_conversation`` holds, per conversation, (kind, turn scores) pairs. Kinds with no
+    turn are left out.
+    """
+    out = {}
+    for kind in TURN_KINDS:
+        turns = [[scores for k, scores in conversation if k == kind] for conversation in per_conversation]
+        if any(turns):
+            out[kind] = aggregate(turns)
+    unknown = {k for conversation in per_conversation for k, _ in conversation} - set(TURN_KINDS)
+    if unknown:
+        raise ValueError(f"unknown turn kinds {sorted(unknown)}; expected {TURN_KINDS}")
     return out

@@ -25,7 +25,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from assistant.chat import FUSION_WEIGHTS, Generation, MusicAssistant  # noqa: E402
+from assistant.chat import MusicAssistant  # noqa: E402
 from assistant.metrics import aggregate, eval_turns, score_turn  # noqa: E402
 from assistant.refine import parse_refinement, reference_track, satisfies  # noqa: E402
 from assistant.conversations import conversations_path, played_tracks, read_conversations  # noqa: E402
@@ -62,10 +62,8 @@ def main(argv: list[str] | None = None) -> int:
     conversations = read_conversations(args.conversations)
     if not any(c.get("playlist") for c in conversations):
         print("note: no conversation names its playlist; the playlist oracle knows nothing here", file=sys.stderr)
-    # The engine's own turn with the block's weight at zero: word match, session and request facts.
-    engine = MusicAssistant(index, fusion_weights={**FUSION_WEIGHTS, "block": 0.0})
-    engine.model = True  # stands in for a model; its generation is replaced by an empty block
-    engine._generate = lambda history: Generation("", dict(index.empty_codes), [])
+    # The engine's own turn without a model: word match, session and request facts.
+    engine = MusicAssistant(index)
 
     def engine_no_model(index, history, relevant, conversation):
         return engine.rank(history, k=K)

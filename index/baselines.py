@@ -5,7 +5,9 @@ a conversation so far, rank ``k`` track ids. The evaluator passes the tracks
 already played in ``exclude``; every recommender leaves them out.
 
 The text baselines query with the user turns of the history, most recent
-first (so that a truncating encoder keeps the latest request). When the
+first (so that a truncating encoder keeps the latest request), then the
+title, artist and tags of the tracks the earlier turns played: the same
+history the assistant ranks from. When the
 query gives nothing to rank by (no words the catalog knows, or fewer hits than
 ``k``), the list is completed in popularity order, so every system returns a
 full ranking and is scored on equal terms.
@@ -108,21 +110,25 @@ class BM25Recommender:
         For the popularity order that completes short rankings; None uses ``track.playlists``.
     include_assistant : bool
         Add the assistant's earlier replies to the query.
+    with_played : bool
+        Add the earlier turns' tracks (title, artist, tags) to the query, so the baseline sees
+        the same history as the assistant does.
     """
 
     name = "bm25"
 
     def __init__(self, tracks: list[Track], playlists: dict[str, list[str]] | None = None,
-                 include_assistant: bool = False):
+                 include_assistant: bool = False, with_played: bool = True):
         if not tracks:
             raise ValueError("BM25Recommender needs at least one track")
         self.lexical = LexicalIndex(tracks)
         self.include_assistant = include_assistant
+        self.catalog = {t.id: t for t in tracks} if with_played else None
         self.fallback = popularity_order(tracks, playlists)
 
     def recommend(self, history: list[dict], k: int = 20, exclude: Iterable[str] = ()) -> list[str]:
         k, exclude = _check_k(k), set(exclude)
-        query = history_query(history, self.include_assistant)
+        query = history_query(history, self.include_assistant, self.catalog)
         matched = self.lexical.search(query, k=len(self.lexical.ids), exclude=exclude)
         return _fill([tid for tid, _ in matched], self.fallback, k, exclude)
 
@@ -138,20 +144,23 @@ class DenseRecommender:
         completes short rankings and answers an empty query.
     include_assistant : bool
         Add the assistant's earlier replies to the query.
+    with_played : bool
+        Add the earlier turns' tracks (title, artist, tags) to the query.
     """
 
     name = "dense-minilm"
 
-    def __init__(self, music_index, include_assistant: bool = False):
+    def __init__(self, music_index, include_assistant: bool = False, with_played: bool = True):
         if not callable(getattr(music_index, "search_text", None)):
             raise ValueError("DenseRecommender needs an index with a search_text(query, k, exclude) method")
         self.index = music_index
         self.include_assistant = include_assistant
         tracks = getattr(music_index, "tracks", None) or []
+        self.catalog = {t.id: t for t in tracks} if with_played else None
         self.fallback = popularity_order(tracks, getattr(music_index, "playlists", None)) if tracks else []
 
     def recommend(self, history: list[dict], k: int = 20, exclude: Iterable[str] = ()) -> list[str]:
         k, exclude = _check_k(k), set(exclude)
-        query = history_query(history, self.include_assistant)
+        query = history_query(history, self.include_assistant, self.catalog)
         hits = self.index.search_text(query, k=k, exclude=exclude) if query else []
         return _fill([tid for tid, _ in hits], self.fallback, k, exclude)

@@ -7,7 +7,7 @@ BM25 baseline ranks by it alone. Both query with the user turns, most recent fir
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 
 import bm25s
 import numpy as np
@@ -35,15 +35,27 @@ def track_text(track: Track) -> str:
     return ". ".join(p.strip() for p in parts if p and p.strip())
 
 
-def history_query(history: list[dict], include_assistant: bool = False) -> str:
+def played_track_text(track: Track) -> str:
+    """What a query says of a track heard earlier: "Title by Artist: tag, tag, tag"."""
+    by = f" by {track.artist}" if track.artist else ""
+    tags = f": {', '.join(track.tags[:6])}" if track.tags else ""
+    return f"{track.title or track.id}{by}{tags}"
+
+
+def history_query(history: list[dict], include_assistant: bool = False,
+                  catalog: Mapping[str, Track] | None = None) -> str:
     """The query text for a conversation so far: its user turns, most recent first.
 
     Parameters
     ----------
     history : list of dict
-        Turns with "role" and "content".
+        Turns with "role" and "content" (assistant turns may list their "tracks").
     include_assistant : bool
         Also use the assistant's text (it names what was played, which helps "more like that").
+    catalog : mapping of id to Track, optional
+        When given, the tracks the assistant turns named follow the user turns, most recent
+        first, as :func:`played_track_text` (the Music-CRS BM25 baseline queries so); ids not
+        in the catalog are skipped.
     """
     if not isinstance(history, list):
         raise ValueError(f"history must be a list of turn dicts, got {type(history).__name__}")
@@ -54,7 +66,12 @@ def history_query(history: list[dict], include_assistant: bool = False) -> str:
             raise ValueError(f"history turn {i} must be a dict with a string 'content'")
         if turn.get("role") in roles and turn["content"].strip():
             texts.append(turn["content"].strip())
-    return "\n".join(reversed(texts))
+    played = []
+    if catalog is not None:
+        for turn in history:
+            if turn.get("role") == "assistant":
+                played += [played_track_text(catalog[t]) for t in turn.get("tracks", []) if t in catalog]
+    return "\n".join(list(reversed(texts)) + list(reversed(played)))
 
 
 def _normalise_keys(text: str) -> str:

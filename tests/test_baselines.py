@@ -149,3 +149,20 @@ def test_all_baselines_follow_the_protocol(tracks, bm25):
     for r in recs:
         with pytest.raises(ValueError):
             r.recommend(ask("x"), k=0)
+
+
+def test_text_baselines_see_the_tracks_played_before(tracks):
+    from index.lexical import history_query
+
+    catalog = {t.id: t for t in tracks}
+    first = tracks[0]
+    history = [{"role": "user", "content": "something calm"},
+               {"role": "assistant", "content": "Here.", "tracks": [first.id, "not-in-catalog"]},
+               {"role": "user", "content": "more like that"}]
+    query = history_query(history, catalog=catalog)
+    assert query.split("\n")[:2] == ["more like that", "something calm"]
+    assert query.split("\n")[2].startswith(first.title)
+    fake = FakeIndex(tracks, PLAYLISTS, hits=[])
+    DenseRecommender(fake).recommend(history, k=3)
+    DenseRecommender(fake, with_played=False).recommend(history, k=3)
+    assert [q for q, _, _ in fake.queries] == [query, "more like that\nsomething calm"]

@@ -280,16 +280,45 @@ def test_evaluation_scores_every_system_and_the_ablations(dirs, tmp_path):
     index = MusicIndex.load(index_dir)
     conversations = write_conversations(synthesize_conversations(index.tracks, index.playlists, seed=1, progress=False),
                                 tmp_path / "conversations.jsonl")
-    out = tmp_path / "report.json"
-    results = run_evaluation(model_dir, index_dir, conversations, limit=3, progress=False, out=out)
+    out, predictions = tmp_path / "report.json", tmp_path / "submission.json"
+    results = run_evaluation(model_dir, index_dir, conversations, limit=3, progress=False, out=out,
+                             predictions_out=predictions)
     names = [r.name for r in results]
-    assert names == ["assistant", "block-only", "fusion-no-block", "base-untuned", "random", "popularity", "bm25", "dense"]
+    assert names == ["assistant", "block-only", "base-untuned", "engine", "random", "popularity", "bm25", "dense"]
     rows = json.loads(out.read_text())
     assert [r["system"] for r in rows] == names
     for row in rows:
         assert row["conversations"] == 3 and row["turns"] >= 3
-        assert all(0.0 <= row[m] <= 1.0 for m in ("hit@1", "hit@10", "mrr", "ndcg@1", "ndcg@10", "ndcg@20"))
-        assert row["hit@1"] <= row["hit@10"]
+        assert all(0.0 <= row[m] <= 1.0 for m in ("hit@1", "hit@3", "hit@10", "mrr", "ndcg@1", "ndcg@10", "ndcg@20"))
+        assert row["hit@1"] <= row["hit@3"] <= row["hit@10"]
+        assert sum(kind["turns"] for kind in row["by_kind"].values()) == row["turns"]
+    submitted = json.loads(predictions.read_text())
+    assert len(submitted) == rows[0]["turns"]
+    assert {"session_id", "user_id", "turn_number", "predicted_track_ids", "predicted_response"} <= set(submitted[0])
+    assert all(len(p["predicted_track_ids"]) <= 20 and p["predicted_response"] for p in submitted)
+
+
+def test_every_system_ranks_from_the_same_history(dirs, monkeypatch):
+    """Each system is handed the same turns (user words and earlier tracks) and the same played set."""
+    import assistant.evaluate as evaluate
+    from index.store import MusicIndex
+
+    index = MusicIndex.load(dirs[0])
+    conversation = {"id": "c", "turns": [
+        {"role": "user", "content": "calm piano"}, {"role": "assistant", "content": "", "tracks": [index.tracks[0].id]},
+        {"role": "user", "content": "faster"}, {"role": "assistant", "content": "", "tracks": [index.tracks[1].id]}]}
+    seen: dict[str, list] = {}
+
+    def spy(name, rank):
+        return lambda history, k, played: seen.setdefault(name, []).append((history, played)) or rank(history, k, played)
+
+    systems = {name: spy(name, rank) for name, rank in evaluate.baseline_rankers(index).items()}
+    systems["engine"] = spy("engine", evaluate.assistant_ranker(MusicAssistant(index)))
+    for name, rank in systems.items():
+        evaluate.evaluate_system(name, rank, [conversation], progress=False)
+    first = seen["engine"]
+    assert [played for _, played in first] == [set(), {index.tracks[0].id}]
+    assert all(calls == first for calls in seen.values())
 
 
 def test_a_claim_about_singing_must_match_the_cards(assistant):

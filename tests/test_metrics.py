@@ -56,7 +56,7 @@ def test_empty_ranking_scores_zero():
 def test_score_turn_values():
     ranked = [f"t{i}" for i in range(30)]
     s = score_turn(ranked, {"t4"})  # rank 5
-    assert s == pytest.approx({"hit@1": 0.0, "hit@10": 1.0, "mrr": 0.2, "ndcg@1": 0.0,
+    assert s == pytest.approx({"hit@1": 0.0, "hit@3": 0.0, "hit@10": 1.0, "mrr": 0.2, "ndcg@1": 0.0,
                                "ndcg@10": 1 / math.log2(6), "ndcg@20": 1 / math.log2(6)})
     s = score_turn(ranked, {"t14"})  # rank 15: outside 10, inside 20
     assert s["hit@10"] == 0.0 and s["ndcg@10"] == 0.0
@@ -119,3 +119,35 @@ def test_eval_turns_validates():
         eval_turns({"id": "c"})
     with pytest.raises(ValueError):
         eval_turns({"id": "c", "turns": [{"role": "assistant", "content": "", "tracks": "t1"}]})
+
+
+def test_hit_at_3_counts_what_the_chat_shows():
+    ranked = ["a", "b", "c", "d"]
+    assert score_turn(ranked, {"c"})["hit@3"] == 1.0
+    assert score_turn(ranked, {"d"})["hit@3"] == 0.0
+
+
+def test_turn_kinds_and_their_own_averages():
+    from assistant.metrics import aggregate_by_kind, turn_kind
+
+    def user(text, **extra):
+        return {"role": "user", "content": text, **extra}
+
+    played = {"role": "assistant", "content": "Here.", "tracks": ["t1"]}
+    assert turn_kind([user("calm piano")]) == "first request"
+    assert turn_kind([user("calm piano"), played, user("Something faster.")]) == "relative refinement"
+    assert turn_kind([user("calm piano"), played, user("no vocals this time")]) == "relative refinement"
+    assert turn_kind([user("calm piano"), played, user("more like the first one")]) == "more like #n"
+    assert turn_kind([user("calm piano"), played, user("Go back.", refinement="like first")]) == "more like #n"
+    assert turn_kind([user("calm piano"), played, user("Tone it down.", refinement="calmer")]) == "relative refinement"
+    assert turn_kind([user("calm piano"), played, user("something in D minor")]) == "absolute refinement"
+    assert turn_kind([user("calm piano"), played, user("now some jazz")]) == "other"
+    with pytest.raises(ValueError, match="no user turn"):
+        turn_kind([played])
+
+    one, zero = ({k: v for k in METRIC_KEYS} for v in (1.0, 0.0))
+    by_kind = aggregate_by_kind([[("first request", one), ("relative refinement", zero)],
+                                 [("first request", zero)]])
+    assert set(by_kind) == {"first request", "relative refinement"}
+    assert by_kind["first request"]["hit@3"] == 0.5 and by_kind["first request"]["conversations"] == 2
+    assert by_kind["relative refinement"]["hit@3"] == 0.0 and by_kind["relative refinement"]["turns"] == 1
