@@ -1,10 +1,20 @@
 """From an index to a trained model directory, and the demo set-up that `make demo` runs."""
 from __future__ import annotations
 
+import atexit
+import os
+import re
+import subprocess
+import sys
+import threading
+import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from .conversations import CONVERSATIONS_DIR, conversations_path, read_conversations
-from .train import TrainConfig, TrainReport
+
+if TYPE_CHECKING:  # the app imports this module; only training itself loads the trainer
+    from .train import TrainConfig, TrainReport
 
 
 def train_on_index(index_dir: str | Path, out: str | Path, *, base: str | None = None,
@@ -15,7 +25,7 @@ def train_on_index(index_dir: str | Path, out: str | Path, *, base: str | None =
     from tokenizer.vocab import MusicVocab
 
     from .synth import write_splits
-    from .train import train
+    from .train import TrainConfig, train
 
     index = MusicIndex.load(index_dir)
     out = Path(out)
@@ -75,13 +85,6 @@ class BackgroundTraining:
         self._started = 0.0
 
     def start(self) -> "BackgroundTraining":
-        import atexit
-        import os
-        import subprocess
-        import sys
-        import threading
-        import time
-
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         log_file = open(self.log_path, "ab")
         env = {**os.environ, "PYTHONUNBUFFERED": "1", "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
@@ -113,8 +116,6 @@ class BackgroundTraining:
 
     def progress(self) -> str:
         """The trainer's own last progress line ("fine-tuning: 40%|... 48/121"), shortened; "" if none yet."""
-        import re
-
         try:
             with open(self.log_path, "rb") as f:
                 f.seek(max(0, f.seek(0, 2) - 4096))
@@ -125,8 +126,6 @@ class BackgroundTraining:
         return f"{found[-1][0]} {found[-1][1]}%" if found else ""
 
     def status(self) -> str:
-        import time
-
         if self.state == "training":
             minutes = (time.monotonic() - self._started) / 60
             where = self.progress()
@@ -143,8 +142,6 @@ class BackgroundTraining:
 
     def wait(self, timeout: float | None = None) -> str:
         """Wait for the outcome ("ready" or "failed"; the current state on a timeout) and return it."""
-        import time
-
         deadline = None if timeout is None else time.monotonic() + timeout
         while self.state in ("training", "loading") and (deadline is None or time.monotonic() < deadline):
             time.sleep(0.2)
