@@ -35,7 +35,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     model = None if args.model.lower() == "none" else args.model
     results = run_evaluation(model, args.index, args.conversations, base=args.base, include_base=not args.no_base,
                              limit=args.limit, out=args.out, ablations=not args.no_ablations,
-                             predictions_out=args.predictions)
+                             predictions_out=args.predictions, live=not args.no_live)
     print(format_table(results))
     if args.out:
         print(f"JSON written to {args.out}")
@@ -135,6 +135,8 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--no-base", action="store_true", help="skip the untuned base model row")
     e.add_argument("--no-ablations", action="store_true",
                    help="skip the row that scores the assistant's retrieval by its block alone")
+    e.add_argument("--no-live", action="store_true",
+                   help="skip the live replay that measures refinement-following (it regenerates the assistant's turns)")
     e.add_argument("--limit", type=int, default=None, help="evaluate only the first N conversations")
     e.add_argument("--out", default=None, help="write the JSON report here")
     e.add_argument("--predictions", default=None, metavar="PATH",

@@ -38,6 +38,7 @@ class SystemResult:
     p95_s: float
     by_kind: dict[str, dict[str, float]] = field(default_factory=dict)
     predictions: list[dict] = field(default_factory=list)
+    following: dict | None = None  # refinement_following() in the live replay, when it was run
 
 
 def evaluate_system(name: str, rank: Ranker, conversations: Sequence[dict], *, k: int = K, progress: bool = True) -> SystemResult:
@@ -63,6 +64,53 @@ def evaluate_system(name: str, rank: Ranker, conversations: Sequence[dict], *, k
                         by_kind=aggregate_by_kind(per_conversation), predictions=predictions)
 
 
+N_SHOWN = 3  # the tracks the chat shows a person
+
+
+def refinement_following(rank: Ranker, conversations: Sequence[dict], tracks_by_id, *, k: int = K,
+                         progress: bool = True, name: str = "") -> dict:
+    """How often the tracks a system shows move the way a relative request asks, in a live replay.
+
+    Each conversation is replayed with the system's own picks: its user turns are kept, and
+    every assistant turn becomes the ``N_SHOWN`` tracks the system itself ranked first. At
+    each user turn labelled with a relation (the synthesizer's ``"refinement"``: "faster",
+    "darker", "same artist", "like first", ...), every shown track is checked against the
+    first track the system showed in the turn before (and, for "like first", the first one
+    of the session), by the measured descriptors with the margins the synthesizer uses.
+
+    Returns
+    -------
+    dict
+        ``rate`` (mean share of shown tracks that satisfy the relation, per turn), ``turns``
+        (the turns checked) and ``by_relation`` (relation -> rate).
+    """
+    from .synth import REFINEMENTS
+
+    shares: dict[str, list[float]] = {}
+    for conv in tqdm(conversations, desc=f"live replay {name}", disable=not progress, unit="conv"):
+        live: list[dict] = []
+        first_shown = previous_shown = None
+        for turn in conv["turns"]:
+            if turn.get("role") != "user":
+                continue
+            live.append(dict(turn))
+            answer = rank(live, k, set(played_tracks(live)))
+            ranked, text = answer if isinstance(answer, tuple) else (answer, "")
+            shown = [t for t in dict.fromkeys(ranked) if t in tracks_by_id][:N_SHOWN]
+            relation = REFINEMENTS.get(turn.get("refinement") or "")
+            if relation is not None and previous_shown and shown:
+                before, first = tracks_by_id[previous_shown[0]], tracks_by_id[first_shown[0]]
+                moved = [relation.holds(before, tracks_by_id[t], first) for t in shown]
+                shares.setdefault(relation.name, []).append(sum(moved) / len(moved))
+            live.append({"role": "assistant", "content": text or "", "tracks": shown})
+            if shown:
+                previous_shown = shown
+                first_shown = first_shown or shown
+    every = [s for values in shares.values() for s in values]
+    return {"rate": sum(every) / len(every) if every else float("nan"), "turns": len(every),
+            "by_relation": {r: sum(v) / len(v) for r, v in sorted(shares.items())}}
+
+
 def format_table(results: Sequence[SystemResult]) -> str:
     """The report as text: one row a system over all turns, then nDCG@10 and hit@3 per turn kind."""
     cols = list(METRIC_KEYS)
@@ -83,13 +131,20 @@ def format_table(results: Sequence[SystemResult]) -> str:
             cells = [f"{r.by_kind[kind]['ndcg@10']:.3f} / {r.by_kind[kind]['hit@3']:.3f}" if kind in r.by_kind else "-"
                      for kind in kinds]
             lines.append(f"{r.name:<16}" + "".join(f"{c:>23}" for c in cells))
+    followed = [r for r in results if r.following]
+    if followed:
+        lines.append("")
+        lines.append(f"refinement-following in the live replay (share of the {N_SHOWN} shown tracks that move the "
+                     f"asked way; {followed[0].following['turns']} relative turns):")
+        for r in followed:
+            lines.append(f"{r.name:<16}{r.following['rate']:>9.3f}")
     return "\n".join(lines)
 
 
 def report_rows(results: Sequence[SystemResult]) -> list[dict]:
     """The JSON report: one row per system of the run, with its counts, times and per-kind metrics."""
-    return [{"system": r.name, **r.metrics, "p50_s": r.p50_s, "p95_s": r.p95_s, "by_kind": r.by_kind}
-            for r in results]
+    return [{"system": r.name, **r.metrics, "p50_s": r.p50_s, "p95_s": r.p95_s, "by_kind": r.by_kind,
+             "refinement_following": r.following} for r in results]
 
 
 def baseline_rankers(index, seed: int = 0) -> dict[str, Ranker]:
@@ -113,7 +168,7 @@ def assistant_ranker(assistant, *, with_text: bool = False) -> Ranker:
 def run_evaluation(model_dir: str | Path | None, index_dir: str | Path, conversations_path: str | Path, *,
                    base: str | None = None, include_base: bool = True, limit: int | None = None,
                    progress: bool = True, out: str | Path | None = None, ablations: bool = True,
-                   predictions_out: str | Path | None = None) -> list[SystemResult]:
+                   predictions_out: str | Path | None = None, live: bool = True) -> list[SystemResult]:
     """Score the fine-tuned assistant, the untuned base model with the same retrieval, the engine
     without a model, and the baselines, in one run on the same conversations.
 
@@ -122,7 +177,9 @@ def run_evaluation(model_dir: str | Path | None, index_dir: str | Path, conversa
     are therefore retrieval only). The "engine" row is the same fused retrieval with no model at
     all, so the model's share is the difference between the two rows. ``model_dir=None`` scores
     the rows that need no model. ``predictions_out`` writes the assistant's (else the engine's)
-    turns as the Music-CRS challenge's submission JSON.
+    turns as the Music-CRS challenge's submission JSON. With ``live``, the assistant, the engine,
+    BM25 and dense are also replayed on their own picks to measure ``refinement_following``
+    (the assistant's replay generates again, about as long as its scored pass).
     """
     from index.store import MusicIndex
 
@@ -137,6 +194,9 @@ def run_evaluation(model_dir: str | Path | None, index_dir: str | Path, conversa
         replay_generations(tuned)
         results.append(evaluate_system("assistant", assistant_ranker(tuned, with_text=True), conversations,
                                        progress=progress))
+        if live:
+            results[-1].following = refinement_following(assistant_ranker(tuned), conversations, index.by_id,
+                                                         progress=progress, name="assistant")
         if ablations:
             for name, variant in ablation_assistants(tuned).items():
                 results.append(evaluate_system(name, assistant_ranker(variant), conversations, progress=progress))
@@ -146,10 +206,12 @@ def run_evaluation(model_dir: str | Path | None, index_dir: str | Path, conversa
             results.append(evaluate_system("base-untuned", assistant_ranker(untuned), conversations, progress=progress))
             del untuned
     engine = MusicAssistant(index, name="engine")
-    results.append(evaluate_system("engine", assistant_ranker(engine, with_text=model_dir is None), conversations,
-                                   progress=progress))
-    for name, rank in baseline_rankers(index).items():
+    systems = {"engine": assistant_ranker(engine, with_text=model_dir is None), **baseline_rankers(index)}
+    for name, rank in systems.items():
         results.append(evaluate_system(name, rank, conversations, progress=progress))
+        if live and name in ("engine", "bm25", "dense"):
+            results[-1].following = refinement_following(rank, conversations, index.by_id, progress=progress,
+                                                         name=name)
     if out is not None:
         Path(out).write_text(json.dumps(report_rows(results), indent=2) + "\n")
     if predictions_out is not None:

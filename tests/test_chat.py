@@ -271,6 +271,7 @@ def test_bad_uploads_get_a_message_and_the_session_goes_on(assistant, tmp_path):
 
 def test_evaluation_scores_every_system_and_the_ablations(dirs, tmp_path):
     from assistant.evaluate import run_evaluation
+    from assistant.synth import REFINEMENTS as REFINEMENT_NAMES
     from assistant.conversations import write_conversations
     from assistant.synth import synthesize_conversations
 
@@ -292,6 +293,10 @@ def test_evaluation_scores_every_system_and_the_ablations(dirs, tmp_path):
         assert all(0.0 <= row[m] <= 1.0 for m in ("hit@1", "hit@3", "hit@10", "mrr", "ndcg@1", "ndcg@10", "ndcg@20"))
         assert row["hit@1"] <= row["hit@3"] <= row["hit@10"]
         assert sum(kind["turns"] for kind in row["by_kind"].values()) == row["turns"]
+        followed = row["refinement_following"]
+        assert (followed is not None) == (row["system"] in ("assistant", "engine", "bm25", "dense"))
+        if followed and followed["turns"]:
+            assert 0.0 <= followed["rate"] <= 1.0 and set(followed["by_relation"]) <= set(REFINEMENT_NAMES)
     submitted = json.loads(predictions.read_text())
     assert len(submitted) == rows[0]["turns"]
     assert {"session_id", "user_id", "turn_number", "predicted_track_ids", "predicted_response"} <= set(submitted[0])

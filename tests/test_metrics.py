@@ -151,3 +151,26 @@ def test_turn_kinds_and_their_own_averages():
     assert set(by_kind) == {"first request", "relative refinement"}
     assert by_kind["first request"]["hit@3"] == 0.5 and by_kind["first request"]["conversations"] == 2
     assert by_kind["relative refinement"]["hit@3"] == 0.0 and by_kind["relative refinement"]["turns"] == 1
+
+
+def test_refinement_following_checks_the_shown_tracks_against_the_systems_own_pick():
+    from assistant.evaluate import refinement_following
+    from index.track import Track
+
+    tracks = {f"t{bpm}": Track(id=f"t{bpm}", title=f"At {bpm}", descriptors={"tempo_bpm": float(bpm)})
+              for bpm in (80, 100, 120, 140, 150)}
+    conversation = {"id": "c", "turns": [
+        {"role": "user", "content": "something calm"},
+        {"role": "assistant", "content": "", "tracks": ["t80"]},  # the dataset's pick: replaced by the system's
+        {"role": "user", "content": "Something faster.", "refinement": "faster"},
+        {"role": "assistant", "content": "", "tracks": ["t150"]}]}
+    seen = []
+
+    def scripted(history, k, played):
+        seen.append((len(history), set(played)))
+        return ["t100", "t80"] if len(history) == 1 else ["t140", "t120", "t80", "t150"]
+
+    result = refinement_following(scripted, [conversation], tracks, progress=False)
+    # Against t100, the system's own first pick: 140 and 120 are faster by the 8 % margin, 80 is not.
+    assert result == {"rate": pytest.approx(2 / 3), "turns": 1, "by_relation": {"faster": pytest.approx(2 / 3)}}
+    assert seen == [(1, set()), (3, {"t100", "t80"})]
