@@ -406,7 +406,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         epilog="Without --index, the demo catalog and model are used (built on first run, which takes a while).")
     p.add_argument("--index", type=Path, help="index directory (from `python -m index build`)")
     p.add_argument("--model", type=Path, help="fine-tuned model directory for that index (needs --index)")
-    p.add_argument("--no-model", action="store_true", help="no language model: answer with dense text retrieval")
+    p.add_argument("--no-model", action="store_true",
+                   help="no language model: answer with the catalog's search (word match, session, request facts)")
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default: %(default)s, this machine only)")
     p.add_argument("--port", type=int, default=7860, help="port (default: %(default)s)")
     p.add_argument("--concurrency", type=int, default=DEFAULT_CONCURRENCY,

@@ -146,7 +146,7 @@ def build_parser() -> argparse.ArgumentParser:
     c = sub.add_parser("chat", help="chat in the terminal")
     c.add_argument("--index", default=None, help="index directory (default: the demo catalog, built if missing)")
     c.add_argument("--model", default=None, help="model directory (default: the demo model)")
-    c.add_argument("--no-model", action="store_true", help="no language model: text retrieval only")
+    c.add_argument("--no-model", action="store_true", help="no language model: the catalog's search alone")
     c.set_defaults(func=cmd_chat)
     return p
 
