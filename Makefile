@@ -11,7 +11,7 @@ export TOKENIZERS_PARALLELISM := false
 .PHONY: install demo test test-fast bench browser-deps clean-demo help
 
 help:
-	@echo "make demo   - install into .venv, build the demo catalog and model if missing, open the chat"
+	@echo "make demo   - install into .venv, build the demo catalog if missing, open the chat (a missing model trains in the background)"
 	@echo "make test   - install into .venv and run the test suite"
 	@echo "make bench  - run the benchmarks under bench/"
 
