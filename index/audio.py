@@ -99,16 +99,20 @@ def _head(path: Path) -> bytes:
         return b""
 
 
-def _ffmpeg_only(path: Path) -> bool:
-    """True for containers libsndfile never reads (mp4/m4a, asf/wma, matroska/webm): decode them with FFmpeg."""
-    head = _head(path)
+def _is_ffmpeg_container(head: bytes) -> bool:
+    """True for containers libsndfile never reads (mp4/m4a, asf/wma, matroska/webm), by their first bytes."""
     return head[4:8] == b"ftyp" or head[:4] in (b"\x30\x26\xb2\x75", b"\x1a\x45\xdf\xa3")
+
+
+def _ffmpeg_only(path: Path) -> bool:
+    """Whether to decode ``path`` with FFmpeg straight away."""
+    return _is_ffmpeg_container(_head(path))
 
 
 def _looks_like_audio(path: Path) -> bool:
     """True when the first bytes carry a known audio container signature."""
     head = _head(path)
-    if _ffmpeg_only(path):
+    if _is_ffmpeg_container(head):
         return True
     if head[:4] in (b"RIFF", b"fLaC", b"OggS", b"FORM", b"ID3\x03", b"ID3\x04", b"ID3\x02") or head[:3] == b"ID3":
         return True

@@ -592,20 +592,24 @@ def read_xspf(path: Path) -> tuple[str | None, list[list[str]]]:
 # --------------------------------------------------------------------------- albums as playlists
 
 
+def _metadata_file_key(entry: dict[str, Any]) -> str:
+    """A ``metadata.jsonl`` line's ``file`` as the scan keys paths: POSIX, normalised, NFC ("" if outside)."""
+    return _nfc(_normalize_rel(entry["file"].replace("\\", "/")) or "")
+
+
 def album_playlists(tracks: Iterable[Track], path_of: dict[str, str]) -> tuple[dict[str, list[str]], str]:
     """Stand-in playlists for a library without playlist files: its albums, else its folders.
 
     Tracks sharing an album tag (compared case-insensitively) form one list, in path order;
     tracks with no album are grouped by the folder that holds their file. Groups of a single
-    track say nothing about co-occurrence and are left out.
+    track say nothing about co-occurrence and are left out. ``path_of`` maps a track id to the
+    relative path of its file.
 
     Returns
     -------
     (dict, str)
         Name -> ordered track ids, and which stand-in was used ("albums", "folders",
         "albums and folders", or "none").
-
-    ``path_of`` maps a track id to the relative path of its file.
     """
     groups: dict[tuple[str, str], list[str]] = {}
     names: dict[tuple[str, str], str] = {}
@@ -706,9 +710,9 @@ def scan_library(root: str | Path, *, progress: bool = True, log: Callable[[str]
 
     # 2. metadata.jsonl: attach each line to its audio file, or keep it as a text-only track.
     entries = _read_metadata_lines(metadata_path, skip) if metadata_path.is_file() else []
-    described_unreadable = {_nfc(_normalize_rel(e["file"].replace("\\", "/")) or "") for _, e in entries if "file" in e}
+    named_files = {_metadata_file_key(e) for _, e in entries if "file" in e}
     for rel, reason in unreadable.items():
-        if _nfc(rel) in described_unreadable:
+        if _nfc(rel) in named_files:
             embedded[rel] = {**_NO_TAGS, "duration_s": None, "unreadable": reason}  # kept, from its text
         else:
             skip(rel, reason)
@@ -730,7 +734,7 @@ def scan_library(root: str | Path, *, progress: bool = True, log: Callable[[str]
 
     # Lines naming a kept file go first, so a line naming its duplicate never displaces them.
     def names_kept_file(item: tuple[int, dict[str, Any]]) -> bool:
-        return "file" not in item[1] or _nfc(_normalize_rel(item[1]["file"].replace("\\", "/")) or "") in kept_by_nfc
+        return "file" not in item[1] or _metadata_file_key(item[1]) in kept_by_nfc
 
     for number, entry in sorted(entries, key=lambda item: (not names_kept_file(item), item[0])):
         where = f"{METADATA_FILE}:{number}"
