@@ -7,6 +7,7 @@ model and every baseline are scored in the same run.
 from __future__ import annotations
 
 import json
+import sys
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -188,6 +189,12 @@ def run_evaluation(model_dir: str | Path | None, index_dir: str | Path, conversa
 
     index = MusicIndex.load(index_dir)
     conversations = read_conversations(conversations_path)[:limit]
+    leaked = playlists_in_index(conversations, index)
+    if leaked:
+        print(f"warning: {leaked['conversations']} of {len(conversations)} conversations walk playlists the index "
+              f"was built from (e.g. {leaked['names'][0]!r}), so every system that uses the index is scored on "
+              "data it learned from and the figures are optimistic. Score the val or test conversations that "
+              "`assistant train` writes: they walk the playlists the index holds out.", file=sys.stderr)
     results = []
     if model_dir is not None:
         tuned = MusicAssistant.load(index_dir, model_dir)
@@ -218,6 +225,13 @@ def run_evaluation(model_dir: str | Path | None, index_dir: str | Path, conversa
         written = next(r for r in results if r.predictions)
         Path(predictions_out).write_text(json.dumps(written.predictions, indent=2, ensure_ascii=False) + "\n")
     return results
+
+
+def playlists_in_index(conversations: Sequence[dict], index) -> dict:
+    """The conversations that walk a playlist the index learned from: {"conversations": n, "names": [...]},
+    or {} when there are none (conversations that name no playlist cannot be checked)."""
+    names = [c["playlist"] for c in conversations if c.get("playlist") and c["playlist"] in index.playlists]
+    return {"conversations": len(names), "names": sorted(set(names))} if names else {}
 
 
 def replay_generations(assistant) -> None:

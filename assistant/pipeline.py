@@ -19,8 +19,9 @@ if TYPE_CHECKING:  # the app imports this module; only training itself loads the
 
 def train_on_index(index_dir: str | Path, out: str | Path, *, base: str | None = None,
                    config: TrainConfig | None = None, seed: int = 0, progress: bool = True) -> TrainReport:
-    """Synthesize conversations from the catalog (split by playlist), write them into
-    ``out/conversations/{train,val,test}/conversations.jsonl`` and fine-tune on train/val."""
+    """Synthesize conversations from the catalog, write them into
+    ``out/conversations/{train,val,test,test-phrasing}/conversations.jsonl`` and fine-tune on
+    train/val. Val and test walk the playlists the index holds out (``synth.write_splits``)."""
     from index.store import MusicIndex
     from tokenizer.vocab import MusicVocab
 
@@ -30,7 +31,8 @@ def train_on_index(index_dir: str | Path, out: str | Path, *, base: str | None =
     index = MusicIndex.load(index_dir)
     out = Path(out)
     if not conversations_path(out, "train").is_file():
-        write_splits(index.tracks, index.playlists, out / CONVERSATIONS_DIR, seed=seed)
+        write_splits(index.tracks, index.playlists, out / CONVERSATIONS_DIR,
+                     heldout_playlists=index.heldout_playlists, seed=seed)
     train_convs = read_conversations(conversations_path(out, "train"))
     val_convs = read_conversations(conversations_path(out, "val"))
     return train(base, train_convs, val_convs, index.track_codes, MusicVocab.from_manifest(index.manifest), out,

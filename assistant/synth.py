@@ -17,10 +17,12 @@ session about a track in no playlist) and, after splitting, ``"split"``. User
 turns that refine carry ``"refinement"`` (the relation's name, see
 :data:`REFINEMENTS`) so the data can be audited.
 
-Splits are made on playlist names: no playlist behind a val or test session
-appears behind a train session. ``write_splits`` writes
-``OUT/train/conversations.jsonl``, ``OUT/val/conversations.jsonl`` and
-``OUT/test/conversations.jsonl``.
+Val and test sessions walk the playlists that the index holds out (``index.holdout``), so
+nothing learned from the index or from training sessions comes from them; ``write_splits``
+writes ``OUT/{train,val,test}/conversations.jsonl``. User turns are written from templates
+(:class:`Wording`): training uses :data:`TRAINING_WORDING` only, and
+``OUT/test-phrasing/conversations.jsonl`` repeats the test sessions in
+:data:`HELD_OUT_WORDING`, words no training conversation uses.
 """
 from __future__ import annotations
 
@@ -29,6 +31,7 @@ import os
 import random
 import re
 from collections import Counter
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Sequence
 
@@ -339,13 +342,80 @@ REFINEMENTS: dict[str, Refinement] = {r.name: r for r in [
 
 # --------------------------------------------------------------------------- wording
 
-_OPENERS = [
-    "Play {x}.", "Can you find {x}?", "I'm in the mood for {x}.", "Looking for {x}.", "Recommend {x}, please.",
-    "Got {x}?", "Put on {x}.", "I want to hear {x}.", "Could you play {x}?", "Any suggestions for {x}?",
-    "I'd love {x} right now.", "Find me {x}.",
-]
-_GREETINGS = ["Hi! ", "Hey! ", "Hello. ", "Hi there! "]
-_NOUNS = ["track", "piece", "tune"]
+@dataclass(frozen=True)
+class Wording:
+    """The templates user turns are written with. Two families exist: :data:`TRAINING_WORDING`,
+    which every training conversation uses, and :data:`HELD_OUT_WORDING`, which none does, so a
+    test set written with it measures understanding of new words rather than recall of these.
+
+    Placeholders: ``{x}`` a request phrase ("something calm"), ``{what}`` a phrase naming the artist,
+    ``{artist}``, ``{title}``, ``{by}`` (" by Artist" or ""), ``{snippet}`` a lyric line, ``{word}`` a
+    lyric word, ``{m}`` a fact after a noun ("in a minor key").
+    """
+
+    openers: tuple[str, ...]
+    greetings: tuple[str, ...]
+    nouns: tuple[str, ...]
+    terse_endings: tuple[str, ...]
+    artist_asks: tuple[str, ...]
+    title_asks: tuple[str, ...]
+    lyric_line_asks: tuple[str, ...]
+    lyric_word_asks: tuple[str, ...]
+    extras: tuple[str, ...]
+    refinements: dict[str, tuple[str, ...]]
+
+
+TRAINING_WORDING = Wording(
+    openers=("Play {x}.", "Can you find {x}?", "I'm in the mood for {x}.", "Looking for {x}.", "Recommend {x}, please.",
+             "Got {x}?", "Put on {x}.", "I want to hear {x}.", "Could you play {x}?", "Any suggestions for {x}?",
+             "I'd love {x} right now.", "Find me {x}."),
+    greetings=("Hi! ", "Hey! ", "Hello. ", "Hi there! "),
+    nouns=("track", "piece", "tune"),
+    terse_endings=("", ", please", "?"),
+    artist_asks=("Play {what}.", "Anything by {artist}?", "I'd like to hear {what}.", "Do you have {what}?"),
+    title_asks=('Can you play "{title}"{by}?', 'Play "{title}"{by}.', 'I\'m looking for "{title}"{by}.'),
+    lyric_line_asks=('The one that goes "{snippet}".', 'Find the song with the line "{snippet}".',
+                     'What\'s the song with the words "{snippet}"?'),
+    lyric_word_asks=("A song that mentions {word}.", 'Something with "{word}" in the lyrics.',
+                     "I want lyrics that mention {word}.", 'Play a song where they sing the word "{word}".'),
+    extras=("Ideally {m}.", "Maybe {m}?", "Preferably {m}."),
+    refinements={name: tuple(r.asks) for name, r in REFINEMENTS.items()},
+)
+
+# Written once, before any model was scored on it; never used to train.
+HELD_OUT_WORDING = Wording(
+    openers=("Queue up {x}.", "I need {x} right now.", "Let's hear {x}.", "Please suggest {x}.", "Could I get {x}?",
+             "Show me {x}.", "I'm after {x}.", "Any chance of {x}?"),
+    greetings=("Good evening. ", "Hiya! ", "Morning! "),
+    nouns=("number", "recording", "composition"),
+    terse_endings=(", thanks", " - anything?", " if you have it"),
+    artist_asks=("Queue up {what}.", "I'm after {what}.", "What do you have from {artist}?", "Is there {what} in here?"),
+    title_asks=('Is "{title}"{by} in the catalog?', 'Put "{title}"{by} on for me.', 'I want "{title}"{by}.'),
+    lyric_line_asks=('Which track has the lyric "{snippet}"?', 'I remember a line: "{snippet}". Which song is it?',
+                     'There is a song that sings "{snippet}"; do you have it?'),
+    lyric_word_asks=("A song about {word}.", "Lyrics about {word}, please.", "Something whose words are about {word}."),
+    extras=("If possible {m}.", "Bonus points if it's {m}.", "Something {m} would be nice."),
+    refinements={
+        "faster": ("Speed things up a bit.", "Could the next one be quicker?", "Something with a higher tempo.",
+                   "Up the pace, please."),
+        "slower": ("Take the tempo down a notch.", "Could the next one be less rushed?", "Something at a lower tempo.",
+                   "Ease off the pace, please."),
+        "brighter": ("Something with a lighter, brighter tone.", "More treble and shine, please.",
+                     "Could the next one sound less murky?"),
+        "darker": ("Something moodier and darker in tone.", "A gloomier sound, please.",
+                   "Could the next one sound less shiny?"),
+        "calmer": ("Something more laid-back.", "Could we bring the energy down?", "Gentler, please."),
+        "more energetic": ("Something livelier.", "Pump it up a little.", "Could the next one be punchier?"),
+        "with vocals": ("Now a track where someone sings.", "Something with a singer, please.",
+                        "Could the next one have a vocal part?"),
+        "without vocals": ("Now a track nobody sings on.", "Just instruments this time.",
+                           "Could the next one be purely instrumental?"),
+        "same artist": ("Stay with {artist} for another.", "Is there more from {artist}?", "Same artist again, please."),
+        "other artist": ("Not {artist} this time.", "Let's hear a different band or composer.", "Anyone besides {artist}?"),
+        "like first": ("Back toward the very first track, please.", "Closer to what you played at the start.",
+                       "Return to the feel of the opening track."),
+    },
+)
 
 
 def _article(word: str) -> str:
@@ -374,7 +444,8 @@ def _pick_facts(facts: list[Fact], n: int, rng: random.Random) -> list[Fact]:
     return out
 
 
-def phrase_facts(facts: list[Fact], rng: random.Random, shape: str | None = None) -> tuple[str, str]:
+def phrase_facts(facts: list[Fact], rng: random.Random, shape: str | None = None,
+                 wording: Wording = TRAINING_WORDING) -> tuple[str, str]:
     """Turn facts into a request phrase: "something calm in D major", "a fast, orchestral piece", ...
 
     Parameters
@@ -401,23 +472,24 @@ def phrase_facts(facts: list[Fact], rng: random.Random, shape: str | None = None
         (adjs if use_adj else mods).append(f.adj if use_adj else f.mod)
     tail = (" " + _join(mods, ", ") if len(mods) > 2 else " " + " ".join(mods)) if mods else ""
     if shape == "noun":
-        head = (", ".join(adjs) + " " if adjs else "") + rng.choice(_NOUNS)
+        head = (", ".join(adjs) + " " if adjs else "") + rng.choice(wording.nouns)
         return f"{_article(head)} {head}{tail}", shape
     return ("something " + _join(adjs) if adjs else "something") + tail, "something"
 
 
-def _sentence(phrase: str, shape: str, rng: random.Random, first: bool) -> str:
-    greet = rng.choice(_GREETINGS) if first and rng.random() < 0.2 else ""
+def _sentence(phrase: str, shape: str, rng: random.Random, first: bool, wording: Wording) -> str:
+    greet = rng.choice(wording.greetings) if first and rng.random() < 0.2 else ""
     if shape == "terse":
-        text = phrase + rng.choice(["", ", please", "?"])  # typed like a search box
+        text = phrase + rng.choice(wording.terse_endings)  # typed like a search box
     else:
-        text = rng.choice(_OPENERS).format(x=phrase)
+        text = rng.choice(wording.openers).format(x=phrase)
     text = greet + text
     return text[0].upper() + text[1:]
 
 
-def compose_request(track: Track, rng: random.Random, *, first: bool = False) -> tuple[str, str]:
-    """A plain user request for ``track`` (no reference to earlier turns).
+def compose_request(track: Track, rng: random.Random, *, first: bool = False,
+                    wording: Wording = TRAINING_WORDING) -> tuple[str, str]:
+    """A plain user request for ``track`` (no reference to earlier turns), in ``wording``'s templates.
 
     Returns
     -------
@@ -428,36 +500,32 @@ def compose_request(track: Track, rng: random.Random, *, first: bool = False) ->
     roll = rng.random()
     if roll < 0.08 and track.artist.strip():
         extra = _pick_facts(facts, 1, rng) if rng.random() < 0.5 else []
-        what = phrase_facts(extra, rng, shape="something")[0] + f" by {track.artist}"
-        text = rng.choice([f"Play {what}.", f"Anything by {track.artist}?", f"I'd like to hear {what}.",
-                           f"Do you have {what}?"])
+        what = phrase_facts(extra, rng, shape="something", wording=wording)[0] + f" by {track.artist}"
+        text = rng.choice(wording.artist_asks).format(what=what, artist=track.artist)
         return _sentence_case(text), "artist"
     if roll < 0.11 and track.title.strip():
         by = f" by {track.artist}" if track.artist.strip() and rng.random() < 0.6 else ""
-        text = rng.choice([f'Can you play "{track.title}"{by}?', f'Play "{track.title}"{by}.',
-                           f'I\'m looking for "{track.title}"{by}.'])
+        text = rng.choice(wording.title_asks).format(title=track.title, by=by)
         return text, "title"
     if roll < 0.24 and track.lyrics.strip():
         snippet = lyric_snippet(track, rng) if rng.random() < 0.5 else None
         themes = lyric_theme_words(track)[:3]
         if snippet:
-            text = rng.choice([f'The one that goes "{snippet}".', f'Find the song with the line "{snippet}".',
-                               f'What\'s the song with the words "{snippet}"?'])
+            text = rng.choice(wording.lyric_line_asks).format(snippet=snippet)
             return text, "lyrics"
         if themes:
             word = rng.choice(themes)
-            text = rng.choice([f"A song that mentions {word}.", f"Something with \"{word}\" in the lyrics.",
-                               f"I want lyrics that mention {word}.",
-                               f"Play a song where they sing the word \"{word}\"."])
+            text = rng.choice(wording.lyric_word_asks).format(word=word)
             return text, "lyrics"
     if not facts:  # nothing measured or tagged: metadata is all there is
         if track.artist.strip():
-            return f"Play something by {track.artist}.", "artist"
-        return f'Can you play "{track.title or track.id}"?', "title"
+            what = f"something by {track.artist}"
+            return wording.artist_asks[0].format(what=what, artist=track.artist), "artist"
+        return wording.title_asks[0].format(title=track.title or track.id, by=""), "title"
     n = rng.choices([1, 2, 3, 4], weights=[35, 35, 20, 10])[0]
     chosen = _pick_facts(facts, n, rng)
-    phrase, shape = phrase_facts(chosen, rng)
-    return _sentence(phrase, shape, rng, first), "facts"
+    phrase, shape = phrase_facts(chosen, rng, wording=wording)
+    return _sentence(phrase, shape, rng, first, wording), "facts"
 
 
 def _sentence_case(text: str) -> str:
@@ -469,16 +537,16 @@ _REFINED_KINDS = {"faster": {"tempo", "bpm"}, "slower": {"tempo", "bpm"}, "brigh
                   "with vocals": {"vocals"}, "without vocals": {"vocals"}}
 
 
-def compose_refinement(kind: str, previous: Track, target: Track, rng: random.Random) -> str:
+def compose_refinement(kind: str, previous: Track, target: Track, rng: random.Random,
+                       wording: Wording = TRAINING_WORDING) -> str:
     """User text for the relation ``kind``, sometimes with one more true fact about ``target``."""
-    ref = REFINEMENTS[kind]
-    text = rng.choice(ref.asks).format(artist=previous.artist or "them")
+    text = rng.choice(wording.refinements[kind]).format(artist=previous.artist or "them")
     if rng.random() < 0.3:
         # one more fact about the target, never on the refined dimension ("darker, and bright" would confuse)
         skip = _REFINED_KINDS.get(kind, set())
         extra = _pick_facts([f for f in track_facts(target, rng) if f.mod and f.kind not in skip], 1, rng)
         if extra:
-            text += " " + rng.choice(["Ideally {m}.", "Maybe {m}?", "Preferably {m}."]).format(m=extra[0].mod)
+            text += " " + rng.choice(wording.extras).format(m=extra[0].mod)
     return text
 
 
@@ -686,18 +754,70 @@ def split_by_playlist(conversations: list[dict], *, val: float = 0.1, test: floa
     return {s: [{**c, "split": s} for c in sorted(convs, key=lambda c: c["id"])] for s, convs in out.items()}
 
 
-def write_splits(tracks: list[Track], playlists: dict[str, list[str]], out_dir: str | os.PathLike,
-                 seed: int = 0, **synth_options) -> dict[str, Path]:
-    """Synthesize, split by playlist and write ``OUT/{train,val,test}/conversations.jsonl``.
+def reword_conversation(conversation: dict, tracks_by_id: dict[str, Track], wording: Wording,
+                        seed: int = 0) -> dict:
+    """The same session with every user turn written anew in ``wording``: the same targets, the
+    same relations ("faster", "same artist") and the same assistant turns, other words."""
+    rng = random.Random(f"{seed}:{conversation['id']}")
+    turns = conversation["turns"]
+    out: list[dict] = []
+    played: list[Track] = []
+    for i, turn in enumerate(turns):
+        if turn["role"] != "user":
+            out.append(dict(turn))
+            played.extend(tracks_by_id[t] for t in turn.get("tracks", []) if t in tracks_by_id)
+            continue
+        answer = next((t for t in turns[i + 1:] if t["role"] == "assistant"), None)
+        target = tracks_by_id.get((answer or {}).get("tracks", [None])[0]) if answer and answer.get("tracks") else None
+        if target is None:
+            out.append(dict(turn))
+        elif turn.get("refinement") and played:
+            out.append({**turn, "content": compose_refinement(turn["refinement"], played[-1], target, rng, wording)})
+        else:
+            out.append({**turn, "content": compose_request(target, rng, first=not played, wording=wording)[0]})
+    return {**conversation, "turns": out}
 
-    Extra keyword arguments go to :func:`synthesize_conversations`.
+
+HELD_OUT_PHRASING = "test-phrasing"  # the test sessions in words training never uses
+
+
+def write_splits(tracks: list[Track], playlists: dict[str, list[str]], out_dir: str | os.PathLike, *,
+                 heldout_playlists: dict[str, dict] | None = None, seed: int = 0,
+                 **synth_options) -> dict[str, Path]:
+    """Synthesize conversations and write ``OUT/{train,val,test,test-phrasing}/conversations.jsonl``.
+
+    With ``heldout_playlists`` (name -> ``{"split": "val"|"test", "tracks": [...]}``, as an index
+    records the playlists it was not built from), training sessions walk ``playlists`` (the
+    index's own) plus one single-turn session for each track in none of them, and val and test
+    sessions walk the held-out playlists only: nothing a system learns from the index or the
+    training conversations comes from a val or test playlist. Without them, all sessions are
+    synthesized and split by playlist name (:func:`split_by_playlist`); their playlists are then
+    inside the index, which flatters any system that uses playlist co-occurrence.
+
+    ``test-phrasing`` holds the test sessions with every user turn rewritten in
+    :data:`HELD_OUT_WORDING` (:func:`reword_conversation`). Extra keyword arguments go to
+    :func:`synthesize_conversations`.
 
     Returns
     -------
     dict
-        Split name -> path of its conversations.jsonl.
+        Set name -> path of its conversations.jsonl.
     """
-    convs = synthesize_conversations(tracks, playlists, seed=seed, **synth_options)
-    splits = split_by_playlist(convs, seed=seed)
+    by_split: dict[str, dict[str, list[str]]] = {"val": {}, "test": {}}
+    for name, held in (heldout_playlists or {}).items():
+        by_split[held["split"]][name] = held["tracks"]
+    if any(by_split.values()):
+        splits = {"train": synthesize_conversations(tracks, playlists, seed=seed, **synth_options)}
+        options = {**synth_options, "single_turn_orphans": False}
+        for n, split in enumerate(("val", "test"), 1):
+            splits[split] = synthesize_conversations(tracks, by_split[split], seed=seed + 1000 * n, **options) \
+                if by_split[split] else []
+        splits = {s: [{**c, "id": f"{s}-{c['id']}", "split": s} for c in convs] for s, convs in splits.items()}
+    else:
+        convs = synthesize_conversations(tracks, playlists, seed=seed, **synth_options)
+        splits = split_by_playlist(convs, seed=seed)
+    by_id = {t.id: t for t in tracks}
+    splits[HELD_OUT_PHRASING] = [{**reword_conversation(c, by_id, HELD_OUT_WORDING, seed), "phrasing": "held-out",
+                                  "id": f"{c['id']}-phrasing"} for c in splits["test"]]
     out_dir = Path(out_dir)
-    return {s: write_conversations(splits[s], out_dir / s / "conversations.jsonl") for s in SPLITS}
+    return {s: write_conversations(convs, out_dir / s / "conversations.jsonl") for s, convs in splits.items()}

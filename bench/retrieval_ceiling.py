@@ -7,7 +7,8 @@ against what the conversations allow:
 - ``codes-oracle``: the engine's retrieval from the true track's own five codes. The most a
   music block can do; what is lost here is lost to the codebooks.
 - ``playlist-oracle``: told the session's source playlist (the conversation's ``"playlist"`` key,
-  which the synthesized conversations carry). Its tracks come first, in BM25 order over the user
+  which the synthesized conversations carry; a held-out playlist is read from the index's record of
+  what it held out). Its tracks come first, in BM25 order over the user
   turns, and the request's facts and refinements ("faster", "in D minor", "no vocals") are then
   checked against the measured descriptors, as the engine checks them.
 - ``bm25`` and ``engine-no-model``: the baseline, and the engine's fusion of word match, session
@@ -43,7 +44,7 @@ def codes_oracle(index: MusicIndex, history: list[dict], relevant: list[str], co
 
 def playlist_oracle(index: MusicIndex, history: list[dict], relevant: list[str], conversation: dict) -> list[str]:
     scores = index.lexical.scores(history_query(history)).astype(np.float64)
-    in_playlist = set(index.playlists.get(conversation.get("playlist") or "", []))
+    in_playlist = set(index.playlist_members(conversation.get("playlist") or ""))
     refinement = parse_refinement(history[-1]["content"])
     reference = index.by_id.get(reference_track(played_tracks(history), refinement) or "")
     bonus = np.array([1000.0 * (t.id in in_playlist) + (100.0 * satisfies(t, reference, refinement) if refinement else 0)
@@ -76,11 +77,11 @@ def main(argv: list[str] | None = None) -> int:
     systems = {"bm25": bm25, "engine-no-model": engine_no_model, "playlist-oracle": playlist_oracle,
                "codes-oracle": codes_oracle}
     print(f"{len(conversations)} conversations from {args.conversations}")
-    print(f"{'system':<18}{'hit@1':>8}{'hit@10':>8}{'mrr':>8}{'ndcg@10':>9}")
+    print(f"{'system':<18}{'hit@1':>8}{'hit@3':>8}{'hit@10':>8}{'mrr':>8}{'ndcg@10':>9}")
     for name, rank in systems.items():
         per = [[score_turn(rank(index, h, rel, c), rel) for h, rel in eval_turns(c)] for c in conversations]
         m = aggregate(per)
-        print(f"{name:<18}{m['hit@1']:>8.3f}{m['hit@10']:>8.3f}{m['mrr']:>8.3f}{m['ndcg@10']:>9.3f}")
+        print(f"{name:<18}{m['hit@1']:>8.3f}{m['hit@3']:>8.3f}{m['hit@10']:>8.3f}{m['mrr']:>8.3f}{m['ndcg@10']:>9.3f}")
     print(f"({int(m['turns'])} scored turns)")
     return 0
 

@@ -20,7 +20,8 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 def cmd_build(args: argparse.Namespace) -> int:
     from .build import build_index
 
-    report = build_index(args.library, args.out, progress=not args.quiet, workers=args.workers)
+    report = build_index(args.library, args.out, progress=not args.quiet, workers=args.workers,
+                         hold_out=args.hold_out)
     print(report.to_text())
     return 0
 
@@ -36,15 +37,34 @@ def cmd_info(args: argparse.Namespace) -> int:
     r = json.loads(report.read_text()) if report.is_file() else {}
     text_only = sum(1 for t in idx.tracks if not t.file)
     print(f"  tracks:   {len(idx.tracks)} ({text_only} text-only)")
-    print(f"  playlists: {len(idx.playlists)} (from {r.get('playlist_source', 'playlist files')})")
+    held = f"; {len(idx.heldout_playlists)} held out for validation and test" if idx.heldout_playlists else ""
+    print(f"  playlists: {len(idx.playlists) + len(idx.heldout_playlists)} "
+          f"(from {r.get('playlist_source', 'playlist files')}{held})")
     for name, members in idx.playlists.items():
         print(f"    - {name}: {len(members)} tracks")
+    if idx.heldout_playlists:
+        print("  held out (nothing in the index is learned from them):")
+        for name, held in idx.heldout_playlists.items():
+            print(f"    - {name}: {len(held['tracks'])} tracks ({held['split']})")
     for mod, enc in m["encoders"].items():
         print(f"  {mod:<9} {enc['name']} ({enc['dim']}-d), codebook {m['codebook_sizes'][mod]} codes, faiss {m['faiss'][mod]}")
     if r:
         print(f"  build:    {r['seconds']:.1f}s, {len(r['skipped'])} skipped file(s), "
               f"{len(r.get('text_only', []))} indexed from text only")
     return 0
+
+
+def hold_out_shares(text: str) -> dict[str, float]:
+    """``--hold-out`` as given: "VAL,TEST" shares, or "0" for none."""
+    try:
+        values = [float(v) for v in text.split(",")]
+    except ValueError:
+        values = []
+    if values == [0.0]:
+        return {}
+    if len(values) != 2 or not all(0.0 <= v < 1.0 for v in values) or sum(values) >= 1.0:
+        raise argparse.ArgumentTypeError(f"expected VAL,TEST shares such as 0.1,0.15 (or 0 for none), got {text!r}")
+    return {"val": values[0], "test": values[1]}
 
 
 def cmd_search(args: argparse.Namespace) -> int:
@@ -83,6 +103,10 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--out", required=True, help="index directory to write (replaced atomically)")
     b.add_argument("--workers", type=int, default=None, help="processes for audio features (default: up to 2)")
     b.add_argument("--quiet", action="store_true", help="no progress bars")
+    b.add_argument("--hold-out", type=hold_out_shares, default=None, metavar="VAL,TEST",
+                   help="shares of playlist entries set aside, whole groups of overlapping playlists at a time, "
+                        "for validation and test conversations; nothing in the index is learned from them "
+                        "(default 0.1,0.15; 0 = use every playlist, and evaluation on them is then optimistic)")
     b.set_defaults(func=cmd_build)
 
     i = sub.add_parser("info", help="describe an index directory")

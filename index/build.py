@@ -19,6 +19,7 @@ from tqdm.auto import tqdm
 
 from .audio import descriptor_tags
 from .codebook import Codebook, fit_codebook
+from .holdout import cooccurrence_overlap, hold_out_playlists
 from .embeddings import (PLAYLIST_DIM, fit_audio_normaliser, normalise_audio,
                          playlist_embedding, text_modalities)
 from .library import LibraryScan, SkippedFile, scan_library
@@ -46,12 +47,14 @@ class BuildReport:
     text_only_tracks: int
     skipped: list[SkippedFile]
     duplicates: int
-    playlists: int
+    playlists: int  # read from the library, held-out ones included
     modalities: dict[str, ModalityReport]
     seconds: float
     stage_seconds: dict[str, float] = field(default_factory=dict)
     playlist_source: str = "none"  # "playlist files", or the albums/folders standing in for them
     text_only: list[SkippedFile] = field(default_factory=list)  # audio files indexed from their text, and why
+    held_out: dict[str, int] = field(default_factory=dict)  # "val"/"test" -> playlists kept out of the index
+    held_out_overlap: dict[str, float] = field(default_factory=dict)  # their co-occurrence also in training
 
     @property
     def tracks_per_second(self) -> float:
@@ -71,6 +74,11 @@ class BuildReport:
             f"  skipped:   {len(self.skipped)} file(s)",
         ]
         lines += [f"    - {s.path}: {s.reason}" for s in self.skipped]
+        if self.held_out:
+            counts = ", ".join(f"{n} {s}" for s, n in self.held_out.items())
+            known = ", ".join(f"{s} {v:.0%}" for s, v in self.held_out_overlap.items())
+            lines.append(f"  held out:  {counts} playlist(s) for honest evaluation: nothing in the index is learned "
+                         f"from them (their track pairs also co-occurring in training playlists: {known or 'none'})")
         if self.text_only:
             lines.append(f"  text only: {len(self.text_only)} audio file(s) could not be decoded; their tracks are indexed from text")
             lines += [f"    - {s.path}: {s.reason}" for s in self.text_only]
@@ -279,8 +287,14 @@ def describe_codes(tracks: Sequence[Track], codes: np.ndarray, playlists: dict[s
 # ---- the build -------------------------------------------------------------------------------
 
 def build_index(library: str | Path, out: str | Path, *, progress: bool = True, workers: int | None = None,
-                log: Callable[[str], None] = print, seed: int = 0) -> BuildReport:
-    """Build the index of a library folder into ``out`` (atomically) and return its report."""
+                log: Callable[[str], None] = print, seed: int = 0,
+                hold_out: dict[str, float] | None = None) -> BuildReport:
+    """Build the index of a library folder into ``out`` (atomically) and return its report.
+
+    ``hold_out`` gives the shares of playlist entries set aside for validation and test
+    (``index.holdout``; default 10 % and 15 %, ``{}`` for none). Held-out playlists are written to
+    ``heldout_playlists.json`` and nothing else in the index is learned from them.
+    """
     t0 = time.perf_counter()
     stages: dict[str, float] = {}
     library = Path(library).expanduser().resolve()
@@ -342,6 +356,13 @@ def build_index(library: str | Path, out: str | Path, *, progress: bool = True, 
     ids = {tr.id for tr in tracks}
     playlists = {name: [i for i in members if i in ids] for name, members in scan.playlists.items()}
     playlists = {name: members for name, members in playlists.items() if members}
+    n_playlists = len(playlists)
+    split_of = hold_out_playlists(playlists, hold_out, seed=seed)
+    held_out = {name: {"split": split_of[name], "tracks": members}
+                for name, members in playlists.items() if split_of[name] != "train"}
+    overlap = cooccurrence_overlap(playlists, split_of)
+    # From here on the index knows only the training playlists.
+    playlists = {name: members for name, members in playlists.items() if split_of[name] == "train"}
     row_of = {tr.id: i for i, tr in enumerate(tracks)}
     content = np.hstack([emb["tags"], emb["metadata"], emb["audio"]])
     emb["playlist"] = playlist_embedding(n, [[row_of[i] for i in m] for m in playlists.values()], content)
@@ -373,13 +394,15 @@ def build_index(library: str | Path, out: str | Path, *, progress: bool = True, 
     }
     report = BuildReport(
         index_dir=str(out), library=str(library), tracks=n, text_only_tracks=int((~has_audio).sum()),
-        skipped=skipped, duplicates=len(scan.duplicates), playlists=len(playlists),
+        skipped=skipped, duplicates=len(scan.duplicates), playlists=n_playlists,
         modalities=modality_reports, seconds=0.0, stage_seconds=stages,
-        playlist_source=scan.playlist_source if playlists else "none", text_only=text_only,
+        playlist_source=scan.playlist_source if n_playlists else "none", text_only=text_only,
+        held_out=dict(Counter(h["split"] for h in held_out.values())), held_out_overlap=overlap,
     )
     payload: dict[str, Any] = {
         "tracks.jsonl": [tr.to_dict() for tr in tracks],
         "playlists.json": playlists,
+        "heldout_playlists.json": held_out,
         "codes.npy": codes,
         "audio_norm.npz": {"mean": mean, "std": std},
         "code_descriptions.json": {m: {str(c): w for c, w in d.items()} for m, d in describe_codes(tracks, codes, playlists, empty_codes).items()},
@@ -405,6 +428,7 @@ def build_index(library: str | Path, out: str | Path, *, progress: bool = True, 
         "codebook_sizes": {m: codebooks[m].size for m in MODALITIES},
         "empty_codes": empty_codes,
         "faiss": {m: index_kind(n) for m in MODALITIES},
+        "held_out_playlists": report.held_out,
     }
     write_index_dir(out, payload, manifest)
     return report

@@ -4,7 +4,8 @@ Layout (all names fixed by ``manifest.json``'s ``files`` table, each with a SHA-
 
     manifest.json          format version, encoders, dims, codebook sizes, track count, checksums
     tracks.jsonl           the track table, one Track a line, in row order
-    playlists.json         playlist name -> track ids
+    playlists.json         playlist name -> track ids (the training playlists: all the index learned from)
+    heldout_playlists.json playlist name -> {"split": "val"|"test", "tracks": [...]}, kept out of everything else
     codes.npy              (N, 5) int64, columns in MODALITIES order
     emb_<modality>.npy     (N, d) float32, L2-normalised rows (zero row = no data)
     codebook_<modality>.npy  (K, d) float32 centroids; code K is the reserved empty code
@@ -122,11 +123,13 @@ class MusicIndex:
     def __init__(self, root: Path, manifest: dict[str, Any], tracks: list[Track], playlists: dict[str, list[str]],
                  embeddings: dict[str, np.ndarray], codes: np.ndarray, centroids: dict[str, np.ndarray],
                  faiss_indexes: dict[str, faiss.Index], audio_norm: tuple[np.ndarray, np.ndarray],
-                 code_descriptions: dict[str, dict[int, str]]):
+                 code_descriptions: dict[str, dict[int, str]],
+                 heldout_playlists: dict[str, dict[str, Any]] | None = None):
         self.root = Path(root)
         self.manifest = manifest
         self.tracks = tracks
         self.playlists = playlists
+        self.heldout_playlists = heldout_playlists or {}
         self.embeddings = embeddings
         self.codes = codes
         self.centroids = centroids
@@ -146,6 +149,8 @@ class MusicIndex:
         try:
             tracks = [Track.from_dict(json.loads(line)) for line in (root / "tracks.jsonl").read_text(encoding="utf-8").splitlines() if line.strip()]
             playlists = json.loads((root / "playlists.json").read_text(encoding="utf-8"))
+            heldout_file = root / "heldout_playlists.json"  # absent in indexes built before held-out playlists
+            heldout = json.loads(heldout_file.read_text(encoding="utf-8")) if heldout_file.is_file() else {}
             codes = np.load(root / "codes.npy")
             embeddings = {m: np.load(root / f"emb_{m}.npy") for m in MODALITIES}
             centroids = {m: np.load(root / f"codebook_{m}.npy") for m in MODALITIES}
@@ -157,7 +162,14 @@ class MusicIndex:
         if len(tracks) != manifest.get("track_count") or codes.shape != (len(tracks), len(MODALITIES)):
             raise IndexLoadError(f"{root}: the track table, codes and manifest disagree on the track count; rebuild the index")
         return cls(root, manifest, tracks, playlists, embeddings, codes, centroids, indexes,
-                   (norm["mean"], norm["std"]), descriptions)
+                   (norm["mean"], norm["std"]), descriptions, heldout)
+
+    def playlist_members(self, name: str) -> list[str]:
+        """A playlist's track ids, whether the index learned from it or holds it out ([] if unknown).
+        For audits and oracles: no ranking may look at held-out playlists."""
+        if name in self.playlists:
+            return list(self.playlists[name])
+        return list(self.heldout_playlists.get(name, {}).get("tracks", []))
 
     # ---- codes -------------------------------------------------------------------------------
 

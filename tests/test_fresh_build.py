@@ -163,6 +163,6 @@ def test_index_info_lists_every_album_playlist(tmp_path):
     out = subprocess.run([sys.executable, "-m", "index", "info", str(tmp_path / "index")], cwd=ROOT,
                          capture_output=True, text=True, timeout=120, env={**os.environ, "HF_HUB_OFFLINE": "1"})
     assert out.returncode == 0, out.stderr
-    assert "playlists: 3 (from playlist files)" in out.stdout
+    assert "playlists: 3 (from playlist files; 2 held out for validation and test)" in out.stdout
     for k in range(3):
         assert f"- album {k}: 2 tracks" in out.stdout

@@ -97,9 +97,11 @@ def test_lexical_search_matches_words_and_honours_exclude(built):
 def test_search_near_played_tracks_stays_in_their_playlists(built):
     _, index_dir, _ = built
     idx = MusicIndex.load(index_dir)
-    played = [t.id for t in idx.tracks if t.album == "Dark Orchestral"][:2]
-    near = idx.search_near(played, k=3, exclude=played)
-    assert [idx.by_id[t].album for t, _ in near][:1] == ["Dark Orchestral"] and not set(played) & {t for t, _ in near}
+    members, other = list(idx.playlists.values())[:2]  # playlists the index learned from
+    played = members[:2]
+    near = [t for t, _ in idx.search_near(played, k=len(idx.tracks), exclude=played)]
+    assert not set(played) & set(near)
+    assert max(near.index(t) for t in members[2:]) < min(near.index(t) for t in other)
     assert idx.search_near(["no-such-track"], k=3) == []
 
 
@@ -260,3 +262,54 @@ def test_cli_build_info_search(built, tmp_path):
     assert r.returncode == 0 and r.stdout.count("Fast Electronic") >= 3
     r = run("info", str(tmp_path / "nowhere"))
     assert r.returncode == 2 and "error:" in r.stderr
+
+
+def test_held_out_playlists_reach_nothing_the_evaluation_uses(built, tmp_path):
+    """Val and test conversations walk playlists that no part of the index was learned from."""
+    from assistant.evaluate import playlists_in_index
+    from assistant.synth import HELD_OUT_PHRASING, write_splits
+    from assistant.conversations import read_conversations
+
+    _, index_dir, report = built
+    idx = MusicIndex.load(index_dir)
+    held = idx.heldout_playlists
+    assert report.held_out == {"val": 1, "test": 1} and {h["split"] for h in held.values()} == {"val", "test"}
+    assert json.loads((index_dir / "manifest.json").read_text())["held_out_playlists"] == report.held_out
+    assert not set(held) & set(idx.playlists) and len(idx.playlists) + len(held) == report.playlists == 4
+    assert all(idx.playlist_members(n) == h["tracks"] for n, h in held.items())
+    for name in held:
+        assert all(name not in t.playlists for t in idx.tracks)
+        assert all(name not in words for codes in idx.code_descriptions().values() for words in codes.values())
+    # The conversations an evaluation scores walk held-out playlists only; training ones never do.
+    read = {s: read_conversations(p) for s, p in write_splits(idx.tracks, idx.playlists, tmp_path,
+                                                              heldout_playlists=held, progress=False).items()}
+    for split in ("val", "test", HELD_OUT_PHRASING):
+        wanted = "test" if split == HELD_OUT_PHRASING else split
+        assert read[split] and all(held[c["playlist"]]["split"] == wanted for c in read[split])
+        assert playlists_in_index(read[split], idx) == {}
+    assert not {c["playlist"] for c in read["train"]} & set(held)
+    assert playlists_in_index(read["train"], idx)["conversations"] > 0
+
+
+def test_only_training_playlists_feed_the_embedding_and_code_descriptions(built, tmp_path, monkeypatch):
+    import index.build as build_module
+
+    lib, index_dir, _ = built
+    seen = {}
+    real_embedding, real_describe = build_module.playlist_embedding, build_module.describe_codes
+
+    def embedding(n, playlists, content, *args, **kwargs):
+        seen["embedding"] = [sorted(m) for m in playlists]
+        return real_embedding(n, playlists, content, *args, **kwargs)
+
+    def describe(tracks, codes, playlists, *args, **kwargs):
+        seen["describe"] = dict(playlists)
+        return real_describe(tracks, codes, playlists, *args, **kwargs)
+
+    monkeypatch.setattr(build_module, "playlist_embedding", embedding)
+    monkeypatch.setattr(build_module, "describe_codes", describe)
+    build_index(lib, tmp_path / "index", progress=False, log=lambda s: None)  # audio features come from the cache
+    idx = MusicIndex.load(tmp_path / "index")
+    assert idx.heldout_playlists.keys() == MusicIndex.load(index_dir).heldout_playlists.keys()
+    assert seen["describe"] == idx.playlists
+    assert seen["embedding"] == [sorted(idx.row_of[i] for i in m) for m in idx.playlists.values()]

@@ -252,8 +252,65 @@ def test_reader_missing_file(tmp_path):
 def test_write_splits(tmp_path, catalog):
     paths = write_splits(*catalog, tmp_path, seed=2, progress=False)
     assert {s: p.relative_to(tmp_path).as_posix() for s, p in paths.items()} == \
-        {s: f"{s}/conversations.jsonl" for s in SPLITS}
+        {s: f"{s}/conversations.jsonl" for s in (*SPLITS, synth.HELD_OUT_PHRASING)}
     read = {s: read_conversations(p) for s, p in paths.items()}
     assert all(read[s] and all(c["split"] == s for c in read[s]) for s in SPLITS)
     train_keys = {split_key(c) for c in read["train"]}
     assert not train_keys & {split_key(c) for c in read["val"] + read["test"]}
+
+
+def test_write_splits_takes_val_and_test_from_held_out_playlists_only(tmp_path, catalog):
+    tracks, playlists = catalog
+    held = {"focus": {"split": "test", "tracks": playlists["focus"]},
+            "road trip": {"split": "val", "tracks": playlists["road trip"]}}
+    in_index = {n: m for n, m in playlists.items() if n not in held}
+    read = {s: read_conversations(p) for s, p in write_splits(tracks, in_index, tmp_path, heldout_playlists=held,
+                                                              seed=0, progress=False).items()}
+    assert {c["playlist"] for c in read["test"]} == {"focus"} and {c["playlist"] for c in read["val"]} == {"road trip"}
+    assert {c["playlist"] for c in read["train"]} == {"evening", "workout", None}
+    # every track the training playlists miss (held-out ones included) is still learned from its own text
+    singles = {targets(c)[0] for c in read["train"] if c["playlist"] is None}
+    assert singles == {t.id for t in tracks} - {i for m in in_index.values() for i in m}
+    ids = [c["id"] for s in read for c in read[s]]
+    assert len(ids) == len(set(ids))
+
+
+def _template_pattern(template: str) -> str:
+    literal = re.split(r"\{\w+\}", template)
+    return ".+".join(re.escape(part) for part in literal)
+
+
+def _held_out_patterns() -> list[re.Pattern]:
+    w = synth.HELD_OUT_WORDING
+    greet = "(?:" + "|".join(re.escape(g) for g in synth.TRAINING_WORDING.greetings + w.greetings) + ")?"
+    extra = "(?: (?:" + "|".join(_template_pattern(e) for e in synth.TRAINING_WORDING.extras + w.extras) + "))?"
+    templates = (list(w.openers) + list(w.artist_asks) + list(w.title_asks) + list(w.lyric_line_asks)
+                 + list(w.lyric_word_asks) + [a for asks in w.refinements.values() for a in asks])
+    patterns = [re.compile(greet + _template_pattern(t) + extra, re.I) for t in templates]
+    patterns += [re.compile(".+" + re.escape(end)) for end in w.terse_endings]
+    return patterns
+
+
+def test_held_out_phrasing_never_reaches_training_and_rewords_the_test_sessions(tmp_path, catalog):
+    paths = write_splits(*catalog, tmp_path, seed=5, progress=False)
+    read = {s: read_conversations(p) for s, p in paths.items()}
+    patterns = _held_out_patterns()
+    training_turns = [t["content"] for s in ("train", "val") for c in read[s] for t in c["turns"] if t["role"] == "user"]
+    assert training_turns and not [u for u in training_turns if any(p.fullmatch(u) for p in patterns)]
+    test, reworded = read["test"], read[synth.HELD_OUT_PHRASING]
+    assert [c["id"] + "-phrasing" for c in test] == [c["id"] for c in reworded]
+    for before, after in zip(test, reworded):
+        assert after["phrasing"] == "held-out" and targets(after) == targets(before)
+        for a, b in zip(before["turns"], after["turns"]):
+            assert a["role"] == b["role"] and a.get("refinement") == b.get("refinement")
+            if a["role"] == "assistant":
+                assert a == b
+            else:
+                assert any(p.fullmatch(b["content"]) for p in patterns), b["content"]
+
+
+def test_held_out_wording_covers_every_relation_with_new_words():
+    held, trained = synth.HELD_OUT_WORDING, synth.TRAINING_WORDING
+    assert set(held.refinements) == set(REFINEMENTS) == set(trained.refinements)
+    for kind, asks in held.refinements.items():
+        assert asks and not set(asks) & set(trained.refinements[kind])

@@ -70,7 +70,8 @@ def build_tiny_assistant(root: Path, steps: int = 4) -> tuple[Path, Path]:
     pipeline (music tokens, LoRA training, constrained generation, retrieval) runs in seconds.
     """
     from assistant.llm import load_tokenizer, tiny_model_like
-    from assistant.synth import split_by_playlist, synthesize_conversations
+    from assistant.conversations import CONVERSATIONS_DIR, read_conversations
+    from assistant.synth import write_splits
     from assistant.train import TrainConfig, train
     from index.build import build_index
     from index.store import MusicIndex
@@ -82,8 +83,9 @@ def build_tiny_assistant(root: Path, steps: int = 4) -> tuple[Path, Path]:
     build_index(lib, index_dir, progress=False, log=lambda s: None)
     index = MusicIndex.load(index_dir)
     tok = load_tokenizer()
-    splits = split_by_playlist(synthesize_conversations(index.tracks, index.playlists, seed=0, progress=False))
-    train(None, splits["train"], splits["val"], index.track_codes, MusicVocab.from_manifest(index.manifest), model_dir,
+    paths = write_splits(index.tracks, index.playlists, model_dir / CONVERSATIONS_DIR,
+                         heldout_playlists=index.heldout_playlists, seed=0, progress=False)
+    train(None, read_conversations(paths["train"]), read_conversations(paths["val"]), index.track_codes, MusicVocab.from_manifest(index.manifest), model_dir,
           code_descriptions=index.code_descriptions(), model=tiny_model_like(tok), tokenizer=tok, progress=False,
           config=TrainConfig(max_steps=steps, seq_len=128, batch_size=4, eval_every=2, time_budget_s=None))
     return index_dir, model_dir
