@@ -111,7 +111,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m assistant", description="Train, evaluate and chat with the music assistant.",
                                 formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
     sub = p.add_subparsers(dest="command", required=True)
-    t = sub.add_parser("train", help="fine-tune the language model on conversations synthesized from an index")
+    t = sub.add_parser("train", help="fine-tune the language model on conversations synthesized from an index "
+                                     "(val and test conversations walk the playlists the index holds out)")
     t.add_argument("index", help="index directory (python -m index build ...)")
     t.add_argument("--out", required=True, help="model directory to write; an unfinished run there is resumed")
     t.add_argument("--base", default=None, help="base model: a local Hugging Face model directory (default: SmolLM2-135M-Instruct)")
@@ -129,8 +130,10 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("model", help="model directory, or 'none' to score only the rows that need no model "
                                  "(engine, BM25, dense, popularity, random)")
     e.add_argument("index")
-    e.add_argument("conversations", help="conversations.jsonl (e.g. MODEL/conversations/test/conversations.jsonl), "
-                                         "or Music-CRS / TalkPlayData-2 sessions (JSON lines or one JSON array)")
+    e.add_argument("conversations", help="conversations.jsonl: MODEL/conversations/val/conversations.jsonl to compare "
+                                         "settings, .../test/ once per model, .../test-phrasing/ for wording no "
+                                         "training conversation uses; or Music-CRS / TalkPlayData-2 sessions "
+                                         "(JSON lines or one JSON array)")
     e.add_argument("--base", default=None, help="base model for the untuned row (default: the one the model was trained from)")
     e.add_argument("--no-base", action="store_true", help="skip the untuned base model row")
     e.add_argument("--no-ablations", action="store_true",
