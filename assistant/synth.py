@@ -768,7 +768,7 @@ def reword_conversation(conversation: dict, tracks_by_id: dict[str, Track], word
             played.extend(tracks_by_id[t] for t in turn.get("tracks", []) if t in tracks_by_id)
             continue
         answer = next((t for t in turns[i + 1:] if t["role"] == "assistant"), None)
-        target = tracks_by_id.get((answer or {}).get("tracks", [None])[0]) if answer and answer.get("tracks") else None
+        target = tracks_by_id.get(answer["tracks"][0]) if answer and answer.get("tracks") else None
         if target is None:
             out.append(dict(turn))
         elif turn.get("refinement") and played:
