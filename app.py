@@ -174,8 +174,9 @@ class ChatController:
                 session: Session | None) -> Iterator[tuple[list[dict], Session, list[TrackCard] | None]]:
         """Yield (chat messages, session, cards) as the reply grows.
 
-        ``cards`` is None until the last step, and stays None when the reply has no tracks (an
-        answer about an upload, say), so the tracks on show remain playable.
+        ``cards`` comes once, as soon as the tracks are chosen and before the words; it is None
+        on every other step, and when the reply has no tracks (an answer about an upload, say),
+        so the tracks on show remain playable.
 
         ``message`` is a MultimodalTextbox value ({"text": ..., "files": [...]}) or plain text.
         """
@@ -198,15 +199,17 @@ class ChatController:
         try:
             final: Reply | None = None
             with self._turn_lock(session):  # released on close too, if the person goes away mid-reply
-                for partial, reply in self.assistant.stream(session, text, upload=upload):
-                    final = reply or final
-                    yield chat + [{"role": "assistant", "content": partial}], session, None
+                for update in self.assistant.stream(session, text, upload=upload):
+                    if update.reply is not None:
+                        final = update.reply
+                        break
+                    yield chat + [{"role": "assistant", "content": update.text or "…"}], session, update.tracks or None
         except Exception:
             log.exception("chat turn failed for message %r (upload %s)", text[:200], upload)
             yield chat + [{"role": "assistant", "content": ERROR_MESSAGE}], session, None
             return
         chat.append({"role": "assistant", "content": final.text if final else ""})
-        yield chat, session, (final.tracks or None) if final else None
+        yield chat, session, None
 
     def feedback(self, track_id: str | None, liked: bool, chat: list[dict] | None,
                  session: Session | None) -> tuple[list[dict], Session, list[TrackCard] | None]:

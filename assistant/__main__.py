@@ -20,12 +20,28 @@ def cmd_train(args: argparse.Namespace) -> int:
     from .pipeline import train_on_index
     from .train import TrainConfig
 
-    config = TrainConfig(max_steps=args.steps, seq_len=args.seq_len, batch_size=args.batch_size,
+    config = TrainConfig(max_steps=args.steps, seq_len=args.seq_len or TrainConfig.seq_len,
+                         code_loss_weight=args.code_loss_weight, batch_size=args.batch_size,
                          time_budget_s=args.minutes * 60 if args.minutes else None,
                          train_layers=args.train_layers or None)
     report = train_on_index(args.index, args.out, base=args.base, config=config, seed=args.seed)
     print(f"trained {report.steps} steps in {report.seconds:.0f}s (seq len {report.seq_len}); "
           f"train loss {report.train_loss:.3f}, validation loss {report.val_loss:.3f}; saved to {args.out}")
+    return 0
+
+
+def cmd_rerank(args: argparse.Namespace) -> int:
+    from index.store import MusicIndex
+
+    from .conversations import conversations_path, read_conversations
+    from .pipeline import fit_reranker_for
+
+    path = args.conversations or conversations_path(args.model, "val")
+    report = fit_reranker_for(args.model, MusicIndex.load(args.index), read_conversations(path), folds=args.folds)
+    print(f"fitted on {report['conversations']} conversations ({report['turns']} turns) from {path}")
+    for name, m in report.get("cross_validated", {}).items():
+        print(f"  {name:<26} nDCG@10 {m['ndcg@10']:.4f}  hit@3 {m['hit@3']:.4f}  ({report['folds']}-fold cross-validated)")
+    print(f"saved to {args.model}/reranker.json")
     return 0
 
 
@@ -96,15 +112,31 @@ def cmd_chat(args: argparse.Namespace) -> int:
                 print("give the number of a card shown in the last reply")
                 continue
             reply = assistant.feedback(session, track_id, liked=(cmd == "/more"))
+            print_cards(reply.tracks)
+            print(f"assistant> {reply.text}")
         else:
-            reply = assistant.reply(session, message, upload=pending_upload)
+            shown = ""  # the words are printed as they come; the cards first, as soon as they are chosen
+            for update in assistant.stream(session, message, upload=pending_upload):
+                if update.tracks:
+                    print_cards(update.tracks)
+                if update.reply is None and update.text.startswith(shown) and update.text != shown:
+                    print(("assistant> " if not shown else "") + update.text[len(shown):], end="", flush=True)
+                    shown = update.text
+                if update.reply is not None:
+                    reply = update.reply
             pending_upload = None
-        print(f"assistant> {reply.text}")
+            if not shown or reply.text != shown:  # nothing streamed, or the grounding check changed it
+                print(("\n" if shown else "") + f"assistant> {reply.text}")
+            else:
+                print()
         if reply.notes:
             print(f"  ({'; '.join(reply.notes)})")
-        for i, card in enumerate(reply.tracks, 1):
-            print(f"  [{i}] {card.title} — {card.artist} [{card.album}]  {card.audio_path or '(no audio)'}")
         last = [c.id for c in reply.tracks] or last
+
+
+def print_cards(cards) -> None:
+    for i, card in enumerate(cards, 1):
+        print(f"  [{i}] {card.title} — {card.artist} [{card.album}]  {card.audio_path or '(no audio)'}")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -117,14 +149,28 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--out", required=True, help="model directory to write; an unfinished run there is resumed")
     t.add_argument("--base", default=None, help="base model: a local Hugging Face model directory (default: SmolLM2-135M-Instruct)")
     t.add_argument("--steps", type=int, default=400, help="maximum optimizer steps (default 400)")
-    t.add_argument("--minutes", type=float, default=13.0, help="wall-clock budget in minutes, loading included (default 13; 0 = none)")
-    t.add_argument("--seq-len", type=int, default=192, help="tokens per example (default 192)")
+    t.add_argument("--minutes", type=float, default=12.0,
+                   help="wall-clock budget in minutes, loading included (default 12; 0 = none); the re-ranker's "
+                        "fit on the validation conversations follows, about 2 minutes")
+    t.add_argument("--seq-len", type=int, default=None,
+                   help="tokens per example; older turns are dropped beyond it (default 256)")
     t.add_argument("--batch-size", type=int, default=8)
     t.add_argument("--train-layers", type=int, default=8,
                    help="adapt only the top N decoder layers; the frozen ones below run once per example, not "
                         "every step (default 8; 0 = adapt every layer, about 3x slower per step)")
+    t.add_argument("--code-loss-weight", type=float, default=1.0,
+                   help="weight of each music-code token in the loss against 1 for a word (default 1)")
     t.add_argument("--seed", type=int, default=0)
     t.set_defaults(func=cmd_train)
+
+    r = sub.add_parser("rerank", help="fit the learned re-rankers of a model on validation conversations "
+                                      "(`train` does this when it ends), with a cross-validated report")
+    r.add_argument("model", help="model directory (python -m assistant train ...)")
+    r.add_argument("index", help="its index directory")
+    r.add_argument("--conversations", default=None,
+                   help="conversations to fit on (default: MODEL/conversations/val/conversations.jsonl; never the test set)")
+    r.add_argument("--folds", type=int, default=5, help="cross-validation folds for the report (default 5; 0 = none)")
+    r.set_defaults(func=cmd_rerank)
 
     e = sub.add_parser("evaluate", help="Hit@k, MRR, nDCG of the assistant and the baselines on conversations.jsonl")
     e.add_argument("model", help="model directory, or 'none' to score only the rows that need no model "

@@ -1,6 +1,10 @@
 """The chat engine: a session's history, generation with music tokens, retrieval, refinement,
 answers about uploaded songs, and replies grounded in the catalog's facts.
 
+A turn with a model: the model writes its music block (``assistant.generation``), the block
+and the engine's searches choose the tracks, the catalog's facts about the first one are put
+in the model's context, and the model writes its reply from them, streamed as it goes.
+
     assistant = MusicAssistant.load(index_dir, model_dir)
     session = assistant.new_session()
     reply = assistant.reply(session, "something calm with piano")
@@ -23,6 +27,8 @@ from index.store import MusicIndex
 from index.track import Track
 
 from .conversations import played_tracks
+from .generation import DecodeState
+from .rerank import Reranker, candidate_features
 from .refine import Refinement, apply_refinement, has_vocals, parse_refinement, reference_track, satisfies
 from .upload import answer as answer_about_upload
 from .upload import detect_intents
@@ -81,10 +87,13 @@ class UploadedSong:
 class Reply:
     """What the assistant says and plays for one user turn.
 
+    ``text`` is what is said; the cards in ``tracks`` are for each front end to render.
     ``source`` tells where the tracks came from: "model" (the generated music block, fused
     with the engine's searches), "engine" (no model loaded: those searches alone),
     "dense-fallback" (nothing else matched, or the model wrote no usable block: text search
     over the conversation), "upload" (nearest to an uploaded song), or "none" (no tracks).
+    ``generated`` is what the model wrote, ``own_words`` whether ``text`` opens with it, and
+    ``dropped`` the sentences of it that the grounding check removed.
     """
 
     text: str
@@ -93,6 +102,17 @@ class Reply:
     source: str = "none"
     generated: str = ""
     notes: list[str] = field(default_factory=list)
+    own_words: bool = False
+    dropped: list[str] = field(default_factory=list)
+
+
+@dataclass
+class TurnUpdate:
+    """One step of a streamed turn: the text so far, the cards once chosen, the reply at the end."""
+
+    text: str
+    tracks: list[TrackCard] | None = None
+    reply: Reply | None = None
 
 
 @dataclass
@@ -105,6 +125,7 @@ class Session:
     rejected: set[str] = field(default_factory=set)
     upload: UploadedSong | None = None
     reference: Track | None = None  # what "faster" etc. is relative to when it is not a played track
+    decode: DecodeState = field(default_factory=DecodeState, repr=False)  # the model's cache for this session
 
 
 def _norm(s: str) -> str:
@@ -135,15 +156,19 @@ class MusicAssistant:
         ("codes"), or every track by the model's probability of its five codes ("likelihood",
         which keeps the model's doubt between codes: better alone, but it fused worse with the
         other rankings on the validation conversations).
+    reranker : Reranker, optional
+        Fuse with this learned re-ranker instead of ``fusion_weights`` (``assistant.rerank``);
+        a model directory that holds one sets it when loaded.
     """
 
     def __init__(self, index: MusicIndex, model=None, tokenizer=None, vocab=None, *, system_prompt: str | None = None,
-                 max_context_tokens: int = 768, max_new_tokens: int = 48, name: str = "assistant",
+                 max_context_tokens: int = 768, max_new_tokens: int = 60, name: str = "assistant",
                  text_fusion: bool = True, fusion_weights: dict[str, float] | None = None,
-                 block_ranking: str = "codes"):
+                 block_ranking: str = "codes", reranker: Reranker | None = None):
         if block_ranking not in BLOCK_RANKINGS:
             raise ValueError(f"block_ranking must be one of {BLOCK_RANKINGS}, got {block_ranking!r}")
         self.block_ranking = block_ranking
+        self.reranker = reranker
         self.index = index
         self.text_fusion = text_fusion
         self.fusion_weights = dict(FUSION_WEIGHTS if fusion_weights is None else fusion_weights)
@@ -169,8 +194,7 @@ class MusicAssistant:
 
         A turn already running keeps what it started with: the model itself is set last.
         """
-        from tokenizer.constraint import MusicBlockLogitsProcessor
-        from tokenizer.hf import music_token_ids
+        from .generation import Decoder
 
         if vocab.codebook_sizes != self.index.codebook_sizes:
             raise ValueError(f"the model was trained for another index (codebook sizes {vocab.codebook_sizes} "
@@ -180,19 +204,21 @@ class MusicAssistant:
 
             system_prompt = DEFAULT_SYSTEM_PROMPT
         self.tokenizer, self.vocab, self.system_prompt = tokenizer, vocab, system_prompt
-        # Told the token budget, it never opens a block it has no room to finish.
-        self._processor = MusicBlockLogitsProcessor(tokenizer, vocab, max_new_tokens=self.max_new_tokens)
-        self._end_id = tokenizer.convert_tokens_to_ids(vocab.BLOCK_END)
-        self._start_id = tokenizer.convert_tokens_to_ids(vocab.BLOCK_START)
-        self._code_ids = music_token_ids(tokenizer, vocab)["codes"]
+        self.decoder = Decoder(model, tokenizer, vocab, max_words_tokens=self.max_new_tokens)
         self.model = model
 
     def load_model(self, model_dir: str | Path) -> None:
         """Load a fine-tuned model directory (``assistant.train``) and answer with it from now on."""
-        from .model_dir import load_finetuned, read_model_record
+        from .model_dir import check_reply_format, load_finetuned, read_model_record
 
+        from .rerank import load_rerankers
+
+        check_reply_format(model_dir)
         model, tokenizer, vocab = load_finetuned(model_dir)
+        reranker = load_rerankers(model_dir).get("with_model")
         self.use_model(model, tokenizer, vocab, system_prompt=read_model_record(model_dir).get("system_prompt"))
+        if reranker is not None:
+            self.reranker = reranker
 
     @classmethod
     def load(cls, index_dir: str | Path, model_dir: str | Path | None = None, **kwargs) -> "MusicAssistant":
@@ -211,44 +237,57 @@ class MusicAssistant:
     def reply(self, session: Session, message: str, *, upload: str | Path | None = None, n_show: int = N_SHOW,
               k: int = N_RANKED) -> Reply:
         """Answer one user message (and an optional uploaded file) and update the session."""
+        for update in self.stream(session, message, upload=upload, n_show=n_show, k=k):
+            if update.reply is not None:
+                return update.reply
+        raise RuntimeError("a turn ended without a reply")  # stream always ends with one
+
+    def stream(self, session: Session, message: str, *, upload: str | Path | None = None, n_show: int = N_SHOW,
+               k: int = N_RANKED) -> Iterator[TurnUpdate]:
+        """Answer one user message step by step, updating the session at the end.
+
+        Yields the cards as soon as the tracks are chosen (``TurnUpdate.tracks``), then the
+        reply's text as the model writes it, and last the whole ``Reply`` (``TurnUpdate.reply``),
+        whose text may be shorter: sentences that contradict the shown tracks are dropped.
+        """
         message = (message or "").strip()
-        notes: list[str] = []
         if upload is not None:
             problem = self._take_upload(session, Path(upload))
             if problem:
-                reply = Reply(text=problem)
-                self._record(session, message or f"(uploaded {Path(upload).name})", reply)
-                return reply
+                yield self._done(session, message or f"(uploaded {Path(upload).name})", Reply(text=problem))
+                return
         intents = detect_intents(message) if session.upload else set()
         if session.upload and (upload is not None or intents - {"similar"}) and "similar" not in intents:
             text = answer_about_upload(session.upload.analysis, intents)
-            reply = Reply(text=f"About {session.upload.name}: {text}")
-            self._record(session, message or f"(uploaded {session.upload.name})", reply)
-            return reply
+            yield self._done(session, message or f"(uploaded {session.upload.name})",
+                             Reply(text=f"About {session.upload.name}: {text}"))
+            return
         if not message and upload is None:
-            return Reply(text="Tell me what you'd like to hear, or upload a song and ask about it.")
+            yield TurnUpdate("", reply=Reply(text="Tell me what you'd like to hear, or upload a song and ask about it."))
+            return
 
         history = session.history + [{"role": "user", "content": message}]
         refinement = parse_refinement(message)
+        notes: list[str] = []
         if session.upload and "similar" in intents:
-            ranked, source, generated = self._like_upload(session, k), "upload", ""
+            ranked, source = self._like_upload(session, k), "upload"
             session.reference = self._upload_as_track(session.upload)
         else:
-            ranked, source, generated, notes = self._rank(history, session, refinement, max(k, CANDIDATES))
+            ranked, source, notes = self._rank(history, session, refinement, max(k, CANDIDATES), session.decode)
         ranked = ranked[:k]
         cards = [self._card(tid, s, session, refinement) for tid, s in ranked[:n_show]]
-        text = self._compose(generated, cards, refinement, source)
-        reply = Reply(text=text, tracks=cards, ranked=[t for t, _ in ranked], source=source, generated=generated, notes=notes)
-        self._record(session, message, reply)
-        return reply
+        yield TurnUpdate("", tracks=cards)
+        generated = ""
+        if self.model is not None and cards and source != "upload":
+            for generated in self._words(history, cards[0].id, session.decode):
+                yield TurnUpdate(generated)
+        reply = self._compose(generated, cards, refinement, source, session)
+        reply.ranked, reply.notes = [t for t, _ in ranked], notes
+        yield self._done(session, message, reply)
 
-    def stream(self, session: Session, message: str, *, upload: str | Path | None = None, n_show: int = N_SHOW) -> Iterator[tuple[str, Reply | None]]:
-        """Yield the reply text as it grows, then ("", final Reply)."""
-        reply = self.reply(session, message, upload=upload, n_show=n_show)
-        words = reply.text.split(" ")
-        for i in range(1, len(words) + 1):
-            yield " ".join(words[:i]), None
-        yield reply.text, reply
+    def _done(self, session: Session, message: str, reply: Reply) -> TurnUpdate:
+        self._record(session, message, reply)
+        return TurnUpdate(reply.text, reply=reply)
 
     def feedback(self, session: Session, track_id: str, liked: bool, n_show: int = N_SHOW) -> Reply:
         """"More like this" (liked) or "not for me" on a shown track."""
@@ -262,7 +301,7 @@ class MusicAssistant:
                                          exclude=set(session.played) | session.rejected | {track_id})
             cards = [self._card(t, s, session, Refinement()) for t, s in ranked[:n_show]]
             if cards:
-                text = f'More in the vein of "{track.title}":\n' + "\n".join(self._card_line(c) for c in cards)
+                text = f'More in the vein of "{track.title}".'
             else:
                 text = f'You have heard everything in this catalog that is close to "{track.title}".'
             reply = Reply(text=text, tracks=cards, ranked=[t for t, _ in ranked], source="track-codes")
@@ -284,34 +323,47 @@ class MusicAssistant:
         ``history`` ends with the user turn to answer; the tracks of its assistant turns count as
         played. The session is not kept.
         """
+        reply = self.answer_reply(history, k, with_text=with_text)
+        return reply.ranked, reply.text
+
+    def answer_reply(self, history: Sequence[dict], k: int = N_RANKED, *, with_text: bool = True) -> Reply:
+        """``answer`` as the whole ``Reply``: also whether the text is the model's own and what
+        the grounding check dropped. Without ``with_text`` only ``ranked`` and ``source`` are set."""
         session = Session(history=[dict(t) for t in history[:-1]])
         session.played = played_tracks(history)
         refinement = parse_refinement(history[-1]["content"])
-        ranked, source, generated, _ = self._rank(list(history), session, refinement, max(k, CANDIDATES))
+        ranked, source, notes = self._rank(list(history), session, refinement, max(k, CANDIDATES), session.decode)
         ids = [t for t, _ in ranked[:k]]
         if not with_text:
-            return ids, ""
+            return Reply(text="", ranked=ids, source=source, notes=notes)
         cards = [self._card(t, s, session, refinement) for t, s in ranked[:N_SHOW]]
-        return ids, self._compose(generated, cards, refinement, source)
+        generated = ""
+        if self.model is not None and cards:
+            for generated in self._words(list(history), cards[0].id, session.decode):
+                pass
+        reply = self._compose(generated, cards, refinement, source, session)
+        reply.ranked, reply.notes = ids, notes
+        return reply
 
     # ---- retrieval -------------------------------------------------------------------------------
 
-    def _rank(self, history: list[dict], session: Session, refinement: Refinement, k: int):
+    def _rank(self, history: list[dict], session: Session, refinement: Refinement, k: int,
+              state: DecodeState | None = None):
         exclude = set(session.played) | session.rejected
         notes: list[str] = []
         generation = Generation("", None, [])
         if self.model is not None:
-            generation = self._generate(history)
+            generation = self._generate(history, state)
             if generation.errors:
                 notes.append("malformed music block: " + "; ".join(generation.errors))
-        generated, codes = generation.text, generation.codes
+        codes = generation.codes
         if codes:
             if self.block_ranking == "likelihood" and generation.code_log_probs is not None:
                 ranked = self.index.rank_by_code_log_probs(generation.code_log_probs, k=k, exclude=exclude)
             else:
                 ranked = self.index.retrieve(codes=codes, k=k, exclude=exclude)
             if self.text_fusion:
-                ranked = self._fuse(ranked, history, session, k, exclude)
+                ranked = self._fuse(ranked, history, session, k, exclude, generation)
             source = "model"
         elif self.model is None and self.text_fusion and (ranked := self._fuse([], history, session, k, exclude)):
             source = "engine"
@@ -338,16 +390,23 @@ class MusicAssistant:
                 order = fits + [t for t in order if t not in set(fits)]
             score = dict(ranked)
             ranked = [(t, score.get(t, 0.0)) for t in order]
-        return ranked, source, generated, notes
+        return ranked, source, notes
 
     def _fuse(self, by_block: list[tuple[str, float]], history: list[dict], session: Session, k: int,
-              exclude: set[str]) -> list[tuple[str, float]]:
-        """Weighted reciprocal-rank fusion of the block's ranking with the other evidence of the turn.
+              exclude: set[str], generation: Generation | None = None) -> list[tuple[str, float]]:
+        """Fusion of the block's ranking with the other evidence of the turn: by the learned
+        re-ranker when one is set (``assistant.rerank``), else by weighted reciprocal rank.
 
         The block is a guess at five clusters; the person's own words (matched by BM25 and, if
         weighted, by MiniLM) correct a guess that is off, and the tracks near what this session
         played carry its direction when a request is vague.
         """
+        if self.reranker is not None:
+            rankings = self.rankings(by_block, history, session, k, exclude, generation)
+            log_probs = generation.code_log_probs if generation is not None else None
+            candidates, rows = candidate_features(rankings, log_probs, self.index.track_codes,
+                                                  with_model=self.reranker.with_model)
+            return self.reranker.rank(candidates, rows)
         query = history_query(history)
         searches = {}
         if query:
@@ -363,6 +422,20 @@ class MusicAssistant:
                 weights.append(weight[name])
         return _rrf(rankings, weights=weights)
 
+    def rankings(self, by_block: list[tuple[str, float]], history: list[dict], session: Session, k: int,
+                 exclude: set[str], generation: Generation | None = None) -> dict[str, list[tuple[str, float]]]:
+        """Every ranking of the turn that the re-ranker reads, by name (``rerank.RANKINGS``)."""
+        query = history_query(history)
+        out = {"block": list(by_block)}
+        if query:
+            out["lexical"] = self.index.search_lexical(query, k=k, exclude=exclude)
+            out["dense"] = self.index.search_text(query, k=k, exclude=exclude)
+        if session.played:
+            out["session"] = self.index.search_near(session.played[-SESSION_TRACKS:], k=k, exclude=exclude)
+        if generation is not None and generation.code_log_probs is not None:
+            out["likelihood"] = self.index.rank_by_code_log_probs(generation.code_log_probs, k=k, exclude=exclude)
+        return out
+
     def _like_upload(self, session: Session, k: int) -> list[tuple[str, float]]:
         up = session.upload
         exclude = set(session.played) | session.rejected
@@ -373,80 +446,52 @@ class MusicAssistant:
     # ---- generation -------------------------------------------------------------------------------
 
     def _messages(self, history: list[dict]) -> list[dict]:
-        from .model_dir import assistant_target
+        """The conversation as the model reads it: every assistant turn as its first track's
+        block, the catalog's facts about it, and its words (``model_dir.REPLY_FORMAT``)."""
+        from .model_dir import conversation_messages
 
-        messages = []
-        for turn in history:
-            if turn["role"] == "assistant":
-                tracks = [t for t in turn.get("tracks", []) if t in self.index.by_id]
-                content = assistant_target({"content": turn.get("content", ""), "tracks": tracks[:1]},
-                                           self.index.track_codes, self.vocab)
-                messages.append({"role": "assistant", "content": content})
-            else:
-                messages.append({"role": "user", "content": turn["content"]})
-        return messages
+        turns = [dict(t, tracks=[x for x in t.get("tracks", []) if x in self.index.by_id])
+                 if t["role"] == "assistant" else t for t in history]
+        return conversation_messages(turns, self.index.track_codes, self.vocab, self._facts_for)
 
-    def _prompt_ids(self, history: list[dict]):
+    def _facts_for(self, track_id: str, previous_id: str | None = None, first_id: str | None = None) -> str:
+        from .synth import catalog_facts
+
+        by_id = self.index.by_id
+        return catalog_facts(by_id[track_id], by_id.get(previous_id) if previous_id else None,
+                             by_id.get(first_id) if first_id else None)
+
+    def _prompt_ids(self, messages: list[dict]) -> list[int]:
+        """Token ids of the system prompt and ``messages``, ready for the assistant to reply.
+
+        Beyond ``max_context_tokens`` the oldest turns are dropped, whole, first; the system
+        prompt and the last user turn always stay.
+        """
         from .llm import chat_prompt
 
-        messages = self._messages(history)
         system = {"role": "system", "content": self.system_prompt}
-        # Drop the oldest turns until the prompt fits, always keeping the system prompt and last turn.
         while True:
             text = chat_prompt(self.tokenizer, [system] + messages)
-            ids = self.tokenizer(text, return_tensors="pt", add_special_tokens=False)["input_ids"]
-            if ids.shape[1] <= self.max_context_tokens or len(messages) <= 1:
+            ids = self.tokenizer(text, add_special_tokens=False)["input_ids"]
+            users = [i for i, m in enumerate(messages) if m["role"] == "user"]
+            if len(ids) <= self.max_context_tokens or len(users) <= 1:
                 return ids
-            messages = messages[1:]
+            messages = messages[users[1]:]
 
-    def _generate(self, history: list[dict]) -> Generation:
-        import torch
-        from transformers import LogitsProcessorList
+    def _generate(self, history: list[dict], state: DecodeState | None = None) -> Generation:
+        """The model's music block for the turn that ``history`` ends with."""
+        block, _ = self.decoder.block(self._prompt_ids(self._messages(history)), state)
+        return Generation(self.vocab.format_block(block.codes), dict(block.codes), [], block.log_probs)
 
-        from tokenizer.blocks import parse_reply
+    def _words(self, history: list[dict], shown_id: str, state: DecodeState | None = None) -> Iterator[str]:
+        """The model's reply about the track shown first, as it grows.
 
-        ids = self._prompt_ids(history)
-        eos = [i for i in (self.tokenizer.eos_token_id, self._end_id) if i is not None]
-        greedy = dict(do_sample=False, pad_token_id=self.tokenizer.pad_token_id, return_dict_in_generate=True,
-                      output_logits=True, logits_processor=LogitsProcessorList([self._processor]))
-        with torch.no_grad():
-            out = self.model.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=self.max_new_tokens,
-                                      eos_token_id=eos, **greedy)
-            new = out.sequences[0, ids.shape[1]:].tolist()
-            step_logits = [logits[0] for logits in out.logits]  # the raw scores each new token was picked from
-            if self._start_id not in new:
-                # The model talked without recommending: have it complete a block after its words.
-                forced = torch.tensor([out.sequences[0].tolist() + [self._start_id]])
-                more = self.model.generate(forced, attention_mask=torch.ones_like(forced),
-                                           max_new_tokens=len(self.vocab.codebook_sizes) + 1,
-                                           eos_token_id=[self._end_id], **greedy)
-                new += [self._start_id] + more.sequences[0, forced.shape[1]:].tolist()
-                step_logits += [None] + [logits[0] for logits in more.logits]
-        text = self.tokenizer.decode(new, skip_special_tokens=False)
-        for special in (self.tokenizer.eos_token, self.tokenizer.pad_token):
-            if special:
-                text = text.replace(special, "")
-        parsed = parse_reply(text, self.vocab)
-        codes = parsed.blocks[-1] if parsed.blocks else None
-        return Generation(parsed.text, codes, list(parsed.errors),
-                          self._code_log_probs(new, step_logits) if codes else None)
-
-    def _code_log_probs(self, new: list[int], step_logits: list) -> dict[str, np.ndarray] | None:
-        """The model's log-probabilities over each modality's codes in its last block.
-
-        Each modality's distribution is the one its code was drawn from, so later modalities are
-        conditioned on the codes chosen before them.
+        The context is the conversation, then this turn's block and facts for ``shown_id`` (the
+        track the person will hear, not the one the model guessed), laid out as in training.
         """
-        import torch
-
-        start = len(new) - 1 - new[::-1].index(self._start_id)
-        out = {}
-        for offset, (modality, token_ids) in enumerate(self._code_ids.items(), start=start + 1):
-            if offset >= len(step_logits) or step_logits[offset] is None:
-                return None
-            scores = step_logits[offset][torch.tensor(token_ids)].float()
-            out[modality] = torch.log_softmax(scores, dim=-1).numpy()
-        return out
+        turn = {"role": "assistant", "content": "", "tracks": [shown_id]}
+        messages = self._messages(list(history) + [turn])
+        yield from self.decoder.words(self._prompt_ids(messages), state)
 
     # ---- grounded text ---------------------------------------------------------------------------
 
@@ -481,55 +526,75 @@ class MusicAssistant:
                     facts.append(f"{word if moved else 'not ' + word} than {ref.title} ({unit})")
         return "; ".join(facts)
 
-    def _card_line(self, c: TrackCard) -> str:
-        by = f" by {c.artist}" if c.artist else ""
-        album = f" ({c.album}{', ' + c.year if c.year else ''})" if c.album else ""
-        return f'- "{c.title}"{by}{album}: {c.reason}.'
-
-    def _compose(self, generated: str, cards: list[TrackCard], refinement: Refinement, source: str) -> str:
+    def _compose(self, generated: str, cards: list[TrackCard], refinement: Refinement, source: str,
+                 session: Session) -> Reply:
+        """The reply: the model's grounded words, or a plain sentence when it has none."""
         if not cards:
-            return "I couldn't find anything in this catalog for that. Try describing a mood, a genre or an instrument."
-        opener = self.grounded_sentences(generated, cards)
-        if not opener:
-            opener = "Here's what I found in the catalog" + (", following your change." if refinement else ".")
-        return opener + "\n" + "\n".join(self._card_line(c) for c in cards)
+            return Reply(text="I couldn't find anything in this catalog for that. Try describing a mood, a genre "
+                              "or an instrument.", source=source, generated=generated)
+        reference = self.index.by_id.get(session.played[-1]) if session.played else session.reference
+        kept, dropped = self._ground(generated, cards, reference)
+        text = kept or ("Here's what I found in the catalog" + (", following your change." if refinement else "."))
+        return Reply(text=text, tracks=cards, source=source, generated=generated, own_words=bool(kept),
+                     dropped=dropped)
 
-    def grounded_sentences(self, generated: str, cards: list[TrackCard]) -> str:
-        """Keep only the model's sentences whose titles, numbers and keys match the shown tracks,
-        and that claim no comparison with an earlier track."""
+    def grounded_sentences(self, generated: str, cards: list[TrackCard], reference: Track | None = None) -> str:
+        """The model's sentences whose titles, numbers, keys and comparisons (with ``reference``,
+        the track played before) agree with the shown tracks."""
+        return self._ground(generated, cards, reference)[0]
+
+    def _ground(self, generated: str, cards: list[TrackCard], reference: Track | None) -> tuple[str, list[str]]:
+        """(the grounded sentences joined, the sentences dropped)."""
         shown = [self.index.by_id[c.id] for c in cards]
         shown_titles = {_norm(t.title) for t in shown}
-        allowed_numbers = set()
+        allowed_numbers = set().union(*(_numbers_of(t) for t in shown))
         keys = {str(t.descriptors.get("key", "")).lower() for t in shown}
-        for t in shown:
-            if t.descriptors.get("tempo_bpm"):
-                bpm = round(float(t.descriptors["tempo_bpm"]))
-                allowed_numbers.update(range(bpm - 2, bpm + 3))
-            if t.year.isdigit():
-                allowed_numbers.add(int(t.year))
-        kept = []
+        kept, dropped = [], []
         for sentence in _sentences(generated):
             low = _norm(sentence)
-            if not low or not _well_formed(sentence):
+            if not low:
                 continue
-            quoted = [_norm(q) for q in re.findall(r'"([^"]+)"', sentence)]
-            if sentence.count('"') % 2 or any(q not in shown_titles for q in quoted):
-                continue
-            if any(title in low and title not in shown_titles for title in self._titles):
-                continue
-            if any(int(n) not in allowed_numbers for n in re.findall(r"\b\d{2,4}\b", sentence)):
-                continue
-            named_keys = re.findall(r"\b[a-g][#b]? (?:major|minor)\b", low)
-            if any(k not in keys for k in named_keys):
-                continue
-            if parse_refinement(sentence).relative:
-                continue  # "it's calmer": the cards state comparisons, measured against the right track
-            if _VOCAL_WORDS.search(low) and not any(has_vocals(t) for t in shown):
-                continue  # "a piece with vocals" over instrumental cards
-            if "instrumental" in low and any(has_vocals(t) for t in shown):
+            if not self._sentence_holds(sentence, low, shown, shown_titles, allowed_numbers, keys, reference):
+                dropped.append(sentence.strip())
                 continue
             kept.append(sentence.strip())
-        return " ".join(kept)
+        return " ".join(kept), dropped
+
+    def _sentence_holds(self, sentence: str, low: str, shown: list[Track], shown_titles: set[str],
+                        allowed_numbers: set[int], keys: set[str], reference: Track | None) -> bool:
+        if not _well_formed(sentence):
+            return False
+        quoted = [_norm(q) for q in re.findall(r'"([^"]+)"', sentence)]
+        named = shown_titles | ({_norm(reference.title)} if reference is not None else set())
+        if sentence.count('"') % 2 or any(q not in named for q in quoted):
+            return False
+        if any(title in low and title not in named for title in self._titles):
+            return False
+        artists = {_norm(t.artist) for t in shown + ([reference] if reference is not None else []) if t.artist}
+        for said in _BY_ARTIST.findall(sentence):
+            if _norm(said) not in artists:
+                return False  # "by Irving Berliner" for Irving Berlin's song
+        # Numbers and keys inside the shown tracks' own names ("Sonata No. 16 in C major") are
+        # names, not claims: they are checked with the rest of the sentence taken out of them.
+        claims = low
+        for t in shown + ([reference] if reference is not None else []):
+            for name in (t.title, t.album, t.artist):
+                if name and len(name) > 2:
+                    claims = claims.replace(_norm(name), " ")
+        numbers = allowed_numbers | _numbers_of(reference)
+        if any(int(n) not in numbers for n in re.findall(r"\b\d{2,4}\b", claims)):
+            return False
+        named_keys = re.findall(r"\b[a-g][#b]? (?:major|minor)\b", claims)
+        if any(k not in keys for k in named_keys):
+            return False
+        claim = parse_refinement(sentence)
+        if claim.relative and (reference is None or not satisfies(shown[0], reference, claim)):
+            return False  # "it's calmer" must be true of the first track against the one before
+        if _VOCAL_WORDS.search(low) and not any(has_vocals(t) for t in shown):
+            return False  # "a piece with vocals" over instrumental cards
+        if "instrumental" in low and any(has_vocals(t) for t in shown):
+            return False
+        return True
 
     # ---- uploads -----------------------------------------------------------------------------------
 
@@ -580,16 +645,35 @@ def _derived_tags(t: Track) -> list[str]:
     return descriptor_tags(t.descriptors) if t.descriptors else []
 
 
+def _numbers_of(t: Track | None) -> set[int]:
+    """The numbers a sentence may give about ``t``: its tempo (give or take 2 BPM) and year."""
+    if t is None:
+        return set()
+    numbers = set()
+    if t.descriptors.get("tempo_bpm"):
+        bpm = round(float(t.descriptors["tempo_bpm"]))
+        numbers.update(range(bpm - 2, bpm + 3))
+    if str(t.year).isdigit():
+        numbers.add(int(t.year))
+    return numbers
+
+
+# "by <Name>" up to "from", punctuation or the end: the artist a sentence names.
+_BY_ARTIST = re.compile(r"\bby ([A-Z][^,.;:!?]*?)(?= from\b| with\b| in\b| at\b|[,.;:!?]|$)")
 _VOCAL_WORDS = re.compile(r"\b(vocals?|vocalist|sung|sings?|singer|singing|voices?)\b")
 
 
 def _sentences(text: str) -> list[str]:
-    """Split at sentence ends outside double quotes (titles such as "Reel No. 2" stay whole)."""
+    """Split at sentence ends outside double quotes (titles such as "Reel No. 2" stay whole),
+    and not before a digit or a small letter ("from Préludes, Op. 28 by ...")."""
     out, start, quoted = [], 0, False
     for i, ch in enumerate(text):
         if ch == '"':
             quoted = not quoted
         elif ch in ".!?" and not quoted and (i + 1 == len(text) or text[i + 1].isspace()):
+            after = text[i + 1:].lstrip()[:1]
+            if after and (after.isdigit() or after.islower()):
+                continue
             out.append(text[start : i + 1])
             start = i + 1
     out.append(text[start:])

@@ -20,8 +20,8 @@ from .conversations import played_tracks
 from .metrics import METRIC_KEYS, aggregate, aggregate_by_kind, eval_turns, score_turn, turn_kind
 
 K = 20
-# A system: (history, k, played ids) -> ranked ids, or (ranked ids, reply text).
-Ranker = Callable[[list[dict], int, set], "list[str] | tuple[list[str], str]"]
+# A system: (history, k, played ids) -> ranked ids, (ranked ids, reply text), or a chat Reply.
+Ranker = Callable[[list[dict], int, set], "list[str] | tuple[list[str], str] | Reply"]
 
 
 @dataclass
@@ -40,18 +40,27 @@ class SystemResult:
     by_kind: dict[str, dict[str, float]] = field(default_factory=dict)
     predictions: list[dict] = field(default_factory=list)
     following: dict | None = None  # refinement_following() in the live replay, when it was run
+    words: dict | None = None  # for chat replies: how many open with the model's words, and contradictions
+
+
+def _ranked_and_text(answer) -> tuple[list[str], str | None]:
+    if hasattr(answer, "ranked"):  # a chat Reply
+        return list(answer.ranked), answer.text
+    return answer if isinstance(answer, tuple) else (answer, None)
 
 
 def evaluate_system(name: str, rank: Ranker, conversations: Sequence[dict], *, k: int = K, progress: bool = True) -> SystemResult:
     """Score one system on every evaluation point of ``conversations``."""
-    per_conversation, predictions, seconds = [], [], []
+    per_conversation, predictions, seconds, replies = [], [], [], []
     for conv in tqdm(conversations, desc=f"eval {name}", disable=not progress, unit="conv"):
         scored = []
         for n, (history, relevant) in enumerate(eval_turns(conv), start=1):
             t = time.perf_counter()
             answer = rank(history, k, set(played_tracks(history)))
             seconds.append(time.perf_counter() - t)
-            ranked, text = answer if isinstance(answer, tuple) else (answer, None)
+            ranked, text = _ranked_and_text(answer)
+            if hasattr(answer, "own_words"):
+                replies.append(answer)
             ranked = list(dict.fromkeys(ranked))[:k]
             scored.append((turn_kind(history), score_turn(ranked, relevant)))
             if text is not None:
@@ -61,8 +70,13 @@ def evaluate_system(name: str, rank: Ranker, conversations: Sequence[dict], *, k
                                     "predicted_response": text})
         per_conversation.append(scored)
     metrics = aggregate([[scores for _, scores in conversation] for conversation in per_conversation])
+    words = None
+    if replies:
+        words = {"replies": len(replies), "own_words": sum(r.own_words for r in replies) / len(replies),
+                 "contradictions": sum(len(r.dropped) for r in replies),
+                 "examples_dropped": [s for r in replies for s in r.dropped][:10]}
     return SystemResult(name, metrics, float(np.percentile(seconds, 50)), float(np.percentile(seconds, 95)),
-                        by_kind=aggregate_by_kind(per_conversation), predictions=predictions)
+                        by_kind=aggregate_by_kind(per_conversation), predictions=predictions, words=words)
 
 
 N_SHOWN = 3  # the tracks the chat shows a person
@@ -95,8 +109,7 @@ def refinement_following(rank: Ranker, conversations: Sequence[dict], tracks_by_
             if turn.get("role") != "user":
                 continue
             live.append(dict(turn))
-            answer = rank(live, k, set(played_tracks(live)))
-            ranked, text = answer if isinstance(answer, tuple) else (answer, "")
+            ranked, text = _ranked_and_text(rank(live, k, set(played_tracks(live))))
             shown = [t for t in dict.fromkeys(ranked) if t in tracks_by_id][:N_SHOWN]
             relation = REFINEMENTS.get(turn.get("refinement") or "")
             if relation is not None and previous_shown and shown:
@@ -132,6 +145,13 @@ def format_table(results: Sequence[SystemResult]) -> str:
             cells = [f"{r.by_kind[kind]['ndcg@10']:.3f} / {r.by_kind[kind]['hit@3']:.3f}" if kind in r.by_kind else "-"
                      for kind in kinds]
             lines.append(f"{r.name:<16}" + "".join(f"{c:>23}" for c in cells))
+    worded = [r for r in results if r.words]
+    if worded:
+        lines.append("")
+        lines.append("replies: share opening with the model's own words; sentences the grounding check dropped:")
+        for r in worded:
+            lines.append(f"{r.name:<16}{r.words['own_words']:>9.3f}{r.words['contradictions']:>9d}"
+                         f"  (of {r.words['replies']} replies)")
     followed = [r for r in results if r.following]
     if followed:
         lines.append("")
@@ -145,7 +165,7 @@ def format_table(results: Sequence[SystemResult]) -> str:
 def report_rows(results: Sequence[SystemResult]) -> list[dict]:
     """The JSON report: one row per system of the run, with its counts, times and per-kind metrics."""
     return [{"system": r.name, **r.metrics, "p50_s": r.p50_s, "p95_s": r.p95_s, "by_kind": r.by_kind,
-             "refinement_following": r.following} for r in results]
+             "refinement_following": r.following, "words": r.words} for r in results]
 
 
 def baseline_rankers(index, seed: int = 0) -> dict[str, Ranker]:
@@ -162,7 +182,7 @@ def baseline_rankers(index, seed: int = 0) -> dict[str, Ranker]:
 
 def assistant_ranker(assistant, *, with_text: bool = False) -> Ranker:
     if with_text:
-        return lambda history, k, exclude: assistant.answer(history, k=k)
+        return lambda history, k, exclude: assistant.answer_reply(history, k=k)
     return lambda history, k, exclude: assistant.rank(history, k=k)
 
 
@@ -176,7 +196,9 @@ def run_evaluation(model_dir: str | Path | None, index_dir: str | Path, conversa
     With ``ablations`` the assistant's retrieval is also scored with the block alone
     ("block-only"), on the very replies the model generated for the "assistant" row (its times
     are therefore retrieval only). The "engine" row is the same fused retrieval with no model at
-    all, so the model's share is the difference between the two rows. ``model_dir=None`` scores
+    all, so the model's share is the difference between the two rows; when the model has a
+    learned re-ranker (``assistant.rerank``), "engine-reranked" is its fit without the model's
+    features, so that learned fusion alone is not credited to the model. ``model_dir=None`` scores
     the rows that need no model. ``predictions_out`` writes the assistant's (else the engine's)
     turns as the Music-CRS challenge's submission JSON. With ``live``, the assistant, the engine,
     BM25 and dense are also replayed on their own picks to measure ``refinement_following``
@@ -186,6 +208,7 @@ def run_evaluation(model_dir: str | Path | None, index_dir: str | Path, conversa
 
     from .chat import MusicAssistant
     from .conversations import read_conversations
+    from .rerank import load_rerankers
 
     index = MusicIndex.load(index_dir)
     conversations = read_conversations(conversations_path)[:limit]
@@ -198,6 +221,7 @@ def run_evaluation(model_dir: str | Path | None, index_dir: str | Path, conversa
     results = []
     if model_dir is not None:
         tuned = MusicAssistant.load(index_dir, model_dir)
+        tuned_reranker = tuned.reranker
         replay_generations(tuned)
         results.append(evaluate_system("assistant", assistant_ranker(tuned, with_text=True), conversations,
                                        progress=progress))
@@ -210,10 +234,15 @@ def run_evaluation(model_dir: str | Path | None, index_dir: str | Path, conversa
         del tuned
         if include_base:
             untuned = untuned_assistant(index, base if base is not None else _recorded_base(model_dir))
+            untuned.reranker = tuned_reranker  # the same retrieval, the re-ranker included
             results.append(evaluate_system("base-untuned", assistant_ranker(untuned), conversations, progress=progress))
             del untuned
     engine = MusicAssistant(index, name="engine")
-    systems = {"engine": assistant_ranker(engine, with_text=model_dir is None), **baseline_rankers(index)}
+    systems = {"engine": assistant_ranker(engine, with_text=model_dir is None)}
+    learned = load_rerankers(model_dir).get("without_model") if model_dir is not None else None
+    if learned is not None:  # the model's re-ranker fitted without its features: what learned fusion alone gives
+        systems["engine-reranked"] = assistant_ranker(MusicAssistant(index, name="engine-reranked", reranker=learned))
+    systems.update(baseline_rankers(index))
     for name, rank in systems.items():
         results.append(evaluate_system(name, rank, conversations, progress=progress))
         if live and name in ("engine", "bm25", "dense"):
@@ -238,10 +267,10 @@ def replay_generations(assistant) -> None:
     """Remember the assistant's generation per history, so variants of its retrieval reuse it."""
     generate, seen = assistant._generate, {}
 
-    def cached(history: list[dict]):
+    def cached(history: list[dict], state=None):
         key = json.dumps(history, sort_keys=True)
         if key not in seen:
-            seen[key] = generate(history)
+            seen[key] = generate(history, state)
         return seen[key]
 
     assistant._generate = cached

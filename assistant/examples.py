@@ -1,7 +1,8 @@
 """Training examples: a conversation as token ids with labels on the assistant's replies only.
 
-Each assistant turn becomes its words followed by the music block of its first track
-(``assistant.model_dir.assistant_target``); every other token is labelled ``IGNORE``. The
+Each assistant turn becomes the music block of its first track, the catalog's facts about
+that track, and its words (``assistant.model_dir.REPLY_FORMAT``); the block and the words are
+learned, every other token (the facts included) is labelled ``IGNORE``. The
 trainer learns from these, and ``bench/code_accuracy.py`` scores a model on them.
 """
 from __future__ import annotations
@@ -12,7 +13,7 @@ import torch
 
 from assistant.conversations import ConversationFormatError, validate_conversation
 from assistant.llm import chat_prompt
-from assistant.model_dir import assistant_target
+from assistant.model_dir import FactsFor, conversation_messages
 from tokenizer.hf import music_token_ids
 from tokenizer.vocab import MusicVocab
 
@@ -31,7 +32,8 @@ def _check_conversation(conversation: dict) -> list[dict]:
 
 
 def _pieces(tokenizer, messages: list[dict]) -> list[tuple[str, bool]]:
-    """Split the rendered chat into (text, is_target) pieces, target = an assistant reply.
+    """Split the rendered chat into (text, is_target) pieces, target = an assistant message
+    not marked ``"learn": False``.
 
     Renders growing prefixes of the conversation so any chat template works, as long as
     rendering more messages only appends text.
@@ -44,7 +46,7 @@ def _pieces(tokenizer, messages: list[dict]) -> list[tuple[str, bool]]:
             full = chat_prompt(tokenizer, messages[:k], add_generation_prompt=False)
             if not (prompt.startswith(done) and full.startswith(prompt)):
                 raise ValueError("the chat template is not prefix-stable; cannot tell assistant tokens apart")
-            pieces += [(prompt[len(done):], False), (full[len(prompt):], True)]
+            pieces += [(prompt[len(done):], False), (full[len(prompt):], message.get("learn", True))]
         else:
             full = chat_prompt(tokenizer, messages[:k], add_generation_prompt=False)
             if not full.startswith(done):
@@ -75,12 +77,15 @@ def build_examples(
     vocab: MusicVocab,
     system_prompt: str,
     seq_len: int,
+    facts_for: FactsFor | None = None,
 ) -> list[dict]:
-    """Turn conversations into token ids with loss only on assistant replies.
+    """Turn conversations into token ids with loss only on what the assistant writes.
 
-    One example per conversation: causal attention already trains every assistant turn on
-    exactly the history before it, so one pass teaches all turns, where an example per turn
-    would pay again for the shared history (about twice the compute for 2-3 turn chats).
+    One example per assistant turn, seen as the chat sees it when answering that turn
+    (``model_dir.conversation_messages``): the turn's block, facts and words after the
+    conversation so far. The loss covers that turn's block and words and the earlier turns'
+    blocks (whose context is the same as when they were written), not the earlier words, which
+    were written from facts that are no longer in view.
 
     Parameters
     ----------
@@ -93,6 +98,9 @@ def build_examples(
     vocab : MusicVocab
     system_prompt : str
         Kept at the start of every example.
+    facts_for : callable, optional
+        ``(track_id, previous_id, first_id) -> text``: the facts placed after each block
+        (``assistant.synth.catalog_facts`` over the index); None leaves them out.
     seq_len : int
         Longest example; the oldest turns are dropped (whole user/assistant exchanges) until
         it fits; a single exchange still too long loses its first tokens after the system prompt.
@@ -100,8 +108,8 @@ def build_examples(
     Returns
     -------
     list of dict
-        ``{"id", "input_ids", "labels"}`` with ``len(input_ids) <= seq_len``; conversations
-        without an assistant turn are skipped.
+        ``{"id", "input_ids", "labels"}`` with ``len(input_ids) <= seq_len``, ids
+        ``"<conversation id>#<turn>"``; conversations without an assistant turn give none.
     """
     if seq_len < 8:
         raise ValueError(f"seq_len must be at least 8, got {seq_len}")
@@ -109,28 +117,32 @@ def build_examples(
     examples = []
     for conversation in conversations:
         turns = _check_conversation(conversation)
-        messages = [
-            {"role": t["role"], "content": assistant_target(t, codes_for, vocab) if t["role"] == "assistant"
-             else str(t["content"])}
-            for t in turns
-        ]
-        if not any(m["role"] == "assistant" for m in messages):
-            continue
         system = [{"role": "system", "content": system_prompt}] if system_prompt else []
-        # Candidate starts: each user turn (and 0), oldest first; the last assistant turn is always kept.
-        last_assistant = max(i for i, m in enumerate(messages) if m["role"] == "assistant")
-        starts = [0] + [i for i, m in enumerate(messages) if m["role"] == "user" and 0 < i <= last_assistant]
-        for start in starts:
-            ids, labels, system_len = _encode(tokenizer, system + messages[start:])
-            if len(ids) <= seq_len:
-                break
-        else:
-            room = seq_len - system_len
-            ids = ids[:system_len] + ids[-room:]
-            labels = labels[:system_len] + labels[-room:]
-        if any(label != IGNORE for label in labels):
-            examples.append({"id": conversation.get("id", ""), "input_ids": ids, "labels": labels})
+        for end, turn in enumerate(turns):
+            if turn["role"] != "assistant":
+                continue
+            messages = conversation_messages(turns[: end + 1], codes_for, vocab, facts_for)
+            example = _fit(tokenizer, system, messages, seq_len)
+            if example is not None:
+                examples.append({"id": f"{conversation.get('id', '')}#{end}", **example})
     return examples
+
+
+def _fit(tokenizer, system: list[dict], messages: list[dict], seq_len: int) -> dict | None:
+    """Encode ``messages`` after the system prompt in at most ``seq_len`` tokens, dropping the
+    oldest exchanges first; a last exchange still too long loses its first tokens instead."""
+    starts = [0] + [i for i, m in enumerate(messages) if m["role"] == "user" and i > 0]
+    for start in starts:
+        ids, labels, system_len = _encode(tokenizer, system + messages[start:])
+        if len(ids) <= seq_len:
+            break
+    else:
+        room = seq_len - system_len
+        ids = ids[:system_len] + ids[-room:]
+        labels = labels[:system_len] + labels[-room:]
+    if all(label == IGNORE for label in labels):
+        return None
+    return {"input_ids": ids, "labels": labels}
 
 
 def collate(examples: Sequence[dict], pad_id: int) -> dict[str, torch.Tensor]:

@@ -12,7 +12,7 @@ the evaluation, the benches) reads them through this module and never imports th
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import torch
@@ -21,25 +21,70 @@ from assistant.llm import ensure_pad_token, load_model
 from tokenizer.vocab import MusicVocab
 
 DEFAULT_SYSTEM_PROMPT = (
-    "You are a music assistant. Answer in one or two sentences about a track that fits the request, "
-    "then give that track's music block."
+    "You are a music assistant. Give the music block of a track that fits the request; then, "
+    "from the catalog's facts about it, say in a sentence or two why it fits."
 )
 MODEL_RECORD = "tonearm_model.json"
+# How an assistant turn is laid out: its music block, the catalog's facts about the chosen
+# track (a tool message, read and not learned), then its words. The block comes first so the
+# tracks can be shown after a handful of generated tokens, and the words are written from the
+# facts of the track actually shown.
+REPLY_FORMAT = "block-facts-words"
+FACTS_ROLE = "tool"
+# facts_for(track_id, previous_id, first_id) -> the facts text (``assistant.synth.catalog_facts``)
+FactsFor = Callable[[str, "str | None", "str | None"], str]
 SAVED_BASE_DIR = "base"  # a base model saved inside the model directory is recorded by this name
 
 
-def assistant_target(turn: dict, codes_for: Callable[[str], dict[str, int]], vocab: MusicVocab) -> str:
-    """The text an assistant turn is trained to produce: its words, then its first track's block."""
+def assistant_messages(turn: dict, codes_for: Callable[[str], dict[str, int]], vocab: MusicVocab,
+                       facts: str | None = None) -> list[dict]:
+    """An assistant turn as the model learns and reads it (``REPLY_FORMAT``).
+
+    Its first track's music block, then ``facts`` about that track as a ``FACTS_ROLE`` message
+    (left out when None), then its words. A turn without tracks is its words alone.
+    """
     content = str(turn.get("content", "")).strip()
     tracks = turn.get("tracks") or []
     if not tracks:
-        return content
+        return [{"role": "assistant", "content": content}]
     try:
         codes = codes_for(tracks[0])
     except KeyError:
         raise KeyError(f"track {tracks[0]!r} of an assistant turn is not in the index") from None
-    block = vocab.format_block(codes)
-    return f"{content} {block}" if content else block
+    messages = [{"role": "assistant", "content": vocab.format_block(codes)}]
+    if facts is not None:
+        messages.append({"role": FACTS_ROLE, "content": facts})
+    if content:
+        messages.append({"role": "assistant", "content": content})
+    return messages
+
+
+def conversation_messages(turns: Sequence[dict], codes_for: Callable[[str], dict[str, int]], vocab: MusicVocab,
+                          facts_for: FactsFor | None = None) -> list[dict]:
+    """A conversation as chat messages in ``REPLY_FORMAT``, as the model reads it at its last turn.
+
+    Only a last assistant turn carries facts: about its first track, against the last track
+    played before it and the session's first (``facts_for``; None leaves facts out). Earlier
+    assistant turns are their block and words, the words marked ``"learn": False``: they were
+    written from facts no longer in view, so they are context, not something to imitate.
+    """
+    messages: list[dict] = []
+    played: list[str] = []
+    for i, turn in enumerate(turns):
+        if turn["role"] != "assistant":
+            messages.append({"role": turn["role"], "content": str(turn["content"])})
+            continue
+        tracks = list(turn.get("tracks") or [])
+        last = i == len(turns) - 1
+        facts = None
+        if last and tracks and facts_for is not None:
+            facts = facts_for(tracks[0], played[-1] if played else None, played[0] if played else None)
+        said = assistant_messages(turn, codes_for, vocab, facts)
+        if not last and said[-1]["content"] and not said[-1]["content"].startswith(vocab.BLOCK_START):
+            said[-1]["learn"] = False
+        messages += said
+        played += tracks
+    return messages
 
 
 def untie_output_rows(model) -> bool:
@@ -100,3 +145,17 @@ def load_finetuned(model_dir: str | Path, *, merge: bool = True):
 def read_model_record(model_dir: str | Path) -> dict:
     """The ``tonearm_model.json`` of a model directory (base, system prompt, token ids)."""
     return json.loads((Path(model_dir) / MODEL_RECORD).read_text())
+
+
+class OutdatedModelError(ValueError):
+    """A model directory trained with another reply format than this version reads."""
+
+
+def check_reply_format(model_dir: str | Path) -> None:
+    """Raise ``OutdatedModelError`` when ``model_dir`` was trained for another ``REPLY_FORMAT``."""
+    found = read_model_record(model_dir).get("reply_format", "words-then-block")
+    if found != REPLY_FORMAT:
+        raise OutdatedModelError(
+            f"{model_dir} was trained to reply as {found!r}, and this version reads {REPLY_FORMAT!r}: "
+            f"retrain it with `python -m assistant train INDEX --out {model_dir}` (into an empty directory)")
+

@@ -25,7 +25,7 @@ def train_on_index(index_dir: str | Path, out: str | Path, *, base: str | None =
     from index.store import MusicIndex
     from tokenizer.vocab import MusicVocab
 
-    from .synth import write_splits
+    from .synth import facts_lookup, write_splits
     from .train import TrainConfig, train
 
     index = MusicIndex.load(index_dir)
@@ -35,8 +35,27 @@ def train_on_index(index_dir: str | Path, out: str | Path, *, base: str | None =
                      heldout_playlists=index.heldout_playlists, seed=seed)
     train_convs = read_conversations(conversations_path(out, "train"))
     val_convs = read_conversations(conversations_path(out, "val"))
-    return train(base, train_convs, val_convs, index.track_codes, MusicVocab.from_manifest(index.manifest), out,
-                 code_descriptions=index.code_descriptions(), config=config or TrainConfig(), progress=progress)
+    report = train(base, train_convs, val_convs, index.track_codes, MusicVocab.from_manifest(index.manifest), out,
+                   facts_for=facts_lookup(index.by_id), code_descriptions=index.code_descriptions(),
+                   config=config or TrainConfig(), progress=progress)
+    if val_convs:
+        fit_reranker_for(out, index, val_convs, folds=0, progress=progress)
+    return report
+
+
+def fit_reranker_for(model_dir: str | Path, index, conversations: list[dict], *, folds: int = 5,
+                     progress: bool = True) -> dict:
+    """Fit the learned re-rankers of ``model_dir`` on validation ``conversations`` and save them
+    (``assistant.rerank``); ``folds`` > 1 also cross-validates them. Returns the report."""
+    from .chat import MusicAssistant
+    from .rerank import fit_on_validation, save_rerankers
+
+    assistant = MusicAssistant(index)
+    assistant.load_model(model_dir)
+    assistant.reranker = None  # fitted from the rank fusion's searches, not from an earlier fit
+    rerankers, report = fit_on_validation(assistant, conversations, folds=folds, progress=progress)
+    save_rerankers(model_dir, rerankers, report)
+    return report
 
 
 def ensure_demo(root: str | Path | None = None, *, with_model: bool = True, progress: bool = True,
@@ -57,11 +76,29 @@ def ensure_demo(root: str | Path | None = None, *, with_model: bool = True, prog
 
         log(f"Building the demo catalog in {root} (first run only: downloads free music, renders scores, indexes them)")
         build_demo_index(root, progress=progress, log=log)
+    retire_outdated_model(model_dir, log=log)
     if with_model and not (model_dir / "train_report.json").is_file():
         log(f"Training the demo model into {model_dir} (first run only, about 15 minutes on 2 cores)")
         report = train_on_index(index_dir, model_dir, progress=progress)
         log(f"Trained {report.steps} steps (sequence length {report.seq_len}); validation loss {report.val_loss:.3f}")
     return index_dir, model_dir
+
+
+def retire_outdated_model(model_dir: str | Path, log=print) -> bool:
+    """Move a demo model trained in an older reply format aside (to ``MODEL.outdated``), so it
+    is trained again rather than resumed. Returns whether one was moved."""
+    import shutil
+
+    from .model_dir import MODEL_RECORD, REPLY_FORMAT, read_model_record
+
+    model_dir = Path(model_dir)
+    if not (model_dir / MODEL_RECORD).is_file() or read_model_record(model_dir).get("reply_format") == REPLY_FORMAT:
+        return False  # nothing there, or a model (finished or not) of this version
+    aside = model_dir.with_name(model_dir.name + ".outdated")
+    shutil.rmtree(aside, ignore_errors=True)
+    model_dir.rename(aside)
+    log(f"The demo model in {model_dir} was trained for an older version; moved it to {aside} to train anew")
+    return True
 
 
 class BackgroundTraining:

@@ -552,7 +552,9 @@ def compose_refinement(kind: str, previous: Track, target: Track, rng: random.Ra
 
 def describe_track(track: Track, rng: random.Random) -> str:
     """A short noun phrase of true facts about ``track``: "a fast, minor-key piece at 140 BPM"."""
-    facts = [f for f in track_facts(track, rng) if f.kind != "bpm"]
+    listed = set(fact_labels(track))  # what the model will read about the track
+    facts = [f for f in track_facts(track, rng) if f.kind != "bpm" and (f.kind not in ("tag", "genre")
+                                                                      or f.short in listed)]
     chosen = _pick_facts(facts, rng.randint(1, 3), rng)
     adjs = [f.adj for f in chosen if f.adj]
     mods = [f.mod for f in chosen if not f.adj and f.mod]
@@ -561,6 +563,69 @@ def describe_track(track: Track, rng: random.Random) -> str:
         mods.append(f"at about {round(bpm)} BPM")
     head = (", ".join(adjs) + " " if adjs else "") + "piece"
     return f"{_article(head)} {head}" + (" " + " ".join(mods) if mods else "")
+
+
+CATALOG_FACT_TAGS = 4  # tags a reply's facts list: enough to say why it fits, few enough to stay short
+
+
+def fact_labels(track: Track) -> list[str]:
+    """The tags and genre that ``catalog_facts`` lists (at most ``CATALOG_FACT_TAGS``, each once);
+    a reply names no other."""
+    labels: list[str] = []
+    for f in track_facts(track, _FirstChoice()):
+        for label in (x.strip() for x in f.short.split(";")):
+            if f.kind in ("tag", "genre") and label and label not in labels:
+                labels.append(label)
+    return labels[:CATALOG_FACT_TAGS]
+
+
+class _FirstChoice(random.Random):
+    """A stand-in rng that always takes the first wording: the plain word for every fact."""
+
+    def choice(self, seq):
+        return seq[0]
+
+
+def catalog_facts(track: Track, previous: Track | None = None, first: Track | None = None) -> str:
+    """What the catalog states about ``track``, as the model reads it before it writes a reply.
+
+    The name, album and year; the tags and the measured facts in plain words, with the exact
+    tempo; and, given the track played before it (and the session's first), which of the
+    refinement relations hold against it ("faster", "same artist", ...). Every fact the
+    synthesized replies state is here, so a model that copies from it says only true things.
+    """
+    name = f'"{track.title}"' if track.title.strip() else "An untitled track"
+    if track.artist.strip():
+        name += f" by {track.artist}"
+    if track.album.strip():
+        name += f", from {track.album}"
+    year = year_of(track)
+    if year:
+        name += f" ({year})"
+    facts = track_facts(track, _FirstChoice())
+    has_key = any(f.kind == "key" for f in facts)
+    words = fact_labels(track) + [f.short for f in facts if f.kind not in ("tag", "genre", "bpm", "era")
+                                           and not (f.kind == "mode" and has_key)]
+    bpm = tempo_of(track)
+    if bpm is not None:
+        words.append(f"{round(bpm)} BPM")
+    text = name + (": " + ", ".join(words) if words else "") + "."
+    if previous is not None:
+        before = ", ".join(x for x in (f"by {previous.artist}" if previous.artist.strip() else "",
+                                        f"{round(tempo_of(previous))} BPM" if tempo_of(previous) else "") if x)
+        held = [r.name for r in REFINEMENTS.values()
+                if (first is not None or r.name != "like first") and r.holds(previous, track, first or previous)]
+        text += " Against the last track" + (f" ({before})" if before else "") + ": " + (", ".join(held) if held else "no clear change") + "."
+    return text
+
+
+def facts_lookup(by_id: dict[str, Track]) -> Callable[[str, "str | None", "str | None"], str]:
+    """``facts_for(track_id, previous_id, first_id)`` over a catalog: its tracks' ``catalog_facts``."""
+    def facts_for(track_id: str, previous_id: str | None = None, first_id: str | None = None) -> str:
+        return catalog_facts(by_id[track_id], by_id.get(previous_id) if previous_id else None,
+                             by_id.get(first_id) if first_id else None)
+
+    return facts_for
 
 
 def compose_reply(track: Track, rng: random.Random, *, previous: Track | None = None,

@@ -8,7 +8,7 @@ MLP projections, plus full training of the music-token rows only (peft
 By default LoRA adapts only the top decoder layers (``TrainConfig.train_layers``): the frozen
 layers below give the same output every epoch, so it is computed once per example and replayed,
 and a step pays for the top layers alone. On two cores that turns 36 steps of the 135M model
-in the 13-minute budget into 111.
+in a 13-minute budget into 111.
 
 The output directory is both a checkpoint and a model (``assistant.model_dir`` tells its layout).
 
@@ -32,8 +32,8 @@ import torch
 
 from assistant.examples import IGNORE, build_examples, collate
 from assistant.llm import DEFAULT_BASE, ensure_pad_token, load_base
-from assistant.model_dir import DEFAULT_SYSTEM_PROMPT, MODEL_RECORD, SAVED_BASE_DIR, read_model_record, untie_output_rows
-from tokenizer.hf import add_music_tokens
+from assistant.model_dir import DEFAULT_SYSTEM_PROMPT, MODEL_RECORD, REPLY_FORMAT, FactsFor, SAVED_BASE_DIR, read_model_record, untie_output_rows
+from tokenizer.hf import add_music_tokens, music_token_ids
 from tokenizer.vocab import MusicVocab
 
 STATE_FILE = "train_state.pt"
@@ -44,7 +44,7 @@ LORA_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", 
 
 @dataclass
 class TrainConfig:
-    """Fine-tuning settings. The defaults fit about 13 minutes on two CPU cores with SmolLM2-135M.
+    """Fine-tuning settings. The defaults fit about 12 minutes on two CPU cores with SmolLM2-135M.
 
     Attributes
     ----------
@@ -86,10 +86,13 @@ class TrainConfig:
         replayed states are kept in memory, about 220 KB per example at 192 tokens for
         SmolLM2. None, or at least the model's depth: every layer is adapted, nothing is
         replayed.
+    code_loss_weight : float
+        Weight of each music-code token in the loss, against 1 for every other target token (a
+        reply has five codes and some thirty words; the codes are what retrieval reads).
     """
 
     max_steps: int = 400
-    seq_len: int = 192
+    seq_len: int = 256
     batch_size: int = 8
     grad_accum: int = 1
     lr: float = 2e-3
@@ -101,11 +104,12 @@ class TrainConfig:
     eval_every: int = 50
     eval_examples: int = 64
     seed: int = 0
-    time_budget_s: float | None = 780.0
+    time_budget_s: float | None = 720.0
     num_threads: int | None = 2
     device: str = "auto"
     bf16: bool | None = None
     train_layers: int | None = 8
+    code_loss_weight: float = 1.0
 
     def __post_init__(self) -> None:
         for name in ("max_steps", "seq_len", "batch_size", "grad_accum", "lora_r", "eval_every", "eval_examples"):
@@ -115,6 +119,8 @@ class TrainConfig:
             raise ValueError(f"TrainConfig.train_layers must be at least 1 or None, got {self.train_layers}")
         if self.lr <= 0 or (self.token_lr is not None and self.token_lr <= 0):
             raise ValueError("learning rates must be positive")
+        if self.code_loss_weight <= 0:
+            raise ValueError(f"TrainConfig.code_loss_weight must be positive, got {self.code_loss_weight}")
         if self.warmup < 0 or not 0 <= self.lora_dropout < 1:
             raise ValueError("warmup must be >= 0 and lora_dropout in [0, 1)")
         if self.device not in ("auto", "cpu", "cuda"):
@@ -308,8 +314,11 @@ def _autocast(device: torch.device, enabled: bool):
     return torch.autocast(device.type, dtype=torch.bfloat16, enabled=enabled)
 
 
-def target_loss(model, batch: dict[str, torch.Tensor], frozen_layers: int = 0) -> torch.Tensor:
+def target_loss(model, batch: dict[str, torch.Tensor], frozen_layers: int = 0,
+                weighted: tuple[torch.Tensor, float] | None = None) -> torch.Tensor:
     """Mean cross-entropy over the target tokens of ``batch`` (labels other than ``IGNORE``).
+
+    ``weighted`` = (token ids, w) counts each target token among those ids w times.
 
     The model's own loss projects every position onto the whole vocabulary (49k rows for
     SmolLM2), though only assistant tokens carry loss; here the decoder runs once and only the
@@ -322,6 +331,8 @@ def target_loss(model, batch: dict[str, torch.Tensor], frozen_layers: int = 0) -
     decoder, head = getattr(base, "model", None), base.get_output_embeddings()
     inputs = {k: batch[k] for k in ("input_ids", "attention_mask")}
     if decoder is None or head is None or getattr(base.config, "final_logit_softcapping", None):
+        if weighted is not None and weighted[1] != 1.0:
+            raise ValueError("code_loss_weight needs a model with a separate decoder and output layer")
         return model(**inputs, labels=batch["labels"]).loss
     replay = batch.get("replay") if frozen_layers else None
     bottom_replayed = (nullcontext() if replay is None else
@@ -331,7 +342,11 @@ def target_loss(model, batch: dict[str, torch.Tensor], frozen_layers: int = 0) -
     targets = batch["labels"][:, 1:]
     keep = targets != IGNORE
     logits = head(hidden[:, :-1][keep])
-    return torch.nn.functional.cross_entropy(logits.float(), targets[keep])
+    if weighted is None or weighted[1] == 1.0:
+        return torch.nn.functional.cross_entropy(logits.float(), targets[keep])
+    losses = torch.nn.functional.cross_entropy(logits.float(), targets[keep], reduction="none")
+    weights = torch.where(torch.isin(targets[keep], weighted[0]), weighted[1], 1.0)
+    return (losses * weights).sum() / weights.sum()
 
 
 @torch.no_grad()
@@ -367,6 +382,7 @@ def train(
     vocab: MusicVocab,
     out_dir: str | Path,
     *,
+    facts_for: FactsFor | None = None,
     code_descriptions: dict[str, dict[int, str]] | None = None,
     config: TrainConfig = TrainConfig(),
     system_prompt: str = DEFAULT_SYSTEM_PROMPT,
@@ -387,6 +403,9 @@ def train(
     vocab : MusicVocab
     out_dir : path
         Model directory written (and resumed from).
+    facts_for : callable, optional
+        ``(track_id, previous_id, first_id) -> text``: the catalog's facts placed after each
+        block (``assistant.synth.facts_lookup``); the chat gives the same. None leaves them out.
     code_descriptions : dict, optional
         Text per code for initialising the new token rows (``tokenizer.hf.add_music_tokens``).
     config : TrainConfig
@@ -408,7 +427,7 @@ def train(
         torch.set_num_threads(config.num_threads)
     try:
         return _train(base, conversations_train, conversations_val, codes_for, vocab, Path(out_dir),
-                      code_descriptions, config, system_prompt, progress, model, tokenizer)
+                      code_descriptions, config, system_prompt, progress, model, tokenizer, facts_for)
     finally:
         torch.set_num_threads(threads_before)
 
@@ -510,6 +529,7 @@ def _save_checkpoint(out: Path, prepared: _PreparedModel, vocab: MusicVocab, sys
     vocab.save(out)
     record = {
         "format_version": 1,
+        "reply_format": REPLY_FORMAT,
         "base": prepared.base_record,
         "system_prompt": system_prompt,
         "music_token_ids": {"start": prepared.token_ids[0], "end": prepared.token_ids[1]},
@@ -534,7 +554,7 @@ def _restore_state(out: Path, optimizer, state: dict) -> None:
 
 
 def _optimizer_step(model, optimizer, train_examples, step: int, config: TrainConfig, pad_id: int, device,
-                    bf16: bool, frozen: int, lr_scale: float) -> float:
+                    bf16: bool, frozen: int, lr_scale: float, weighted=None) -> float:
     """One optimizer step (``grad_accum`` micro-batches) at ``lr_scale`` times the peak rates; its loss."""
     for group in optimizer.param_groups:
         group["lr"] = group["peak_lr"] * lr_scale
@@ -542,7 +562,7 @@ def _optimizer_step(model, optimizer, train_examples, step: int, config: TrainCo
     for micro in range(config.grad_accum):
         batch = {k: v.to(device) for k, v in collate(_batch_for(step, micro, train_examples, config), pad_id).items()}
         with _autocast(device, bf16):
-            loss = target_loss(model, batch, frozen) / config.grad_accum
+            loss = target_loss(model, batch, frozen, weighted) / config.grad_accum
         loss.backward()
         loss_sum += loss.item()
     torch.nn.utils.clip_grad_norm_([p for p in model.parameters() if p.requires_grad], 1.0)
@@ -552,7 +572,7 @@ def _optimizer_step(model, optimizer, train_examples, step: int, config: TrainCo
 
 
 def _train(base, conversations_train, conversations_val, codes_for, vocab, out, code_descriptions, config,
-           system_prompt, progress, model, tokenizer) -> TrainReport:
+           system_prompt, progress, model, tokenizer, facts_for=None) -> TrainReport:
     from tqdm.auto import tqdm
 
     started = time.monotonic()
@@ -573,9 +593,10 @@ def _train(base, conversations_train, conversations_val, codes_for, vocab, out, 
 
     # 2. The examples; the frozen bottom layers run over them once, to be replayed every epoch.
     pad_id = tokenizer.pad_token_id
-    train_examples = build_examples(conversations_train, codes_for, tokenizer, vocab, system_prompt, config.seq_len)
+    train_examples = build_examples(conversations_train, codes_for, tokenizer, vocab, system_prompt, config.seq_len,
+                                    facts_for)
     val_examples = build_examples(conversations_val, codes_for, tokenizer, vocab, system_prompt,
-                                  config.seq_len)[: config.eval_examples]
+                                  config.seq_len, facts_for)[: config.eval_examples]
     if not train_examples:
         raise ValueError("no training examples: the conversations have no assistant turns")
     if frozen:
@@ -596,6 +617,8 @@ def _train(base, conversations_train, conversations_val, codes_for, vocab, out, 
     run_losses: list[float] = []
     budget = _TimeBudget(started, config.time_budget_s, len(val_examples), config.batch_size * config.grad_accum)
     stopped_by = "max_steps"
+    code_ids = torch.tensor(music_token_ids(tokenizer, vocab)["all"][2:], device=device)  # codes, not delimiters
+    code_weighting = (code_ids, config.code_loss_weight)
     bar = tqdm(total=state["planned_steps"], initial=step, desc="fine-tuning", disable=not progress,
                dynamic_ncols=True)
     while step < min(state["planned_steps"], config.max_steps):
@@ -604,7 +627,8 @@ def _train(base, conversations_train, conversations_val, codes_for, vocab, out, 
             break
         tick = time.monotonic()
         scale = _lr_scale(step, state["planned_steps"], config.warmup)
-        loss_sum = _optimizer_step(model, optimizer, train_examples, step, config, pad_id, device, bf16, frozen, scale)
+        loss_sum = _optimizer_step(model, optimizer, train_examples, step, config, pad_id, device, bf16, frozen, scale,
+                                   code_weighting)
         step += 1
         state["step"] = step
         state["loss_history"].append(loss_sum)

@@ -30,6 +30,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from assistant.conversations import conversations_path, read_conversations  # noqa: E402
 from assistant.model_dir import load_finetuned, read_model_record  # noqa: E402
+from assistant.synth import facts_lookup  # noqa: E402
 from assistant.examples import IGNORE, build_examples, collate  # noqa: E402
 from index.paths import demo_dir  # noqa: E402
 from index.store import MusicIndex  # noqa: E402
@@ -71,7 +72,7 @@ def main(argv: list[str] | None = None) -> int:
     model, tokenizer, vocab = load_finetuned(args.model)
     ids = music_token_ids(tokenizer, vocab)
     examples = build_examples(conversations, index.track_codes, tokenizer, vocab,
-                              read_model_record(args.model)["system_prompt"], args.seq_len)
+                              read_model_record(args.model)["system_prompt"], args.seq_len, facts_lookup(index.by_id))
     train_path = conversations_path(args.model, "train")
     common = {}
     if train_path.is_file():  # the most frequent code among the training answers

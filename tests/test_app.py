@@ -147,7 +147,7 @@ def test_an_engine_failure_becomes_one_plain_sentence(dense_assistant, caplog, m
     def broken(*args, **kwargs):
         raise RuntimeError("index went away")
 
-    monkeypatch.setattr(dense_assistant, "reply", broken)
+    monkeypatch.setattr(dense_assistant, "stream", broken)
     with caplog.at_level("ERROR", logger="tonearm.app"):
         *_, (chat, _, _) = controller.respond({"text": "calm piano music", "files": []}, [], None)
     assert chat[-1] == {"role": "assistant", "content": ERROR_MESSAGE}
@@ -160,7 +160,9 @@ def test_two_sessions_do_not_share_played_tracks(dense_assistant):
     sessions = {"a": None, "b": None}
     for who, message in [("a", "calm piano music"), ("b", "fast electronic with a driving beat"),
                          ("a", "faster"), ("b", "something dark and orchestral")]:
-        *_, (_, sessions[who], cards) = controller.respond({"text": message, "files": []}, [], sessions[who])
+        steps = list(controller.respond({"text": message, "files": []}, [], sessions[who]))
+        sessions[who] = steps[-1][1]
+        cards = next((c for _, _, c in steps if c), None)  # the cards come once, before the words
         assert cards, f"no tracks for {message!r}"
         shown[who] += [c.id for c in cards]
     a, b = sessions["a"], sessions["b"]

@@ -31,8 +31,8 @@ def test_reply_returns_catalog_tracks_from_a_music_block(assistant):
     assert reply.source == "model"  # the constrained decoder always yields a valid block
     assert len(reply.tracks) == 3 and len(reply.ranked) >= 3
     assert all(t.id in assistant.index.by_id for t in reply.tracks)
-    for card in reply.tracks:
-        assert f'"{card.title}"' in reply.text and card.reason
+    assert reply.text and all(card.reason for card in reply.tracks)
+    assert "\n- " not in reply.text  # the cards are for the front end to show, not listed in the text
     assert session.played == [c.id for c in reply.tracks]
     assert session.history[-1]["tracks"] == session.played
 
@@ -108,6 +108,14 @@ def test_text_never_names_tracks_that_were_not_retrieved(assistant):
     # A comparison the model makes on its own is dropped, even on a first turn with nothing before.
     said = f'Here is "{good_title}". It\'s calmer than the last one. It is darker.'
     assert assistant.grounded_sentences(said, reply.tracks) == f'Here is "{good_title}".'
+    # Against the track played before, a comparison stands when it is true of the first card.
+    by_tempo = sorted((t for t in assistant.index.tracks if t.descriptors.get("tempo_bpm")),
+                      key=lambda t: float(t.descriptors["tempo_bpm"]))
+    slowest, fastest = by_tempo[0], by_tempo[-1]
+    card = lambda t: assistant._card(t.id, 0.0, assistant.new_session(), parse_refinement(""))  # noqa: E731
+    claim = "It's faster than the last one."
+    assert assistant.grounded_sentences(claim, [card(fastest)], reference=slowest) == claim
+    assert assistant.grounded_sentences(claim, [card(slowest)], reference=fastest) == ""
     # Fragments of echoed track cards are not sentences, even when every fact in them is true.
     year = next((c.year for c in reply.tracks if c.year), "")
     echoed = f'1, {year}): piano; about. a fine one by the same Piano'
@@ -149,9 +157,10 @@ def test_long_history_is_trimmed_oldest_first(dirs):
         history += [{"role": "user", "content": f"request number {i} for calm piano music"},
                     {"role": "assistant", "content": "Here you go.", "tracks": []}]
     history.append({"role": "user", "content": "the latest request: fast electronic"})
-    ids = small._prompt_ids(history)
-    text = small.tokenizer.decode(ids[0])
-    assert ids.shape[1] <= 120 and "the latest request" in text and "request number 0 " not in text
+    ids = small._prompt_ids(small._messages(history))
+    text = small.tokenizer.decode(ids)
+    assert len(ids) <= 120 and "the latest request" in text and "request number 0 " not in text
+    assert text.index("<|im_start|>user") < text.index("<|im_start|>assistant")  # whole turns were dropped
 
 
 def test_fusion_lifts_the_best_word_match_and_can_be_turned_off(dirs):
@@ -161,7 +170,7 @@ def test_fusion_lifts_the_best_word_match_and_can_be_turned_off(dirs):
                                  block_ranking="likelihood")
     history = [{"role": "user", "content": "fast electronic dance music with synths"}]
     session = blocks_only.new_session()
-    by_block, source, _, _ = blocks_only._rank(history, session, parse_refinement(""), 100)
+    by_block, source, _ = blocks_only._rank(history, session, parse_refinement(""), 100)
     generation = blocks_only._generate(history)
     by_likelihood = blocks_only.index.rank_by_code_log_probs(generation.code_log_probs, k=100)
     assert source == "model" and [t for t, _ in by_block] == [t for t, _ in by_likelihood]
@@ -220,12 +229,25 @@ def test_weighted_rank_fusion():
         _rrf([a, b], weights=[1.0])
 
 
-def test_the_block_constraint_knows_the_token_budget(assistant):
-    # Without it, a block opened near the end of the budget is cut off unfinished.
+def test_the_words_keep_to_their_budget_and_write_no_music_tokens(assistant):
     short = MusicAssistant(assistant.index, assistant.model, assistant.tokenizer, assistant.vocab, max_new_tokens=9)
-    assert short._processor.max_new_tokens == 9
-    reply = short.reply(short.new_session(), "calm piano music please")
+    session = short.new_session()
+    reply = short.reply(session, "calm piano music please")
     assert reply.source == "model" and not any("malformed" in n for n in reply.notes)
+    written = short.tokenizer(reply.generated, add_special_tokens=False)["input_ids"]
+    assert len(written) <= 9 + 1 and "<music>" not in reply.generated and "<tag-" not in reply.generated
+
+
+def test_a_streamed_turn_shows_the_tracks_before_the_words(assistant):
+    session = assistant.new_session()
+    updates = list(assistant.stream(session, "calm piano music please"))
+    assert updates[0].tracks and updates[0].text == "" and updates[0].reply is None
+    final = updates[-1].reply
+    assert final is not None and [c.id for c in final.tracks] == [c.id for c in updates[0].tracks]
+    texts = [u.text for u in updates[1:-1]]
+    assert texts == sorted(texts, key=len) and all(b.startswith(a) for a, b in zip(texts, texts[1:]))
+    assert not texts or final.generated == texts[-1]
+    assert session.played == [c.id for c in final.tracks] and len(session.history) == 2
 
 
 def test_rank_for_evaluation_is_stateless_and_excludes_played(assistant):
@@ -340,3 +362,20 @@ def test_a_claim_about_singing_must_match_the_cards(assistant):
         assert kept == "It's a piece with vocals."
     else:
         assert kept == "It is instrumental."
+
+
+def test_the_decoder_reuses_its_cache_and_decodes_the_same(assistant):
+    from assistant.generation import DecodeState, common_prefix
+
+    decoder = assistant.decoder
+    ids = assistant._prompt_ids(assistant._messages([{"role": "user", "content": "calm piano"}]))
+    state = DecodeState()
+    block, block_ids = decoder.block(ids, state)
+    assert block_ids[: len(ids)] == ids and set(block.codes) == set(assistant.vocab.codebook_sizes)
+    cached = list(decoder.words(block_ids, state))
+    assert state.ids[: len(block_ids)] == block_ids  # the words went on from the block's cache
+    assert cached == list(decoder.words(block_ids, DecodeState()))  # and decoded what a fresh pass does
+    # A prompt that shares only part of the cache is cut back to the shared prefix, not confused by the rest.
+    other = ids[:-3] + assistant.tokenizer("zz", add_special_tokens=False)["input_ids"]
+    assert decoder.block(other, state)[0].codes == decoder.block(other)[0].codes
+    assert common_prefix([1, 2, 3], [1, 2, 4]) == 2 and common_prefix([], [1]) == 0

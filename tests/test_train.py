@@ -8,7 +8,7 @@ import torch
 from transformers import AutoTokenizer, LogitsProcessorList
 
 from assistant.llm import chat_prompt, load_base, tiny_model_like
-from assistant.model_dir import assistant_target, load_finetuned, read_model_record, untie_output_rows
+from assistant.model_dir import FACTS_ROLE, assistant_messages, conversation_messages, load_finetuned, read_model_record, untie_output_rows
 from assistant.examples import IGNORE, build_examples, collate
 from assistant.train import (
     STATE_FILE,
@@ -100,8 +100,10 @@ def test_labels_cover_exactly_the_assistant_replies(base_tokenizer, tiny_model, 
                                                     conversations):
     add_music_tokens(base_tokenizer, tiny_model, music_vocab)
     examples = build_examples(conversations, catalog_codes.__getitem__, base_tokenizer, music_vocab, SYSTEM, 256)
-    assert [e["id"] for e in examples] == ["c1", "c2", "c3", "c4"]
-    for example, chat in zip(examples, conversations):
+    # One example per assistant turn, named by conversation and turn.
+    expected = [(chat, i) for chat in conversations for i, t in enumerate(chat["turns"]) if t["role"] == "assistant"]
+    assert [e["id"] for e in examples] == [f"{chat['id']}#{i}" for chat, i in expected]
+    for example, (chat, end) in zip(examples, expected):
         ids, labels = example["input_ids"], example["labels"]
         assert len(ids) == len(labels) <= 256
         assert all(label in (IGNORE, token) for label, token in zip(labels, ids))
@@ -115,41 +117,58 @@ def test_labels_cover_exactly_the_assistant_replies(base_tokenizer, tiny_model, 
                 current = []
         if current:
             spans.append(current)
-        replies = [t for t in chat["turns"] if t["role"] == "assistant"]
-        assert len(spans) == len(replies)
-        for span, reply in zip(spans, replies):
-            block = music_vocab.format_block(catalog_codes[reply["tracks"][0]])
-            assert base_tokenizer.decode(span) == f"{reply['content']} {block}<|im_end|>\n"
-        # Everything else (system, user turns, role headers) carries no loss.
+        # Learned: every turn's block so far, and the words of the turn the example is for.
+        replies = [t for t in chat["turns"][: end + 1] if t["role"] == "assistant"]
+        wanted = [music_vocab.format_block(catalog_codes[r["tracks"][0]]) + "<|im_end|>\n" for r in replies]
+        wanted.append(chat["turns"][end]["content"] + "<|im_end|>\n")
+        assert [base_tokenizer.decode(span) for span in spans] == wanted
+        # Everything else (system, user turns, earlier words, role headers) carries no loss.
         unsupervised = base_tokenizer.decode([t for t, label in zip(ids, labels) if label == IGNORE])
         assert SYSTEM in unsupervised and chat["turns"][0]["content"] in unsupervised
-        assert chat["turns"][2]["content"] in unsupervised and "Try this one" not in unsupervised
+        assert all(r["content"] in unsupervised for r in replies[:-1])
 
 
 def test_long_conversations_drop_oldest_turns_but_keep_the_system_prompt(base_tokenizer, tiny_model, music_vocab,
                                                                         catalog_codes, conversations):
     add_music_tokens(base_tokenizer, tiny_model, music_vocab)
-    full = build_examples(conversations[:1], catalog_codes.__getitem__, base_tokenizer, music_vocab, SYSTEM, 512)[0]
+    # The example for the conversation's last turn, whole and one token too long.
+    full = build_examples(conversations[:1], catalog_codes.__getitem__, base_tokenizer, music_vocab, SYSTEM, 512)[-1]
     short = build_examples(conversations[:1], catalog_codes.__getitem__, base_tokenizer, music_vocab, SYSTEM,
-                           len(full["input_ids"]) - 1)[0]
+                           len(full["input_ids"]) - 1)[-1]
     text = base_tokenizer.decode(short["input_ids"])
     assert text.startswith(f"<|im_start|>system\n{SYSTEM}<|im_end|>")
     assert "something calm with piano" not in text and "now sadder" in text
     system_len = len(base_tokenizer(chat_prompt(base_tokenizer, [{"role": "system", "content": SYSTEM}], False),
                                     add_special_tokens=False)["input_ids"])
     assert short["input_ids"][system_len:] == full["input_ids"][-(len(short["input_ids"]) - system_len):]
-    tiny = build_examples(conversations[:1], catalog_codes.__getitem__, base_tokenizer, music_vocab, SYSTEM, 24)[0]
+    tiny = build_examples(conversations[:1], catalog_codes.__getitem__, base_tokenizer, music_vocab, SYSTEM, 24)[-1]
     assert len(tiny["input_ids"]) == 24 and tiny["labels"][-1] != IGNORE
 
 
-def test_assistant_target_and_bad_input(base_tokenizer, music_vocab, catalog_codes):
+def test_assistant_messages_block_first_then_facts_then_words(base_tokenizer, music_vocab, catalog_codes):
     turn = {"role": "assistant", "content": " Enjoy. ", "tracks": ["sad-folk"]}
-    assert assistant_target(turn, catalog_codes.__getitem__, music_vocab) == (
-        "Enjoy. " + music_vocab.format_block(catalog_codes["sad-folk"]))
-    assert assistant_target({"role": "assistant", "content": "No track."}, catalog_codes.__getitem__,
-                            music_vocab) == "No track."
+    block = music_vocab.format_block(catalog_codes["sad-folk"])
+    assert assistant_messages(turn, catalog_codes.__getitem__, music_vocab, "Sad Folk: slow.") == [
+        {"role": "assistant", "content": block}, {"role": FACTS_ROLE, "content": "Sad Folk: slow."},
+        {"role": "assistant", "content": "Enjoy."}]
+    assert assistant_messages(turn, catalog_codes.__getitem__, music_vocab) == [
+        {"role": "assistant", "content": block}, {"role": "assistant", "content": "Enjoy."}]
+    assert assistant_messages({"role": "assistant", "content": "No track."}, catalog_codes.__getitem__,
+                              music_vocab) == [{"role": "assistant", "content": "No track."}]
     with pytest.raises(KeyError, match="not in the index"):
-        assistant_target({"content": "x", "tracks": ["missing"]}, catalog_codes.__getitem__, music_vocab)
+        assistant_messages({"content": "x", "tracks": ["missing"]}, catalog_codes.__getitem__, music_vocab)
+    # Only the last turn, the one being answered, has facts: about its first track against the last
+    # one played before it and the session's first. Earlier words are context, not learned.
+    seen = []
+    turns = [{"role": "user", "content": "a"}, {"role": "assistant", "content": "A.", "tracks": ["sad-folk"]},
+             {"role": "user", "content": "b"}, {"role": "assistant", "content": "B.", "tracks": ["sad-folk", "x"]},
+             {"role": "user", "content": "c"}, {"role": "assistant", "content": "C.", "tracks": ["sad-folk"]}]
+    messages = conversation_messages(turns, catalog_codes.__getitem__, music_vocab,
+                                     lambda t, prev, first: seen.append((t, prev, first)) or f"{t}|{prev}|{first}")
+    assert seen == [("sad-folk", "x", "sad-folk")]
+    assert [m["role"] for m in messages] == ["user", "assistant", "assistant"] * 2 + [
+        "user", "assistant", FACTS_ROLE, "assistant"]
+    assert [m.get("learn", True) for m in messages if m["role"] == "assistant"] == [True, False] * 2 + [True, True]
     with pytest.raises(KeyError, match="add_music_tokens"):
         build_examples([], catalog_codes.__getitem__, base_tokenizer, music_vocab, SYSTEM, 64)
 
@@ -163,7 +182,8 @@ def test_train_resume_reload_and_generate(tmp_path, base_tokenizer, tiny_model, 
     report = train(None, conversations[:3], conversations[3:], catalog_codes.__getitem__, music_vocab, out,
                    config=fast_config(), system_prompt=SYSTEM, progress=False,
                    model=tiny_model, tokenizer=base_tokenizer)
-    assert report.steps == report.steps_this_run == 12 and report.examples == 3
+    turns = sum(t["role"] == "assistant" for c in conversations[:3] for t in c["turns"])
+    assert report.steps == report.steps_this_run == 12 and report.examples == turns  # one per assistant turn
     assert report.train_loss < report.first_train_loss - 0.5  # it learns
     assert [s for s, _ in report.val_history] == [6, 12]
     assert report.val_history[1][1] < report.val_history[0][1]

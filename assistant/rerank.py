@@ -1,0 +1,222 @@
+"""A learned re-ranker over the union of a turn's rankings, fitted on validation conversations.
+
+Reciprocal-rank fusion weighs each ranking by one hand-set number. The re-ranker instead scores
+every candidate that any ranking of the turn found with a logistic regression over features:
+its reciprocal rank in each ranking (BM25 of the person's words, MiniLM, the session's
+neighbourhood, the model's block, the catalog ranked by the block's likelihood) and, with a
+model, the log-probability the model gave each of the candidate's five codes. It is fitted on
+the validation conversations (never on training ones, whose blocks the model has memorised,
+nor on test ones), and the same fit without the model's features is the no-model comparison.
+
+    rows = candidate_features(rankings, log_probs, index.track_codes)
+    reranker = fit_reranker(features, labels)
+    order = reranker.rank(rows)
+"""
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from index.track import MODALITIES
+
+RANKINGS = ("lexical", "dense", "session", "block", "likelihood")
+MODEL_RANKINGS = ("block", "likelihood")
+RANK_OFFSET = 10  # a candidate's reciprocal-rank feature is RANK_OFFSET / (RANK_OFFSET + rank)
+LOG_PROB_FLOOR = -20.0
+RERANKER_FILE = "reranker.json"
+
+
+def feature_names(with_model: bool) -> tuple[str, ...]:
+    """The features a re-ranker reads: reciprocal ranks, whether each ranking found the track,
+    and with the model the log-probability of each of its codes and their sum."""
+    rankings = RANKINGS if with_model else tuple(r for r in RANKINGS if r not in MODEL_RANKINGS)
+    names = [f"rr_{r}" for r in rankings] + [f"in_{r}" for r in rankings]
+    if with_model:
+        names += [f"lp_{m}" for m in MODALITIES] + ["lp_sum"]
+    return tuple(names)
+
+
+def candidate_features(rankings: Mapping[str, Sequence[tuple[str, float]]],
+                       log_probs: Mapping[str, np.ndarray] | None,
+                       codes_of: Callable[[str], Mapping[str, int]], *,
+                       with_model: bool) -> tuple[list[str], np.ndarray]:
+    """The candidates of one turn (every track any ranking found, in first-seen order) and
+    their feature rows, in ``feature_names(with_model)`` order."""
+    names = feature_names(with_model)
+    candidates = list(dict.fromkeys(t for r in RANKINGS for t, _ in rankings.get(r, ())))
+    column = {n: i for i, n in enumerate(names)}
+    rows = np.zeros((len(candidates), len(names)))
+    at = {t: i for i, t in enumerate(candidates)}
+    for r in RANKINGS:
+        if f"rr_{r}" not in column:
+            continue
+        for rank, (t, _) in enumerate(rankings.get(r, ())):
+            rows[at[t], column[f"rr_{r}"]] = RANK_OFFSET / (RANK_OFFSET + rank)
+            rows[at[t], column[f"in_{r}"]] = 1.0
+    if with_model and log_probs is not None:
+        best = {m: float(np.max(v)) for m, v in log_probs.items()}
+        for i, t in enumerate(candidates):
+            codes = codes_of(t)
+            values = [max(LOG_PROB_FLOOR, float(log_probs[m][codes[m]]) - best[m]) if m in log_probs else 0.0
+                      for m in MODALITIES]
+            rows[i, column["lp_playlist"]:column["lp_playlist"] + len(MODALITIES)] = values
+            rows[i, column["lp_sum"]] = sum(values)
+    return candidates, rows
+
+
+@dataclass
+class Reranker:
+    """A linear score over ``features``, with the feature scaling it was fitted with."""
+
+    features: tuple[str, ...]
+    weights: np.ndarray
+    mean: np.ndarray
+    scale: np.ndarray
+
+    @property
+    def with_model(self) -> bool:
+        return "lp_sum" in self.features
+
+    def score(self, rows: np.ndarray) -> np.ndarray:
+        return ((rows - self.mean) / self.scale) @ self.weights
+
+    def rank(self, candidates: Sequence[str], rows: np.ndarray) -> list[tuple[str, float]]:
+        """The candidates best first, with their scores (ties keep the given order)."""
+        if not len(candidates):
+            return []
+        scores = self.score(rows)
+        order = np.argsort(-scores, kind="stable")
+        return [(candidates[i], float(scores[i])) for i in order]
+
+    def to_dict(self) -> dict:
+        return {"features": list(self.features), "weights": self.weights.tolist(), "mean": self.mean.tolist(),
+                "scale": self.scale.tolist()}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "Reranker":
+        arrays = [np.asarray(d[k], dtype=np.float64) for k in ("weights", "mean", "scale")]
+        if not all(a.shape == (len(d["features"]),) for a in arrays):
+            raise ValueError("a re-ranker needs one weight, mean and scale per feature")
+        return cls(tuple(d["features"]), *arrays)
+
+
+def fit_reranker(rows: np.ndarray, labels: np.ndarray, features: Sequence[str], *, c: float = 1.0) -> Reranker:
+    """Logistic regression of "is the true track" on standardised features (sklearn)."""
+    from sklearn.linear_model import LogisticRegression
+
+    rows, labels = np.asarray(rows, dtype=np.float64), np.asarray(labels)
+    if rows.ndim != 2 or rows.shape[1] != len(features) or len(rows) != len(labels):
+        raise ValueError(f"rows must be (n, {len(features)}) with one label each, got {rows.shape} and {labels.shape}")
+    if labels.min() == labels.max():
+        raise ValueError("fitting a re-ranker needs both true and other candidates")
+    mean, scale = rows.mean(axis=0), rows.std(axis=0)
+    scale[scale == 0] = 1.0
+    model = LogisticRegression(C=c, max_iter=2000, class_weight="balanced")
+    model.fit((rows - mean) / scale, labels)
+    return Reranker(tuple(features), model.coef_[0].astype(np.float64), mean, scale)
+
+
+def save_rerankers(model_dir: str | Path, rerankers: Mapping[str, Reranker], report: dict) -> Path:
+    """Write ``reranker.json``: the re-rankers by name ("with_model", "without_model") and how they were chosen."""
+    path = Path(model_dir) / RERANKER_FILE
+    path.write_text(json.dumps({"rerankers": {k: r.to_dict() for k, r in rerankers.items()}, "report": report},
+                               indent=2) + "\n")
+    return path
+
+
+def load_rerankers(model_dir: str | Path) -> dict[str, Reranker]:
+    """The re-rankers of a model directory ({} when it has none)."""
+    path = Path(model_dir) / RERANKER_FILE
+    if not path.is_file():
+        return {}
+    data = json.loads(path.read_text())
+    return {k: Reranker.from_dict(v) for k, v in data["rerankers"].items()}
+
+
+def turn_rows(assistant, conversations: Sequence[dict], *, progress: bool = True) -> list[dict]:
+    """For every evaluation point of ``conversations``: the candidates, both feature sets and
+    the labels, from ``assistant``'s own generations and searches (as its turn would see them)."""
+    from tqdm.auto import tqdm
+
+    from .chat import CANDIDATES, Generation, Session
+    from .conversations import played_tracks
+    from .metrics import eval_turns
+
+    out = []
+    for conv in tqdm(conversations, desc="re-ranker rows", disable=not progress, unit="conv"):
+        for history, relevant in eval_turns(conv):
+            session = Session(history=[dict(t) for t in history[:-1]])
+            session.played = played_tracks(history)
+            exclude = set(session.played)
+            generation = assistant._generate(list(history)) if assistant.model is not None else Generation("", None, [])
+            by_block = (assistant.index.retrieve(codes=generation.codes, k=CANDIDATES, exclude=exclude)
+                        if generation.codes else [])
+            rankings = assistant.rankings(by_block, list(history), session, CANDIDATES, exclude, generation)
+            row = {"conversation": conv["id"], "relevant": set(relevant)}
+            for with_model in (True, False):
+                candidates, rows = candidate_features(rankings, generation.code_log_probs,
+                                                      assistant.index.track_codes, with_model=with_model)
+                row[with_model] = (candidates, rows, np.array([t in row["relevant"] for t in candidates]))
+            out.append(row)
+    return out
+
+
+def fit_from_rows(turns: Sequence[dict], with_model: bool, c: float = 1.0) -> Reranker:
+    """Fit on every candidate of ``turns`` (from ``turn_rows``)."""
+    rows = np.concatenate([t[with_model][1] for t in turns])
+    labels = np.concatenate([t[with_model][2] for t in turns])
+    return fit_reranker(rows, labels, feature_names(with_model), c=c)
+
+
+def fit_on_validation(assistant, conversations: Sequence[dict], *, folds: int = 5, c: float = 1.0,
+                      progress: bool = True) -> tuple[dict[str, Reranker], dict]:
+    """Fit the re-rankers with and without the model's features on validation conversations.
+
+    With ``folds`` above 1, figures come from cross-validation over the conversations: each fold is scored by
+    re-rankers fitted on the other folds, through the assistant's whole turn (refinement
+    included), next to the reciprocal-rank fusion it replaces. The re-rankers returned are
+    then fitted on every conversation.
+
+    Returns
+    -------
+    (rerankers, report)
+        ``{"with_model": ..., "without_model": ...}`` and the cross-validated nDCG@10 and hit@3.
+    """
+    from .chat import MusicAssistant
+    from .evaluate import assistant_ranker, evaluate_system, replay_generations
+
+    if assistant.model is None:
+        raise ValueError("fitting the re-rankers needs the assistant's model")
+    replay_generations(assistant)
+    turns = turn_rows(assistant, conversations, progress=progress)
+    ids = list(dict.fromkeys(c["id"] for c in conversations))
+    fold_of = {cid: i % max(folds, 1) for i, cid in enumerate(ids)}
+    systems = {"assistant (rank fusion)": lambda fitted: MusicAssistant(
+                   assistant.index, assistant.model, assistant.tokenizer, assistant.vocab),
+               "engine (rank fusion)": lambda fitted: MusicAssistant(assistant.index),
+               "assistant (re-ranker)": lambda fitted: MusicAssistant(
+                   assistant.index, assistant.model, assistant.tokenizer, assistant.vocab, reranker=fitted[True]),
+               "engine (re-ranker)": lambda fitted: MusicAssistant(assistant.index, reranker=fitted[False])}
+    scores: dict[str, list[tuple[float, float, int]]] = {name: [] for name in systems}
+    for fold in range(folds if folds > 1 else 0):
+        train = [t for t in turns if fold_of[t["conversation"]] != fold]
+        held = [c for c in conversations if fold_of[c["id"]] == fold]
+        if not held or not train:
+            continue
+        fitted = {w: fit_from_rows(train, w, c) for w in (True, False)}
+        for name, make in systems.items():
+            system = make(fitted)
+            if system.model is not None:
+                system._generate = assistant._generate  # the same blocks as the rows were built from
+            result = evaluate_system(name, assistant_ranker(system), held, progress=False)
+            scores[name].append((result.metrics["ndcg@10"], result.metrics["hit@3"], len(held)))
+    report = {"conversations": len(ids), "turns": len(turns), "folds": folds, "c": c,
+              "cross_validated": {name: {"ndcg@10": float(np.average([s[0] for s in v], weights=[s[2] for s in v])),
+                                         "hit@3": float(np.average([s[1] for s in v], weights=[s[2] for s in v]))}
+                                  for name, v in scores.items() if v}}
+    rerankers = {"with_model": fit_from_rows(turns, True, c), "without_model": fit_from_rows(turns, False, c)}
+    return rerankers, report

@@ -1,0 +1,135 @@
+"""A five-turn chat in a real browser, timed as a person sees it.
+
+Starts the app (the demo's index and model unless told otherwise), opens it in headless
+Chromium with Playwright, types each message and presses Enter, and for every turn records
+when the cards changed and when the reply text stopped growing, both from the key press, plus
+the reply text as it was seen while it streamed. Prints the transcript and the times, and saves
+a screenshot of the page at the end.
+
+    python bench/browser_session.py --screenshot /tmp/chat.png
+    python bench/browser_session.py --index DIR --model DIR "calm piano" "faster" ...
+
+Needs Debian's chromium (`make browser-deps`) and the playwright package (installed by `make`).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+
+CHROMIUM = "/usr/bin/chromium"
+MESSAGES = ("Some calm piano music, please.", "Something faster.", "Now something darker.",
+            "More like the first one.", "An instrumental one with strings.")
+POLL_S = 0.05
+SETTLED_S = 1.5  # a reply whose text has not changed for this long, with the box usable again, is done
+
+CARD_TITLES = "() => Array.from(document.querySelectorAll('.track-card .card-title')).map(e => e.innerText.trim())"
+LAST_BOT = ("() => { const m = document.querySelectorAll('#chat .message.bot');"
+            " return m.length ? m[m.length - 1].innerText.trim() : ''; }")
+BOT_COUNT = "() => document.querySelectorAll('#chat .message.bot').length"
+BOX_READY = "() => { const t = document.querySelector('#message-box textarea'); return !!t && !t.disabled; }"
+
+
+def run_turn(page, message: str, timeout_s: float) -> dict:
+    """Send one message; return the times to new cards and to the finished text, and what streamed."""
+    cards_before, bots_before = page.evaluate(CARD_TITLES), page.evaluate(BOT_COUNT)
+    box = page.locator("#message-box textarea")
+    box.fill(message)
+    t0 = time.perf_counter()
+    box.press("Enter")
+    tracks_s = end_s = None
+    seen: list[str] = []
+    last_change = t0
+    while time.perf_counter() - t0 < timeout_s:
+        now = time.perf_counter()
+        cards = page.evaluate(CARD_TITLES)
+        if tracks_s is None and cards and cards != cards_before:
+            tracks_s = now - t0
+        text = page.evaluate(LAST_BOT) if page.evaluate(BOT_COUNT) > bots_before else ""
+        if text and (not seen or text != seen[-1]):
+            seen.append(text)
+            last_change = now
+        if seen and page.evaluate(BOX_READY) and now - last_change > SETTLED_S:
+            end_s = last_change - t0
+            break
+        time.sleep(POLL_S)
+    return {"message": message, "tracks_s": tracks_s, "end_s": end_s, "streamed": seen,
+            "reply": seen[-1] if seen else "", "cards": page.evaluate(CARD_TITLES)}
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description="Time a chat in headless Chromium: cards and finished reply per turn.")
+    p.add_argument("messages", nargs="*", default=list(MESSAGES), help="the user turns (default: a five-turn session)")
+    p.add_argument("--index", type=Path, help="index directory (default: the demo's)")
+    p.add_argument("--model", type=Path, help="model directory (default: the demo's)")
+    p.add_argument("--screenshot", type=Path, help="save a screenshot of the page at the end here")
+    p.add_argument("--json", type=Path, help="write the transcript and times here")
+    p.add_argument("--turn-timeout-s", type=float, default=60.0)
+    args = p.parse_args(argv)
+    if (args.index is None) != (args.model is None):
+        p.error("give --index and --model together, or neither for the demo")
+    if not Path(CHROMIUM).exists():
+        p.error(f"chromium is not installed at {CHROMIUM} (`make browser-deps` installs it)")
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    from playwright.sync_api import sync_playwright
+
+    from app import build_app, launch
+    from assistant.chat import MusicAssistant
+    from bench.load import free_port
+
+    if args.index is None:
+        from assistant.pipeline import ensure_demo
+
+        args.index, args.model = ensure_demo()
+    assistant = MusicAssistant.load(args.index, args.model)
+    assistant.reply(assistant.new_session(), "a warm-up turn")  # first-call costs are not a person's wait
+    demo = build_app(assistant)
+    port = free_port()
+    launch(demo, host="127.0.0.1", port=port, prevent_thread_lock=True, quiet=True)
+    turns = []
+    try:
+        with sync_playwright() as p:
+            browser = p.chromium.launch(executable_path=CHROMIUM, args=["--headless", "--no-sandbox", "--disable-gpu"])
+            page = browser.new_page(viewport={"width": 1280, "height": 1000})
+            page.goto(f"http://127.0.0.1:{port}")
+            page.locator("#message-box textarea").wait_for()
+            for message in args.messages:
+                turns.append(run_turn(page, message, args.turn_timeout_s))
+                t = turns[-1]
+                print(f"\nuser> {message}")
+                print(f"  cards after {t['tracks_s'] or float('nan'):.2f} s: {'; '.join(t['cards'])}")
+                print(f"  reply complete after {t['end_s'] or float('nan'):.2f} s, seen in {len(t['streamed'])} steps")
+                for step in t["streamed"][:: max(1, len(t["streamed"]) // 4)][:4]:
+                    print(f"    streaming: {step[:110]}")
+                print(f"  assistant> {t['reply']}")
+            if args.screenshot:
+                args.screenshot.parent.mkdir(parents=True, exist_ok=True)
+                page.screenshot(path=str(args.screenshot), full_page=True)
+            browser.close()
+    finally:
+        demo.close()
+    tracks = [t["tracks_s"] for t in turns if t["tracks_s"] is not None]
+    ends = [t["end_s"] for t in turns if t["end_s"] is not None]
+    print(f"\ncards: p50 {statistics.median(tracks):.2f} s over {len(tracks)} turns; "
+          f"whole reply: p50 {statistics.median(ends):.2f} s over {len(ends)} turns")
+    if args.json:
+        args.json.write_text(json.dumps(turns, indent=2, ensure_ascii=False) + "\n")
+    return 0 if len(tracks) == len(ends) == len(turns) else 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
