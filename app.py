@@ -25,6 +25,7 @@ import logging
 import os
 import sys
 import threading
+import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -45,6 +46,8 @@ FILE_ROUTE = "/gradio_api/file="  # Gradio's file route; it serves only allowed_
 SESSION_TTL_S = 4 * 3600  # a session left alone this long is dropped (bounds server memory)
 DEFAULT_MAX_UPLOAD_MB = 50
 DEFAULT_CONCURRENCY = 4
+DEFAULT_THREADS = 2
+STREAM_INTERVAL_S = 0.25  # the streamed reply reaches the page in steps this far apart, at most
 MAX_SESSION_LOCKS = 10_000
 STATUS_POLL_S = 5.0  # how often an open page re-reads the model status
 
@@ -199,11 +202,16 @@ class ChatController:
         try:
             final: Reply | None = None
             with self._turn_lock(session):  # released on close too, if the person goes away mid-reply
+                last_sent = 0.0
                 for update in self.assistant.stream(session, text, upload=upload):
                     if update.reply is not None:
                         final = update.reply
                         break
-                    yield chat + [{"role": "assistant", "content": update.text or "…"}], session, update.tracks or None
+                    # Every page update costs the browser a round of rendering: the words go out at
+                    # most every STREAM_INTERVAL_S, the cards at once.
+                    if update.tracks or time.monotonic() - last_sent >= STREAM_INTERVAL_S:
+                        last_sent = time.monotonic()
+                        yield chat + [{"role": "assistant", "content": update.text or "…"}], session, update.tracks or None
         except Exception:
             log.exception("chat turn failed for message %r (upload %s)", text[:200], upload)
             yield chat + [{"role": "assistant", "content": ERROR_MESSAGE}], session, None
@@ -403,6 +411,13 @@ def launch(demo: gr.Blocks, *, host: str = "127.0.0.1", port: int | None = 7860,
 
 # ---- command line ------------------------------------------------------------------------------
 
+def set_turn_threads(threads: int) -> None:
+    """CPU threads for each turn's model and searches (torch's pool is one per process)."""
+    import torch
+
+    torch.set_num_threads(threads)
+
+
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(
         prog="app.py", description="Chat with the music assistant in your browser.",
@@ -415,6 +430,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--port", type=int, default=7860, help="port (default: %(default)s)")
     p.add_argument("--concurrency", type=int, default=DEFAULT_CONCURRENCY,
                    help="chat turns processed at once; others queue (default: %(default)s)")
+    p.add_argument("--threads", type=int, default=DEFAULT_THREADS,
+                   help="CPU threads each chat turn computes with (default: %(default)s); turns run side by side "
+                        "up to --concurrency")
     p.add_argument("--max-upload-mb", type=float, default=DEFAULT_MAX_UPLOAD_MB,
                    help="largest song a person may upload, in MB (default: %(default)s)")
     args = p.parse_args(argv)
@@ -424,6 +442,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         p.error("--model and --no-model contradict each other")
     if args.concurrency < 1:
         p.error("--concurrency must be at least 1")
+    if args.threads < 1:
+        p.error("--threads must be at least 1")
     if args.max_upload_mb <= 0:
         p.error("--max-upload-mb must be positive")
     return args
@@ -436,6 +456,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per request otherwise
     args = parse_args(argv)
+    set_turn_threads(args.threads)
     train_later = None  # the demo model, when it is not trained yet
     if args.index is None:
         from assistant.pipeline import ensure_demo

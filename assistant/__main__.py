@@ -158,8 +158,8 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--train-layers", type=int, default=8,
                    help="adapt only the top N decoder layers; the frozen ones below run once per example, not "
                         "every step (default 8; 0 = adapt every layer, about 3x slower per step)")
-    t.add_argument("--code-loss-weight", type=float, default=1.0,
-                   help="weight of each music-code token in the loss against 1 for a word (default 1)")
+    t.add_argument("--code-loss-weight", type=float, default=4.0,
+                   help="weight of each music-code token in the loss against 1 for a word (default 4)")
     t.add_argument("--seed", type=int, default=0)
     t.set_defaults(func=cmd_train)
 

@@ -584,7 +584,7 @@ class MusicAssistant:
         numbers = allowed_numbers | _numbers_of(reference)
         if any(int(n) not in numbers for n in re.findall(r"\b\d{2,4}\b", claims)):
             return False
-        named_keys = re.findall(r"\b[a-g][#b]? (?:major|minor)\b", claims)
+        named_keys = re.findall(r"\b[a-g][#b]? (?:major|minor)\b(?!-)", claims)  # not "a minor-key piece"
         if any(k not in keys for k in named_keys):
             return False
         claim = parse_refinement(sentence)
@@ -659,7 +659,7 @@ def _numbers_of(t: Track | None) -> set[int]:
 
 
 # "by <Name>" up to "from", punctuation or the end: the artist a sentence names.
-_BY_ARTIST = re.compile(r"\bby ([A-Z][^,.;:!?]*?)(?= from\b| with\b| in\b| at\b|[,.;:!?]|$)")
+_BY_ARTIST = re.compile(r"\bby ([A-Z][^,.;:!?]*?)(?= from\b| with\b| in\b| at\b| fits\b| is\b| has\b|[,.;:!?]|$)")
 _VOCAL_WORDS = re.compile(r"\b(vocals?|vocalist|sung|sings?|singer|singing|voices?)\b")
 
 

@@ -74,7 +74,7 @@ def evaluate_system(name: str, rank: Ranker, conversations: Sequence[dict], *, k
     if replies:
         words = {"replies": len(replies), "own_words": sum(r.own_words for r in replies) / len(replies),
                  "contradictions": sum(len(r.dropped) for r in replies),
-                 "examples_dropped": [s for r in replies for s in r.dropped][:10]}
+                 "dropped": [s for r in replies for s in r.dropped]}
     return SystemResult(name, metrics, float(np.percentile(seconds, 50)), float(np.percentile(seconds, 95)),
                         by_kind=aggregate_by_kind(per_conversation), predictions=predictions, words=words)
 

@@ -89,8 +89,9 @@ class Decoder:
             state.cache, keep = DynamicCache(), 0
         elif keep < len(state.ids):
             state.cache.crop(keep - len(state.ids))
-        out = self.model(input_ids=torch.tensor([ids[keep:]]), past_key_values=state.cache, use_cache=True)
-        state.cache, state.ids = out.past_key_values, list(ids)
+        # The cache is filled in place; only the last position's logits are needed.
+        out = self.model(input_ids=torch.tensor([ids[keep:]]), cache=state.cache, use_cache=True, logits_to_keep=1)
+        state.ids = list(ids)
         return out.logits[0, -1].float()
 
     def block(self, prompt_ids: Sequence[int], state: DecodeState | None = None) -> tuple[Block, list[int]]:

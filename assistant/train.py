@@ -109,7 +109,7 @@ class TrainConfig:
     device: str = "auto"
     bf16: bool | None = None
     train_layers: int | None = 8
-    code_loss_weight: float = 1.0
+    code_loss_weight: float = 4.0
 
     def __post_init__(self) -> None:
         for name in ("max_steps", "seq_len", "batch_size", "grad_accum", "lora_r", "eval_every", "eval_examples"):

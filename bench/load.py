@@ -162,9 +162,12 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def start_server(index: Path | None, model: Path | None, concurrency: int, workdir: Path, log=print):
+def start_server(index: Path | None, model: Path | None, concurrency: int, workdir: Path, log=print,
+                 threads: int | None = None):
     """Serve the app in this process on a free loopback port; return (blocks, url)."""
-    from app import build_app, launch
+    from app import DEFAULT_THREADS, build_app, launch, set_turn_threads
+
+    set_turn_threads(threads or DEFAULT_THREADS)
     from assistant.chat import MusicAssistant
 
     if index is None:
@@ -188,6 +191,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--sessions", type=int, default=8, help="concurrent sessions (default: %(default)s)")
     p.add_argument("--turns", type=int, default=5, help="turns per session (default: %(default)s)")
     p.add_argument("--concurrency", type=int, default=4, help="server queue concurrency when this starts the server")
+    p.add_argument("--threads", type=int, default=None, help="CPU threads per turn in the server this starts "
+                                                            "(default: the app's)")
     p.add_argument("--turn-timeout-s", type=float, default=120.0, help="limit on one turn (default: %(default)s)")
     p.add_argument("--total-timeout-s", type=float, default=600.0, help="limit on the whole run (default: %(default)s)")
     p.add_argument("--json", action="store_true", help="print the summary as JSON instead of a table")
@@ -213,7 +218,8 @@ def main(argv: list[str] | None = None) -> int:
         try:
             url = args.url
             if url is None:
-                demo, url = start_server(args.index, args.model, args.concurrency, Path(tmp), log=log)
+                demo, url = start_server(args.index, args.model, args.concurrency, Path(tmp), log=log,
+                                         threads=args.threads)
             log(f"{args.sessions} sessions x {args.turns} turns against {url}")
             summary = run_load(url, args.sessions, args.turns, args.turn_timeout_s, args.total_timeout_s)
         finally:

@@ -115,6 +115,9 @@ def test_text_never_names_tracks_that_were_not_retrieved(assistant):
     card = lambda t: assistant._card(t.id, 0.0, assistant.new_session(), parse_refinement(""))  # noqa: E731
     claim = "It's faster than the last one."
     assert assistant.grounded_sentences(claim, [card(fastest)], reference=slowest) == claim
+    # "a minor-key piece" names no key, and "by <artist> fits" names the artist alone.
+    for said in (f'Try "{fastest.title}": a minor-key piece.', f'"{fastest.title}" by {fastest.artist} fits: a piece.'):
+        assert assistant.grounded_sentences(said, [card(fastest)]) == said
     assert assistant.grounded_sentences(claim, [card(slowest)], reference=fastest) == ""
     # Fragments of echoed track cards are not sentences, even when every fact in them is true.
     year = next((c.year for c in reply.tracks if c.year), "")

@@ -71,7 +71,7 @@ def build_tiny_assistant(root: Path, steps: int = 4) -> tuple[Path, Path]:
     """
     from assistant.llm import load_tokenizer, tiny_model_like
     from assistant.conversations import CONVERSATIONS_DIR, read_conversations
-    from assistant.synth import write_splits
+    from assistant.synth import facts_lookup, write_splits
     from assistant.train import TrainConfig, train
     from index.build import build_index
     from index.store import MusicIndex
@@ -86,6 +86,6 @@ def build_tiny_assistant(root: Path, steps: int = 4) -> tuple[Path, Path]:
     paths = write_splits(index.tracks, index.playlists, model_dir / CONVERSATIONS_DIR,
                          heldout_playlists=index.heldout_playlists, seed=0, progress=False)
     train(None, read_conversations(paths["train"]), read_conversations(paths["val"]), index.track_codes, MusicVocab.from_manifest(index.manifest), model_dir,
-          code_descriptions=index.code_descriptions(), model=tiny_model_like(tok), tokenizer=tok, progress=False,
+          facts_for=facts_lookup(index.by_id), code_descriptions=index.code_descriptions(), model=tiny_model_like(tok), tokenizer=tok, progress=False,
           config=TrainConfig(max_steps=steps, seq_len=128, batch_size=4, eval_every=2, time_budget_s=None))
     return index_dir, model_dir

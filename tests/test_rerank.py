@@ -1,0 +1,78 @@
+"""The learned re-ranker: its features, its fit, and its place in the turn and the evaluation."""
+from __future__ import annotations
+
+import shutil
+
+import numpy as np
+import pytest
+
+from assistant.chat import MusicAssistant
+from assistant.conversations import conversations_path, read_conversations
+from assistant.rerank import (RERANKER_FILE, Reranker, candidate_features, feature_names, fit_reranker,
+                              load_rerankers)
+from index.track import MODALITIES
+
+
+@pytest.fixture(scope="module")
+def dirs(tiny_assistant_dirs):
+    return tiny_assistant_dirs
+
+
+def test_candidate_features_read_every_ranking_and_the_codes_log_probabilities():
+    codes = {"a": dict.fromkeys(MODALITIES, 0), "b": dict.fromkeys(MODALITIES, 1), "c": dict.fromkeys(MODALITIES, 1)}
+    rankings = {"lexical": [("a", 3.0), ("b", 1.0)], "block": [("b", 0.9), ("c", 0.5)], "session": []}
+    log_probs = {m: np.log(np.array([0.75, 0.25])) for m in MODALITIES}
+    candidates, rows = candidate_features(rankings, log_probs, codes.__getitem__, with_model=True)
+    names = feature_names(True)
+    assert candidates == ["a", "b", "c"] and rows.shape == (3, len(names))
+    col = {n: i for i, n in enumerate(names)}
+    assert rows[0, col["rr_lexical"]] == 1.0 and rows[1, col["rr_lexical"]] == pytest.approx(10 / 11)
+    assert rows[2, col["in_lexical"]] == 0 and rows[2, col["in_block"]] == 1 and rows[:, col["in_session"]].sum() == 0
+    # Log-probabilities are relative to the best code: 0 for "a", log(1/3) per modality for "b".
+    assert rows[0, col["lp_sum"]] == 0 and rows[1, col["lp_audio"]] == pytest.approx(np.log(1 / 3))
+    assert rows[1, col["lp_sum"]] == pytest.approx(5 * np.log(1 / 3))
+    plain, rows_plain = candidate_features(rankings, log_probs, codes.__getitem__, with_model=False)
+    assert plain == ["a", "b", "c"] and rows_plain.shape == (3, len(feature_names(False)))
+    assert not any(n.startswith(("lp_", "rr_block", "in_block")) for n in feature_names(False))
+
+
+def test_the_fit_ranks_true_candidates_first_and_round_trips():
+    rng = np.random.default_rng(0)
+    rows = rng.normal(size=(400, 3))
+    labels = rows[:, 1] > 1.0  # only the second feature tells
+    fitted = fit_reranker(rows, labels, ("x", "y", "z"))
+    assert np.argmax(np.abs(fitted.weights)) == 1 and fitted.weights[1] > 0
+    order = [t for t, _ in fitted.rank([f"t{i}" for i in range(400)], rows)]
+    top = order[: labels.sum()]
+    assert sum(labels[int(t[1:])] for t in top) >= 0.9 * labels.sum()  # the true ones come first
+    again = Reranker.from_dict(fitted.to_dict())
+    np.testing.assert_allclose(again.score(rows), fitted.score(rows))
+    with pytest.raises(ValueError, match="both"):
+        fit_reranker(rows, np.zeros(400, bool), ("x", "y", "z"))
+    with pytest.raises(ValueError, match="rows must be"):
+        fit_reranker(rows, labels, ("x", "y"))
+
+
+def test_fitted_on_validation_the_reranker_is_used_and_scored_against_its_no_model_fit(dirs, tmp_path):
+    from assistant.evaluate import run_evaluation
+    from assistant.pipeline import fit_reranker_for
+    from index.store import MusicIndex
+
+    index_dir, model_dir = dirs
+    model = tmp_path / "model"
+    shutil.copytree(model_dir, model)
+    val = read_conversations(conversations_path(model, "val"))
+    report = fit_reranker_for(model, MusicIndex.load(index_dir), val, folds=2, progress=False)
+    assert (model / RERANKER_FILE).is_file() and report["turns"] > 0
+    assert set(report["cross_validated"]) == {"assistant (rank fusion)", "engine (rank fusion)",
+                                              "assistant (re-ranker)", "engine (re-ranker)"}
+    rerankers = load_rerankers(model)
+    assert rerankers["with_model"].with_model and not rerankers["without_model"].with_model
+    loaded = MusicAssistant.load(index_dir, model)
+    assert loaded.reranker is not None and loaded.reranker.with_model
+    reply = loaded.reply(loaded.new_session(), "calm piano music")
+    assert reply.source == "model" and len(reply.tracks) == 3
+    results = run_evaluation(model, index_dir, conversations_path(model, "test"), include_base=False, live=False,
+                             progress=False)
+    assert "engine-reranked" in [r.name for r in results]
+    assert load_rerankers(model_dir) == {}  # a model directory without one: rank fusion
