@@ -210,7 +210,6 @@ class MusicAssistant:
     def load_model(self, model_dir: str | Path) -> None:
         """Load a fine-tuned model directory (``assistant.train``) and answer with it from now on."""
         from .model_dir import check_reply_format, load_finetuned, read_model_record
-
         from .rerank import load_rerankers
 
         check_reply_format(model_dir)
@@ -407,32 +406,26 @@ class MusicAssistant:
             candidates, rows = candidate_features(rankings, log_probs, self.index.track_codes,
                                                   with_model=self.reranker.with_model)
             return self.reranker.rank(candidates, rows)
-        query = history_query(history)
-        searches = {}
-        if query:
-            searches["lexical"] = lambda: self.index.search_lexical(query, k=k, exclude=exclude)
-            searches["dense"] = lambda: self.index.search_text(query, k=k, exclude=exclude)
-        if session.played:
-            searches["session"] = lambda: self.index.search_near(session.played[-SESSION_TRACKS:], k=k, exclude=exclude)
         weight = self.fusion_weights
-        rankings, weights = [by_block], [weight.get("block", 0.0)]
-        for name, search in searches.items():
-            if weight.get(name, 0.0) > 0:  # a zero weight spares the search
-                rankings.append(search())
-                weights.append(weight[name])
-        return _rrf(rankings, weights=weights)
+        wanted = {name for name, w in weight.items() if w > 0 and name != "block"}  # a zero weight spares the search
+        rankings = self.rankings(by_block, history, session, k, exclude, only=wanted)
+        return _rrf(list(rankings.values()), weights=[weight.get(name, 0.0) for name in rankings])
 
     def rankings(self, by_block: list[tuple[str, float]], history: list[dict], session: Session, k: int,
-                 exclude: set[str], generation: Generation | None = None) -> dict[str, list[tuple[str, float]]]:
-        """Every ranking of the turn that the re-ranker reads, by name (``rerank.RANKINGS``)."""
+                 exclude: set[str], generation: Generation | None = None,
+                 only: set[str] | None = None) -> dict[str, list[tuple[str, float]]]:
+        """The rankings of the turn by name (``rerank.RANKINGS``), the block's first; ``only``
+        limits the searches run to those named (None: all that the turn allows)."""
         query = history_query(history)
+        run = (lambda name: only is None or name in only)
         out = {"block": list(by_block)}
-        if query:
+        if query and run("lexical"):
             out["lexical"] = self.index.search_lexical(query, k=k, exclude=exclude)
+        if query and run("dense"):
             out["dense"] = self.index.search_text(query, k=k, exclude=exclude)
-        if session.played:
+        if session.played and run("session"):
             out["session"] = self.index.search_near(session.played[-SESSION_TRACKS:], k=k, exclude=exclude)
-        if generation is not None and generation.code_log_probs is not None:
+        if generation is not None and generation.code_log_probs is not None and run("likelihood"):
             out["likelihood"] = self.index.rank_by_code_log_probs(generation.code_log_probs, k=k, exclude=exclude)
         return out
 
@@ -449,17 +442,11 @@ class MusicAssistant:
         """The conversation as the model reads it: every assistant turn as its first track's
         block, the catalog's facts about it, and its words (``model_dir.REPLY_FORMAT``)."""
         from .model_dir import conversation_messages
+        from .synth import facts_lookup
 
         turns = [dict(t, tracks=[x for x in t.get("tracks", []) if x in self.index.by_id])
                  if t["role"] == "assistant" else t for t in history]
-        return conversation_messages(turns, self.index.track_codes, self.vocab, self._facts_for)
-
-    def _facts_for(self, track_id: str, previous_id: str | None = None, first_id: str | None = None) -> str:
-        from .synth import catalog_facts
-
-        by_id = self.index.by_id
-        return catalog_facts(by_id[track_id], by_id.get(previous_id) if previous_id else None,
-                             by_id.get(first_id) if first_id else None)
+        return conversation_messages(turns, self.index.track_codes, self.vocab, facts_lookup(self.index.by_id))
 
     def _prompt_ids(self, messages: list[dict]) -> list[int]:
         """Token ids of the system prompt and ``messages``, ready for the assistant to reply.
