@@ -48,6 +48,8 @@ DEFAULT_MAX_UPLOAD_MB = 50
 DEFAULT_CONCURRENCY = 4
 DEFAULT_THREADS = 2
 STREAM_INTERVAL_S = 0.25  # the streamed reply reaches the page in steps this far apart, at most
+# The audio "play" event does not bubble, so it is caught on the way down and sent as a click.
+PLAY_TRIGGER = "element.addEventListener('play', function () { trigger('click'); }, true);"
 MAX_SESSION_LOCKS = 10_000
 STATUS_POLL_S = 5.0  # how often an open page re-reads the model status
 
@@ -238,6 +240,14 @@ class ChatController:
         chat.append({"role": "assistant", "content": reply.text})
         return chat, session, reply.tracks or None
 
+    def focus(self, track_id: str | None, session: Session | None) -> Session:
+        """The person played a shown card: the next relative request ("faster") is about it."""
+        session = self.session(session)
+        if track_id and track_id in self.assistant.index.by_id:
+            with self._turn_lock(session):
+                self.assistant.focus(session, track_id)
+        return session
+
     def api_turn(self, message: str, session: Session | None) -> tuple[dict[str, Any], Session]:
         """One text turn for an API client: reply text, track ids and the session's played list."""
         session = self.session(session)
@@ -319,7 +329,8 @@ def build_app(assistant: MusicAssistant, *, max_upload_mb: float = DEFAULT_MAX_U
                 slots, htmls, likes, nopes = [], [], [], []
                 for i in range(N_SHOW):
                     with gr.Group(visible=False, elem_classes=["track-card"], elem_id=f"card-{i}") as group:
-                        htmls.append(gr.HTML("", elem_classes=["card-html"], js_on_load=None))
+                        # Playing a card's audio tells the chat which track "faster" is about.
+                        htmls.append(gr.HTML("", elem_classes=["card-html"], js_on_load=PLAY_TRIGGER))
                         with gr.Row():
                             likes.append(gr.Button("More like this", size="sm", variant="primary",
                                                    elem_classes=["more-like-this"]))
@@ -376,6 +387,11 @@ def build_app(assistant: MusicAssistant, *, max_upload_mb: float = DEFAULT_MAX_U
                 return view(chat, session, new_cards, shown)
             return on_click
 
+        def make_focus(slot: int):
+            def on_play(shown, session):
+                return controller.focus(shown[slot] if slot < len(shown or []) else None, session)
+            return on_play
+
         def reset():
             return view([], None, [])
 
@@ -387,6 +403,8 @@ def build_app(assistant: MusicAssistant, *, max_upload_mb: float = DEFAULT_MAX_U
                            api_visibility="private")
             nopes[i].click(make_feedback(i, False), [cards_state, chat_state, session_state], outputs,
                            api_visibility="private")
+            htmls[i].click(make_focus(i), [cards_state, session_state], [session_state], api_visibility="private",
+                           show_progress="hidden")
         clear.click(reset, None, outputs, api_visibility="private")
         chatbot.clear(reset, None, outputs, api_visibility="private")
         api_button.click(controller.api_turn, [api_message, session_state], [api_result, session_state],

@@ -26,10 +26,14 @@ from index.lexical import history_query
 from index.store import MusicIndex
 from index.track import Track
 
+from index import vocabulary
+
 from .conversations import played_tracks
+from .facts import has_vocals as vocal_state
 from .generation import DecodeState
 from .rerank import Reranker, candidate_features
-from .refine import Refinement, apply_refinement, has_vocals, parse_refinement, reference_track, satisfies
+from .refine import Refinement, apply_refinement, reference_track, satisfies
+from .request import CatalogWords, artist_patterns, read_request
 from .upload import answer as answer_about_upload
 from .upload import detect_intents
 
@@ -45,6 +49,7 @@ CANDIDATES = 100
 FUSION_WEIGHTS: dict[str, float] = {"block": 0.5, "lexical": 1.0, "dense": 0.0, "session": 0.5}
 BLOCK_RANKINGS = ("codes", "likelihood")
 SESSION_TRACKS = 3  # the session's neighbourhood is taken around its last few tracks
+AWAY_SHARED_CODES = 3  # "not for me": candidates sharing this many of a rejected track's codes go last
 
 
 @dataclass
@@ -124,7 +129,9 @@ class Session:
     played: list[str] = field(default_factory=list)
     rejected: set[str] = field(default_factory=set)
     upload: UploadedSong | None = None
-    reference: Track | None = None  # what "faster" etc. is relative to when it is not a played track
+    # What "faster" etc. is relative to until the next reply: a card the person played or
+    # liked, or an uploaded song; None means the first card of the last reply.
+    reference: Track | None = None
     decode: DecodeState = field(default_factory=DecodeState, repr=False)  # the model's cache for this session
 
 
@@ -181,6 +188,10 @@ class MusicAssistant:
         self.max_new_tokens = max_new_tokens
         self.name = name
         self._titles = {_norm(t.title): t.id for t in index.tracks if len(t.title) > 3}
+        # Whole-word title matching, longest first, so "Reel" is not found inside "Reeling".
+        self._title_re = re.compile(r"(?<!\w)(?:" + "|".join(
+            re.escape(t) for t in sorted(self._titles, key=len, reverse=True)) + r")(?!\w)") if self._titles else None
+        self.words = CatalogWords.from_tracks(index.tracks)
         self.system_prompt = system_prompt
         if model is not None:
             self.use_model(model, tokenizer, vocab, system_prompt=system_prompt)
@@ -266,7 +277,7 @@ class MusicAssistant:
             return
 
         history = session.history + [{"role": "user", "content": message}]
-        refinement = parse_refinement(message)
+        refinement = read_request(message, self.words)
         notes: list[str] = []
         if session.upload and "similar" in intents:
             ranked, source = self._like_upload(session, k), "upload"
@@ -305,12 +316,33 @@ class MusicAssistant:
                 text = f'You have heard everything in this catalog that is close to "{track.title}".'
             reply = Reply(text=text, tracks=cards, ranked=[t for t, _ in ranked], source="track-codes")
         else:
+            # The last request answered again, without this track and away from what it is
+            # (``AWAY_SHARED_CODES``); the person's words stay as they were, so its title is
+            # never searched for. The reply replaces the one the track was in.
             session.rejected.add(track_id)
-            message = f'Not "{track.title}", something else please.'
-            last_user = next((t["content"] for t in reversed(session.history) if t["role"] == "user"), "")
-            return self.reply(session, f"{last_user} (not {track.title})" if last_user else message, n_show=n_show)
+            last = session.history[-2:] if len(session.history) >= 2 else []
+            if len(last) == 2 and last[0]["role"] == "user" and track_id in last[1].get("tracks", []):
+                del session.history[-2:]
+                return self.reply(session, last[0]["content"], n_show=n_show)
+            message = "Something else, please."
+            return self.reply(session, message, n_show=n_show)
         self._record(session, message, reply)
         return reply
+
+    def focus(self, session: Session, track_id: str) -> None:
+        """The person played or picked this card: the next "faster" is relative to it."""
+        track = self.index.by_id.get(track_id)
+        if track is None:
+            raise KeyError(f"{track_id!r} is not in this catalog")
+        session.reference = track
+
+    def reference_for(self, session: Session, refinement: Refinement) -> Track | None:
+        """The track a refinement in the next turn is relative to (``refine.reference_track``),
+        or the card the person played, liked or uploaded since the last reply."""
+        if refinement.reference is None and session.reference is not None:
+            return session.reference
+        ref_id = reference_track(session.history, refinement)
+        return self.index.by_id.get(ref_id) if ref_id else session.reference
 
     def rank(self, history: Sequence[dict], k: int = N_RANKED) -> list[str]:
         """Stateless ranking for evaluation: ``history`` ends with the user turn to answer."""
@@ -330,7 +362,7 @@ class MusicAssistant:
         the grounding check dropped. Without ``with_text`` only ``ranked`` and ``source`` are set."""
         session = Session(history=[dict(t) for t in history[:-1]])
         session.played = played_tracks(history)
-        refinement = parse_refinement(history[-1]["content"])
+        refinement = read_request(history[-1]["content"], self.words)
         ranked, source, notes = self._rank(list(history), session, refinement, max(k, CANDIDATES), session.decode)
         ids = [t for t, _ in ranked[:k]]
         if not with_text:
@@ -373,23 +405,66 @@ class MusicAssistant:
             notes.append(f"dense fallback: {why}")
             ranked = self.index.search_text(query, k=k, exclude=exclude)
             source = "dense-fallback"
+        if session.rejected:
+            ranked = self._away_from(ranked, session.rejected)
+        if refinement.content or refinement.feel:
+            ranked = _named_first(ranked, refinement, self.index.by_id)
         if refinement:
-            ref_id = reference_track(session.played, refinement)
-            reference = self.index.by_id.get(ref_id) if ref_id else session.reference
-            if refinement.reference is None and session.reference is not None and ref_id is None:
-                reference = session.reference
+            reference = self.reference_for(session, refinement)
             if refinement.is_relative and reference is not None and reference.id in self.index.by_id:
                 # Stay near the reference track while moving in the asked direction.
                 near = self.index.retrieve(codes=self.index.track_codes(reference.id), k=k, exclude=exclude)
                 ranked = _rrf([ranked, near])
-            order = apply_refinement([t for t, _ in ranked], self.index.by_id, reference, refinement)
-            if reference is not None and not any(satisfies(self.index.by_id[t], reference, refinement) for t in order[:1]):
-                # No candidate moves the right way: search the whole catalog for ones that do.
-                fits = [t.id for t in self.index.tracks if t.id not in exclude and satisfies(t, reference, refinement)]
-                order = fits + [t for t in order if t not in set(fits)]
+            order = [t for t, _ in ranked]
+            if refinement.reference is not None and reference is not None:
+                order = self._closer_to(order, reference, session)
+            order = apply_refinement(order, self.index.by_id, reference, refinement)  # stable: keeps the above
+            if not any(satisfies(self.index.by_id[t], reference, refinement) for t in order[:1]):
+                # No candidate moves the right way: the catalog's tracks that do, by relevance.
+                fits = {t.id for t in self.index.tracks if t.id not in exclude and satisfies(t, reference, refinement)}
+                if fits:
+                    relevant = self._relevance(history, reference, exclude)
+                    order = [t for t in relevant if t in fits] + [t for t in order if t not in fits]
+                    notes.append(f"{len(fits)} tracks in the catalog meet the refinement; none was a candidate")
             score = dict(ranked)
             ranked = [(t, score.get(t, 0.0)) for t in order]
         return ranked, source, notes
+
+    def _closer_to(self, order: list[str], reference: Track, session: Session) -> list[str]:
+        """"More like the second one": the candidates more like ``reference`` than like the card
+        the person would otherwise react to (the last reply's first) first, each group in order.
+        The likeness is the synthesizer's (tags and measured descriptors)."""
+        from .conversations import last_shown
+        from .synth import LIKENESS_MARGIN, likeness
+
+        shown = last_shown(session.history)
+        current = self.index.by_id.get(shown[0]) if shown else None
+        if current is None or current.id == reference.id:
+            return order
+        closer = {t for t in order[:CANDIDATES]
+                  if likeness(self.index.by_id[t], reference) > likeness(self.index.by_id[t], current) + LIKENESS_MARGIN}
+        return [t for t in order if t in closer] + [t for t in order if t not in closer]
+
+    def _relevance(self, history: list[dict], reference: Track | None, exclude: set[str]) -> list[str]:
+        """The whole catalog by relevance to the conversation: its words (MiniLM) fused with
+        closeness to the reference track."""
+        n = len(self.index.tracks)
+        rankings = [self.index.search_text(history_query(history), k=n, exclude=exclude)]
+        if reference is not None and reference.id in self.index.by_id:
+            rankings.append(self.index.retrieve(codes=self.index.track_codes(reference.id), k=n, exclude=exclude))
+        return [t for t, _ in _rrf(rankings)]
+
+    def _away_from(self, ranked: list[tuple[str, float]], rejected: set[str]) -> list[tuple[str, float]]:
+        """``ranked`` with the tracks much like a rejected one (``AWAY_SHARED_CODES`` codes in
+        common) moved after the rest, each group in its order."""
+        codes = [self.index.track_codes(t) for t in rejected if t in self.index.by_id]
+
+        def alike(tid: str) -> bool:
+            mine = self.index.track_codes(tid)
+            return any(sum(mine.get(m) == c.get(m) for m in c) >= AWAY_SHARED_CODES for c in codes)
+
+        near = {t for t, _ in ranked if alike(t)}
+        return [x for x in ranked if x[0] not in near] + [x for x in ranked if x[0] in near]
 
     def _fuse(self, by_block: list[tuple[str, float]], history: list[dict], session: Session, k: int,
               exclude: set[str], generation: Generation | None = None) -> list[tuple[str, float]]:
@@ -499,18 +574,20 @@ class MusicAssistant:
             facts.append(f"about {float(d['tempo_bpm']):.0f} BPM")
         if d.get("key"):
             facts.append(str(d["key"]))
-        facts.append("with vocals" if has_vocals(t) else "instrumental")
-        ref_id = reference_track(session.played, refinement) if refinement else None
-        ref = self.index.by_id.get(ref_id) if ref_id else session.reference
-        if refinement and ref is not None:
-            for descriptor, direction in refinement.relative:
-                a, b = d.get(descriptor), ref.descriptors.get(descriptor)
-                if a is not None and b is not None:
-                    word = {"tempo_bpm": ("faster", "slower"), "brightness": ("brighter", "darker"),
-                            "energy": ("more energetic", "calmer")}[descriptor][0 if direction > 0 else 1]
-                    moved = (float(a) - float(b)) * direction > 0
-                    unit = f"{float(a):.0f} vs {float(b):.0f} BPM" if descriptor == "tempo_bpm" else f"{float(a):.2f} vs {float(b):.2f}"
-                    facts.append(f"{word if moved else 'not ' + word} than {ref.title} ({unit})")
+        sung = vocal_state(t)
+        facts.append("with vocals" if sung else "instrumental" if sung is False else "vocals unclear")
+        ref = self.reference_for(session, refinement) if refinement.relative else None
+        for descriptor, direction in refinement.relative if ref is not None else ():
+            a, b = d.get(descriptor), ref.descriptors.get(descriptor)
+            if vocabulary.number(a) is None or vocabulary.number(b) is None:
+                continue
+            # Only a step a listener hears is called "faster" (index.vocabulary); less is "about as".
+            moved = vocabulary.audible_change(descriptor, b, a)
+            word = vocabulary.comparative(descriptor, direction)
+            said = word if moved == direction else (
+                vocabulary.comparative(descriptor, moved) if moved else f"about as {_AS_WORD[descriptor]} as")
+            unit = f"{float(a):.0f} vs {float(b):.0f} BPM" if descriptor == "tempo_bpm" else f"{float(a):.2f} vs {float(b):.2f}"
+            facts.append(f"{said} {'than ' if moved else ''}{ref.title} ({unit})")
         return "; ".join(facts)
 
     def _compose(self, generated: str, cards: list[TrackCard], refinement: Refinement, source: str,
@@ -519,9 +596,14 @@ class MusicAssistant:
         if not cards:
             return Reply(text="I couldn't find anything in this catalog for that. Try describing a mood, a genre "
                               "or an instrument.", source=source, generated=generated)
-        reference = self.index.by_id.get(session.played[-1]) if session.played else session.reference
+        reference = self.reference_for(session, refinement)
         kept, dropped = self._ground(generated, cards, reference)
         text = kept or ("Here's what I found in the catalog" + (", following your change." if refinement else "."))
+        if refinement and not any(satisfies(self.index.by_id[c.id], reference, refinement) for c in cards):
+            against = f' against "{reference.title}"' if reference is not None and refinement.is_relative else ""
+            unmet = (f"Nothing left in this catalog meets that ({refinement.describe()}{against}); these are "
+                     f"the closest, with their measured values.")
+            text = unmet + (" " + kept if kept else "")
         return Reply(text=text, tracks=cards, source=source, generated=generated, own_words=bool(kept),
                      dropped=dropped)
 
@@ -531,57 +613,87 @@ class MusicAssistant:
         return self._ground(generated, cards, reference)[0]
 
     def _ground(self, generated: str, cards: list[TrackCard], reference: Track | None) -> tuple[str, list[str]]:
-        """(the grounded sentences joined, the sentences dropped)."""
+        """(the grounded sentences joined, the sentences dropped).
+
+        Each sentence is checked against the track it is about: the shown track it names, else
+        the first card (the one whose facts the model was given), with ``reference`` (the track
+        the turn is relative to) for comparisons. A sentence that opens with a pronoun after one
+        dropped for naming a track that is not shown ("It's calm, about 92 BPM.") is about that
+        track, and goes with it.
+        """
         shown = [self.index.by_id[c.id] for c in cards]
-        shown_titles = {_norm(t.title) for t in shown}
-        allowed_numbers = set().union(*(_numbers_of(t) for t in shown))
-        keys = {str(t.descriptors.get("key", "")).lower() for t in shown}
         kept, dropped = [], []
+        previous_why = None
         for sentence in _sentences(generated):
-            low = _norm(sentence)
-            if not low:
+            s = sentence.strip()
+            if not _norm(s):
                 continue
-            if not self._sentence_holds(sentence, low, shown, shown_titles, allowed_numbers, keys, reference):
-                dropped.append(sentence.strip())
-                continue
-            kept.append(sentence.strip())
+            named = self._tracks_named(s, shown + ([reference] if reference is not None else []))
+            why = self._why_false(s, named, shown, reference)
+            if why is None and previous_why == "names" and not named and _DEPENDENT.match(s):
+                why = "names"
+            (kept if why is None else dropped).append(s)
+            previous_why = why
         return " ".join(kept), dropped
 
-    def _sentence_holds(self, sentence: str, low: str, shown: list[Track], shown_titles: set[str],
-                        allowed_numbers: set[int], keys: set[str], reference: Track | None) -> bool:
+    def _tracks_named(self, sentence: str, tracks: list[Track]) -> list[Track]:
+        """The tracks among ``tracks`` whose title the sentence names (whole words)."""
+        low = _norm(sentence)
+        out = []
+        for t in tracks:
+            title = _norm(t.title)
+            if len(title) > 2 and re.search(rf"(?<!\w){re.escape(title)}(?!\w)", low) and t not in out:
+                out.append(t)
+        return out
+
+    def _why_false(self, sentence: str, named: list[Track], shown: list[Track], reference: Track | None) -> str | None:
+        """None when the sentence holds; else "form", "names" (a title or artist not on screen
+        or not its track's) or "facts" (a number, key or comparison that is not its track's)."""
         if not _well_formed(sentence):
-            return False
+            return "form"
+        low = _norm(sentence)
+        allowed = shown + ([reference] if reference is not None else [])
+        subject = next((t for t in named if t in shown), None) or (shown[0] if shown else None)
+        about = [t for t in [subject, reference] if t is not None]  # what its facts may come from
+        titles = {_norm(t.title) for t in allowed}
         quoted = [_norm(q) for q in re.findall(r'"([^"]+)"', sentence)]
-        named = shown_titles | ({_norm(reference.title)} if reference is not None else set())
-        if sentence.count('"') % 2 or any(q not in named for q in quoted):
-            return False
-        if any(title in low and title not in named for title in self._titles):
-            return False
-        artists = {_norm(t.artist) for t in shown + ([reference] if reference is not None else []) if t.artist}
+        if sentence.count('"') % 2 or any(q not in titles for q in quoted):
+            return "names"
+        if self._title_re is not None and any(m.group(0) not in titles for m in self._title_re.finditer(low)):
+            return "names"  # a catalog title that is not on screen
+        folded = _fold(sentence)
+        artists = {_norm(t.artist) for t in about if t.artist}
+        for name, pattern in artist_patterns(self.words.artists):
+            if pattern.search(folded) and _norm(name) not in artists:
+                return "names"  # a catalog artist who is not the one it is said of
         for said in _BY_ARTIST.findall(sentence):
-            if _norm(said) not in artists:
-                return False  # "by Irving Berliner" for Irving Berlin's song
-        # Numbers and keys inside the shown tracks' own names ("Sonata No. 16 in C major") are
-        # names, not claims: they are checked with the rest of the sentence taken out of them.
+            if _norm(said) not in artists and _norm(said) not in {_norm(t.artist) for t in allowed}:
+                return "names"  # "by Irving Berliner" for Irving Berlin's song
+        # Numbers and keys inside the tracks' own names ("Sonata No. 16 in C major") are names,
+        # not claims: they are checked with those names taken out of the sentence.
         claims = low
-        for t in shown + ([reference] if reference is not None else []):
+        for t in allowed:
             for name in (t.title, t.album, t.artist):
                 if name and len(name) > 2:
                     claims = claims.replace(_norm(name), " ")
-        numbers = allowed_numbers | _numbers_of(reference)
+        numbers = set().union(*(_numbers_of(t) for t in about))
         if any(int(n) not in numbers for n in re.findall(r"\b\d{2,4}\b", claims)):
-            return False
-        named_keys = re.findall(r"\b[a-g][#b]? (?:major|minor)\b(?!-)", claims)  # not "a minor-key piece"
-        if any(k not in keys for k in named_keys):
-            return False
-        claim = parse_refinement(sentence)
-        if claim.relative and (reference is None or not satisfies(shown[0], reference, claim)):
-            return False  # "it's calmer" must be true of the first track against the one before
-        if _VOCAL_WORDS.search(low) and not any(has_vocals(t) for t in shown):
-            return False  # "a piece with vocals" over instrumental cards
-        if "instrumental" in low and any(has_vocals(t) for t in shown):
-            return False
-        return True
+            return "facts"
+        keys = {str(t.descriptors.get("key", "")).lower() for t in about}
+        if any(k not in keys for k in re.findall(r"\b[a-g][#b]? (?:major|minor)\b(?!-)", claims)):
+            return "facts"  # not "a minor-key piece"
+        claim = read_request(sentence, CatalogWords())
+        if claim.relative and (reference is None or subject is None or not satisfies(subject, reference, claim)):
+            return "facts"  # "it's calmer" must be true of its track against the reference
+        if claim.same_artist is not None and (reference is None or subject is None or
+                                              satisfies(subject, reference, Refinement(same_artist=claim.same_artist)) is False):
+            return "facts"
+        if subject is not None and _VOCAL_WORDS.search(low) and claim.vocals is not None \
+                and vocal_state(subject) is not claim.vocals:
+            return "facts"  # "a piece with vocals" over an instrumental card
+        if subject is not None and "instrumental" in low and vocal_state(subject) is not False:
+            return "facts"
+        return None
 
     # ---- uploads -----------------------------------------------------------------------------------
 
@@ -626,6 +738,31 @@ class MusicAssistant:
             session.reference = None
 
 
+def _fold(text: str) -> str:
+    from .request import _fold as fold
+
+    return fold(text)
+
+
+def _named_first(ranked: list[tuple[str, float]], refinement: Refinement,
+                 by_id: dict[str, Track]) -> list[tuple[str, float]]:
+    """``ranked`` with the tracks that carry the catalog tags the request names first, then
+    those its plain words describe ("calm"): a named instrument outranks a mood word. The
+    order within each group is kept."""
+    def key(item: tuple[str, float]) -> tuple[int, int]:
+        t = by_id[item[0]]
+        labels = {x.lower() for x in t.tags} | {t.genre.lower()}
+        text = _norm(f"{t.title} {t.album}")
+        content = sum(tag in labels or re.search(rf"(?<!\w){re.escape(tag)}(?!\w)", text) is not None
+                      for tag in refinement.content)
+        feel = sum(vocabulary.band_word(d, t.descriptors.get(d)) == word for d, word in refinement.feel.items())
+        return (-content, -feel)
+    return sorted(ranked, key=key)
+
+
+_AS_WORD = {"tempo_bpm": "fast", "energy": "energetic", "brightness": "bright"}
+
+
 def _derived_tags(t: Track) -> list[str]:
     from index.audio import descriptor_tags
 
@@ -647,6 +784,9 @@ def _numbers_of(t: Track | None) -> set[int]:
 
 # "by <Name>" up to "from", punctuation or the end: the artist a sentence names.
 _BY_ARTIST = re.compile(r"\bby ([A-Z][^,.;:!?]*?)(?= from\b| with\b| in\b| at\b| fits\b| is\b| has\b|[,.;:!?]|$)")
+# A sentence that leans on the one before it ("It's calm.", "This one ...").
+_DEPENDENT = re.compile(r"^\W*(?:it|it's|its|this|that|these|they|they're|the track|the piece|the song|the tune|"
+                        r"both|all three|also|and)\b", re.IGNORECASE)
 _VOCAL_WORDS = re.compile(r"\b(vocals?|vocalist|sung|sings?|singer|singing|voices?)\b")
 
 

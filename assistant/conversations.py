@@ -42,6 +42,14 @@ def played_tracks(history: Sequence[dict]) -> list[str]:
                               for t in turn.get("tracks", [])))
 
 
+def last_shown(history: Sequence[dict]) -> list[str]:
+    """The tracks of the last assistant turn that showed any: the reply the person is looking at."""
+    for turn in reversed(history):
+        if turn.get("role") == "assistant" and turn.get("tracks"):
+            return list(turn["tracks"])
+    return []
+
+
 def validate_conversation(conv: object) -> None:
     """Raise ConversationFormatError unless ``conv`` follows the conversations.jsonl format."""
     if not isinstance(conv, dict):

@@ -91,7 +91,9 @@ def refinement_following(rank: Ranker, conversations: Sequence[dict], tracks_by_
     each user turn labelled with a relation (the synthesizer's ``"refinement"``: "faster",
     "darker", "same artist", "like first", ...), every shown track is checked against the
     first track the system showed in the turn before (and, for "like first", the first one
-    of the session), by the measured descriptors with the margins the synthesizer uses.
+    of the session), by the measured descriptors with the margins the synthesizer uses
+    (``synth.Refinement.met``: for "no vocals", any instrumental track meets it, whatever the
+    track before was).
 
     Returns
     -------
@@ -114,7 +116,7 @@ def refinement_following(rank: Ranker, conversations: Sequence[dict], tracks_by_
             relation = REFINEMENTS.get(turn.get("refinement") or "")
             if relation is not None and previous_shown and shown:
                 before, first = tracks_by_id[previous_shown[0]], tracks_by_id[first_shown[0]]
-                moved = [relation.holds(before, tracks_by_id[t], first) for t in shown]
+                moved = [relation.met(before, tracks_by_id[t], first) for t in shown]
                 shares.setdefault(relation.name, []).append(sum(moved) / len(moved))
             live.append({"role": "assistant", "content": text or "", "tracks": shown})
             if shown:

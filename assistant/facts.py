@@ -2,25 +2,19 @@
 
 Shared by the conversation synthesizer (which only writes a request that is true of the
 track) and the live refinement (which checks that the tracks shown move the asked way), so
-the two read a track the same way.
+the two read a track the same way; the words' thresholds are ``index.vocabulary``'s.
 """
 from __future__ import annotations
 
-import math
 import re
 
 from index.track import Track
-
-# Measured "vocals" (0..1) at or above VOCALS_ON is sung, at or below VOCALS_OFF instrumental.
-VOCALS_ON, VOCALS_OFF = 0.6, 0.35
+from index.vocabulary import number, vocal_state
 
 
 def descriptor_value(d: dict, key: str) -> float | None:
     """``d[key]`` as a float, or None when it is missing, not a number, or NaN."""
-    v = d.get(key)
-    if isinstance(v, bool) or not isinstance(v, (int, float)) or math.isnan(float(v)):
-        return None
-    return float(v)
+    return number(d.get(key))
 
 
 def tempo_of(track: Track) -> float | None:
@@ -32,12 +26,12 @@ def tempo_of(track: Track) -> float | None:
 def has_vocals(track: Track) -> bool | None:
     """True (clearly sung), False (clearly instrumental) or None (unclear).
 
-    The measured ``vocals`` descriptor decides when present; otherwise an
-    "instrumental" tag says False and lyrics text says True.
+    The measured ``vocals`` descriptor decides when present (``index.vocabulary.vocal_state``);
+    otherwise an "instrumental" tag says False and lyrics text says True.
     """
     v = descriptor_value(track.descriptors, "vocals")
     if v is not None:
-        return True if v >= VOCALS_ON else False if v <= VOCALS_OFF else None
+        return vocal_state(v)
     tags = {t.lower() for t in track.tags}
     if "instrumental" in tags:
         return False

@@ -63,13 +63,15 @@ def conversation_messages(turns: Sequence[dict], codes_for: Callable[[str], dict
                           facts_for: FactsFor | None = None) -> list[dict]:
     """A conversation as chat messages in ``REPLY_FORMAT``, as the model reads it at its last turn.
 
-    Only a last assistant turn carries facts: about its first track, against the last track
-    played before it and the session's first (``facts_for``; None leaves facts out). Earlier
+    Only a last assistant turn carries facts: about its first track, against the first track of
+    the reply before it (the one a "faster" reacts to) and the session's first (``facts_for``;
+    None leaves facts out). Earlier
     assistant turns are their block and words, the words marked ``"learn": False``: they were
     written from facts no longer in view, so they are context, not something to imitate.
     """
     messages: list[dict] = []
     played: list[str] = []
+    before: str | None = None  # the first track of the last reply that showed any
     for i, turn in enumerate(turns):
         if turn["role"] != "assistant":
             messages.append({"role": turn["role"], "content": str(turn["content"])})
@@ -78,12 +80,13 @@ def conversation_messages(turns: Sequence[dict], codes_for: Callable[[str], dict
         last = i == len(turns) - 1
         facts = None
         if last and tracks and facts_for is not None:
-            facts = facts_for(tracks[0], played[-1] if played else None, played[0] if played else None)
+            facts = facts_for(tracks[0], before, played[0] if played else None)
         said = assistant_messages(turn, codes_for, vocab, facts)
         if not last and said[-1]["content"] and not said[-1]["content"].startswith(vocab.BLOCK_START):
             said[-1]["learn"] = False
         messages += said
         played += tracks
+        before = tracks[0] if tracks else before
     return messages
 
 

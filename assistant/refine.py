@@ -1,43 +1,20 @@
 """Refinements relative to what was played: "faster", "no vocals", "more like the second one".
 
-The model proposes codes; these rules make sure the tracks shown actually move in the asked
-direction relative to the reference track, using the measured descriptors.
+``assistant.request.read_request`` reads them from a message; the checks here make sure the
+tracks shown move the asked way relative to the reference track, by the measured descriptors
+and the steps of ``index.vocabulary`` (the same the conversation synthesizer uses).
 """
 from __future__ import annotations
 
-import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
+from index import vocabulary
 from index.track import Track
 
 from .facts import has_vocals as vocal_state
 from .facts import year_of
 
-ORDINALS = {"first": 0, "1st": 0, "second": 1, "2nd": 1, "third": 2, "3rd": 2, "fourth": 3, "fifth": 4,
-            "last": -1, "previous": -1, "that": -1, "this": -1}
-
-# (pattern, descriptor, direction): direction +1 means "more than the reference".
-_RELATIVE = [
-    (r"\b(faster|quicker|speed (it )?up|more up-?tempo|higher tempo|pick up the pace)\b", "tempo_bpm", +1),
-    (r"\b(slower|slow (it )?down|less fast|lower tempo|more laid[- ]back)\b", "tempo_bpm", -1),
-    (r"\b(brighter|lighter|more sparkl\w*|more treble)\b", "brightness", +1),
-    (r"\b(darker|warmer|gloomier|more somber|more sombre|murkier)\b", "brightness", -1),
-    (r"\b(calmer|quieter|softer|more relaxed|more chill\w*|gentler|mellower|less intense|less energetic)\b", "energy", -1),
-    (r"\b(more energetic|more energy|louder|more intense|heavier|harder|punchier|more upbeat|livelier)\b", "energy", +1),
-]
-_NO_VOCALS = r"\b(no vocals|without vocals|instrumental|no singing|without singing|no voice|no lyrics)\b"
-_VOCALS = r"\b(with vocals|with singing|with lyrics|someone singing|sung|a singer|vocal)\b"
-_SAME_ARTIST = r"\b(same (artist|composer|band)|more (by|from) (this|that|the same) (artist|composer|band)|more from them)\b"
-_OTHER_ARTIST = r"\b(different|another|other|someone else|new) (artist|composer|band)\b|\bsomeone else\b"
-_MORE_LIKE = r"\bmore like (the )?(?P<which>first|1st|second|2nd|third|3rd|fourth|fifth|last|previous|that|this)\b(?: one)?"
-_MODE = r"\b(?P<mode>minor|major)[- ]key\b|\bin (a )?(?P<mode2>minor|major)\b"
-# Absolute facts a request can pin down that word matching can't: a tempo number, a key, a decade.
-_BPM = re.compile(r"\b(\d{2,3})\s*bpm\b", re.IGNORECASE)
-# A capital letter, so that "a minor key" (an article) is not read as A minor.
-_KEY = re.compile(r"\b([A-G])(#|♯|b|♭| sharp| flat)?\s+(major|minor)\b(?![-\s]key)")
-_DECADE = re.compile(r"\b(1[5-9]|20)(\d)0s\b")
-_PITCH = {"C": 0, "D": 2, "E": 4, "F": 5, "G": 7, "A": 9, "B": 11}
 TEMPO_TOLERANCE = 0.06  # "around 120 BPM" is met from about 113 to 127
 
 
@@ -48,63 +25,59 @@ class Refinement:
     relative: list[tuple[str, int]] = field(default_factory=list)  # (descriptor, +1/-1)
     vocals: bool | None = None
     same_artist: bool | None = None
+    artist_name: str | None = None  # "more Scott Joplin": a catalog artist, by name
+    avoid_artist: str | None = None  # "no more Bach"
     mode: str | None = None
-    reference: int | None = None  # index into played tracks ("more like the second one"); None = last
+    reference: int | None = None  # a card of the last reply (0 first, -1 last); None: the one reacted to
+    from_session: bool = False  # ``reference`` counts the whole session ("the very first track")
     bpm: float | None = None  # "around 120 BPM"
     key: tuple[int, str] | None = None  # (pitch class, "major"/"minor") for "in D minor"
+    key_name: str | None = None  # the key as written ("F# major")
     decade: int | None = None  # 1990 for "from the 1990s"
+    feel: dict[str, str] = field(default_factory=dict)  # descriptor -> plain word wanted ("energy": "calm")
+    content: list[str] = field(default_factory=list)  # catalog tags named ("piano"), ahead of ``feel``
 
     def __bool__(self) -> bool:
-        return self.is_relative or any(v is not None for v in (self.bpm, self.key, self.decade))
+        """Whether the turn asks anything the shown tracks must satisfy (``feel`` and ``content``
+        only order them)."""
+        return self.is_relative or any(v is not None for v in (self.bpm, self.key, self.decade, self.artist_name,
+                                                               self.avoid_artist))
 
     @property
     def is_relative(self) -> bool:
         """Whether the turn is asked against an earlier track (rather than by absolute facts alone)."""
         return bool(self.relative) or any(v is not None for v in (self.vocals, self.same_artist, self.mode, self.reference))
 
-
-def parse_refinement(message: str) -> Refinement:
-    """Read the refinement a message asks for; an empty Refinement when it asks none."""
-    text = message.lower()
-    r = Refinement()
-    for pattern, descriptor, direction in _RELATIVE:
-        if re.search(pattern, text):
-            r.relative.append((descriptor, direction))
-    if re.search(_NO_VOCALS, text):
-        r.vocals = False
-    elif re.search(_VOCALS, text):
-        r.vocals = True
-    if re.search(_SAME_ARTIST, text):
-        r.same_artist = True
-    elif re.search(_OTHER_ARTIST, text):
-        r.same_artist = False
-    m = re.search(_MODE, text)
-    if m:
-        r.mode = m.group("mode") or m.group("mode2")
-    m = re.search(_MORE_LIKE, text)
-    if m:
-        r.reference = ORDINALS[m.group("which")]
-    m = _BPM.search(message)
-    if m and 30 <= int(m.group(1)) <= 300:
-        r.bpm = float(m.group(1))
-    m = _KEY.search(message)
-    if m:
-        r.key = (_pitch_class(m.group(1), m.group(2)), m.group(3))
-    m = _DECADE.search(message)
-    if m:
-        r.decade = int(m.group(1) + m.group(2) + "0")
-    return r
+    def describe(self) -> str:
+        """The constraints in words ("faster, without vocals"), for a reply that says what it did."""
+        parts = [vocabulary.comparative(d, s) for d, s in self.relative]
+        if self.vocals is not None:
+            parts.append("with vocals" if self.vocals else "without vocals")
+        if self.same_artist is not None:
+            parts.append("by the same artist" if self.same_artist else "by another artist")
+        if self.artist_name:
+            parts.append(f"by {self.artist_name}")
+        if self.avoid_artist:
+            parts.append(f"not by {self.avoid_artist}")
+        if self.key_name or self.mode:
+            parts.append(f"in {self.key_name}" if self.key_name else f"in a {self.mode} key")
+        if self.bpm is not None:
+            parts.append(f"around {self.bpm:.0f} BPM")
+        if self.decade is not None:
+            parts.append(f"from the {self.decade}s")
+        return ", ".join(parts)
 
 
-def _pitch_class(letter: str, accidental: str | None) -> int:
-    shift = {"#": 1, "♯": 1, " sharp": 1, "b": -1, "♭": -1, " flat": -1}.get(accidental or "", 0)
-    return (_PITCH[letter.upper()] + shift) % 12
+def parse_refinement(message: str, words=None) -> Refinement:
+    """Read the refinement a message asks for (``assistant.request.read_request``)."""
+    from .request import read_request
+
+    return read_request(message, words)
 
 
 def tonic_and_mode(track: Track) -> tuple[int, str] | None:
     """A track's measured key as (pitch class, mode), or None when it has no readable key."""
-    m = _KEY.fullmatch(str(track.descriptors.get("key") or "").strip())
-    return (_pitch_class(m.group(1), m.group(2)), m.group(3)) if m else None
+    return vocabulary.parse_key(str(track.descriptors.get("key") or ""))
 
 
 def has_vocals(track: Track) -> bool:
@@ -128,19 +101,29 @@ def satisfies(candidate: Track, reference: Track | None, refinement: Refinement)
         year = year_of(candidate)
         if year is None or not refinement.decade <= year < refinement.decade + 10:
             return False
+    if refinement.artist_name and _artist(candidate) != _artist_name(refinement.artist_name):
+        return False
+    if refinement.avoid_artist and _artist(candidate) == _artist_name(refinement.avoid_artist):
+        return False
     if reference is None:
         return True
     if refinement.same_artist is not None and reference.artist:
-        if (candidate.artist == reference.artist) != refinement.same_artist:
+        if (_artist(candidate) == _artist(reference)) != refinement.same_artist:
             return False
     for descriptor, direction in refinement.relative:
-        a, b = candidate.descriptors.get(descriptor), reference.descriptors.get(descriptor)
-        if a is None or b is None:
-            return False
-        margin = 0.03 * abs(b) if descriptor == "tempo_bpm" else 0.02  # a step people can hear
-        if direction * (float(a) - float(b)) <= margin:
+        # The step a listener hears (index.vocabulary), the one the training conversations use.
+        if vocabulary.audible_change(descriptor, reference.descriptors.get(descriptor),
+                                     candidate.descriptors.get(descriptor)) != direction:
             return False
     return True
+
+
+def _artist(track: Track) -> str:
+    return _artist_name(track.artist)
+
+
+def _artist_name(name: str) -> str:
+    return " ".join(str(name or "").lower().split())
 
 
 def apply_refinement(candidates: Sequence[str], tracks: dict[str, Track], reference: Track | None,
@@ -157,11 +140,17 @@ def apply_refinement(candidates: Sequence[str], tracks: dict[str, Track], refere
     return good + rest
 
 
-def reference_track(played: Sequence[str], refinement: Refinement) -> str | None:
-    """The played track a refinement is relative to: the named ordinal, else the last one."""
-    if not played:
+def reference_track(history: Sequence[dict], refinement: Refinement) -> str | None:
+    """The track a refinement in the turn after ``history`` is relative to.
+
+    The person reacts to the reply on screen: "faster" is against its first card, "the second
+    one" is its second card. "The very first track" counts over the whole session. An ordinal
+    past the end names the last card. None before any reply with tracks.
+    """
+    from .conversations import last_shown, played_tracks
+
+    pool = played_tracks(history) if refinement.from_session else last_shown(history)
+    if not pool:
         return None
-    i = -1 if refinement.reference is None else refinement.reference
-    if i >= len(played):
-        i = -1
-    return played[i]
+    i = 0 if refinement.reference is None else refinement.reference
+    return pool[i] if -len(pool) <= i < len(pool) else pool[-1]

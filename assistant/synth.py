@@ -37,20 +37,15 @@ from typing import Callable, Sequence
 
 from tqdm import tqdm
 
+from index import vocabulary
 from index.track import Track
 
 from .conversations import SPLITS, write_conversations
 from .facts import descriptor_value, has_vocals, tempo_of, year_of
 
-# How different two tracks must be before "faster", "brighter", ... is claimed.
-# Small differences are within measurement noise and would not be heard.
-TEMPO_RATIO = 1.08        # at least 8 % faster (or slower)
-LEVEL_MARGIN = 0.10       # energy / brightness on their 0..1 scale
+# What "fast", "calm", "faster", ... mean, and how different two tracks must be before a
+# comparative is claimed, are index.vocabulary's: the same numbers the chat checks by.
 LIKENESS_MARGIN = 0.05    # "more like the first one": closer to the first than to the last by this much
-
-# Descriptor bands: a word is only used where the value is clearly inside its band.
-SLOW_BELOW, MID_TEMPO, FAST_ABOVE = 85.0, (95.0, 120.0), 135.0
-LOW_LEVEL, HIGH_LEVEL = 1 / 3, 2 / 3
 
 _STOPWORDS = frozenset(
     "a about above after again all also am an and any are as at be because been before being below between both "
@@ -146,8 +141,8 @@ def human_tags(track: Track) -> list[str]:
 def track_facts(track: Track, rng: random.Random) -> list[Fact]:
     """Every true fact a request could use about ``track``, with wording drawn from ``rng``.
 
-    Tempo, energy and brightness words are only given where the value lies
-    clearly inside its band; numbers are rounded and said with "around".
+    Tempo, energy and brightness words are only given where the value lies inside the
+    word's band (``index.vocabulary``); numbers are rounded and said with "around".
     """
     facts: list[Fact] = []
     for tag in human_tags(track):
@@ -158,13 +153,9 @@ def track_facts(track: Track, rng: random.Random) -> list[Fact]:
         facts.append(Fact("genre", g, adj=g))
     bpm = tempo_of(track)
     if bpm is not None:
-        word = None
-        if bpm < SLOW_BELOW:
-            word = rng.choice(["slow", "slow", "unhurried", "slow-paced"])
-        elif bpm > FAST_ABOVE:
-            word = rng.choice(["fast", "fast", "uptempo", "quick"])
-        elif MID_TEMPO[0] <= bpm <= MID_TEMPO[1]:
-            word = rng.choice(["mid-tempo", "medium-paced"])
+        word = {"slow": ["slow", "slow", "unhurried", "slow-paced"], "fast": ["fast", "fast", "uptempo", "quick"],
+                "moderate tempo": ["mid-tempo", "medium-paced"]}.get(vocabulary.tempo_word(bpm) or "")
+        word = rng.choice(word) if word else None
         if word:
             facts.append(Fact("tempo", word, adj=word))
         about = int(5 * round(bpm / 5))
@@ -175,17 +166,17 @@ def track_facts(track: Track, rng: random.Random) -> list[Fact]:
     if mode:
         facts.append(Fact("mode", f"{mode} key", adj=f"{mode}-key", mod=f"in a {mode} key"))
     energy = energy_of(track)
-    if energy is not None and energy < LOW_LEVEL:
+    if vocabulary.energy_word(energy) == "calm":
         w = rng.choice(["calm", "gentle", "mellow", "low-key"])
         facts.append(Fact("energy", w, adj=w, mod=rng.choice(["with low energy", "with a relaxed feel"])))
-    elif energy is not None and energy > HIGH_LEVEL:
+    elif vocabulary.energy_word(energy) == "energetic":
         w = rng.choice(["energetic", "high-energy", "intense", "lively"])
         facts.append(Fact("energy", w, adj=w, mod=rng.choice(["with a lot of energy", "with plenty of drive"])))
     bright = brightness_of(track)
-    if bright is not None and bright < LOW_LEVEL:
+    if vocabulary.brightness_word(bright) == "dark":
         w = rng.choice(["dark", "dark-sounding", "deep, dark"])
         facts.append(Fact("brightness", "dark", adj=w, mod="with a dark sound"))
-    elif bright is not None and bright > HIGH_LEVEL:
+    elif vocabulary.brightness_word(bright) == "bright":
         w = rng.choice(["bright", "bright-sounding"])
         facts.append(Fact("brightness", "bright", adj=w, mod="with a bright sound"))
     vocals = has_vocals(track)
@@ -227,7 +218,7 @@ def lyric_snippet(track: Track, rng: random.Random, max_words: int = 6) -> str |
 
 # --------------------------------------------------------------------------- refinements
 
-def _likeness(a: Track, b: Track) -> float:
+def likeness(a: Track, b: Track) -> float:
     """How alike two tracks are: tag overlap plus closeness of their measured descriptors."""
     ta, tb = {t.lower() for t in a.tags}, {t.lower() for t in b.tags}
     tags = len(ta & tb) / len(ta | tb) if ta | tb else 0.0
@@ -243,21 +234,12 @@ def _likeness(a: Track, b: Track) -> float:
     return tags + audio
 
 
-def _more(get: Callable[[Track], float | None], margin: float, sign: int):
+def _more(descriptor: str, sign: int):
+    """The relation "audibly more (sign +1) or less (-1) ``descriptor`` than the previous track"."""
     def holds(prev: Track, cand: Track, first: Track) -> bool:
-        a, b = get(prev), get(cand)
-        return a is not None and b is not None and sign * (b - a) > margin
+        return vocabulary.audible_change(descriptor, prev.descriptors.get(descriptor),
+                                         cand.descriptors.get(descriptor)) == sign
     return holds
-
-
-def _faster(prev: Track, cand: Track, first: Track) -> bool:
-    a, b = tempo_of(prev), tempo_of(cand)
-    return a is not None and b is not None and b > a * TEMPO_RATIO
-
-
-def _slower(prev: Track, cand: Track, first: Track) -> bool:
-    a, b = tempo_of(prev), tempo_of(cand)
-    return a is not None and b is not None and b * TEMPO_RATIO < a
 
 
 def _same_artist(prev: Track, cand: Track, first: Track) -> bool:
@@ -270,7 +252,7 @@ def _other_artist(prev: Track, cand: Track, first: Track) -> bool:
 
 
 def _like_first(prev: Track, cand: Track, first: Track) -> bool:
-    return first.id != prev.id and _likeness(cand, first) > _likeness(cand, prev) + LIKENESS_MARGIN
+    return first.id != prev.id and likeness(cand, first) > likeness(cand, prev) + LIKENESS_MARGIN
 
 
 class Refinement:
@@ -286,45 +268,51 @@ class Refinement:
         User phrasings. ``{artist}`` is the previous track's artist.
     tells : list of str
         Assistant clauses stating the relation; may use ``{artist}``, ``{prev_artist}``, ``{bpm}``, ``{prev_bpm}``.
+    met : callable, optional
+        ``met(previous, candidate, first) -> bool``: whether a track shown in answer meets the
+        request, when that asks less than ``holds`` (which also makes the request make sense:
+        "no vocals this time" is only written after a sung track, but any instrumental track
+        answers it). Default: ``holds``.
     """
 
-    def __init__(self, name: str, holds, asks: list[str], tells: list[str]):
+    def __init__(self, name: str, holds, asks: list[str], tells: list[str], met=None):
         self.name, self.holds, self.asks, self.tells = name, holds, asks, tells
+        self.met = met or holds
 
 
 REFINEMENTS: dict[str, Refinement] = {r.name: r for r in [
-    Refinement("faster", _faster,
+    Refinement("faster", _more("tempo_bpm", +1),
                ["Something faster.", "Can you pick up the tempo?", "A bit quicker, please.", "Faster!",
                 "That's a little slow for me. Something faster?", "Faster, please."],
                ["It's faster than the last one: about {bpm} BPM against {prev_bpm}."]),
-    Refinement("slower", _slower,
+    Refinement("slower", _more("tempo_bpm", -1),
                ["Something slower.", "Slow it down a little.", "Can we go slower?", "A slower one, please.",
                 "Too fast. Something more relaxed in tempo?"],
                ["It's slower than the last one: about {bpm} BPM against {prev_bpm}."]),
-    Refinement("brighter", _more(brightness_of, LEVEL_MARGIN, +1),
+    Refinement("brighter", _more("brightness", +1),
                ["Something brighter.", "Brighter sound, please.", "Less dark, more sparkle.",
                 "Can you find something that sounds brighter?"],
                ["It sounds brighter than the previous track."]),
-    Refinement("darker", _more(brightness_of, LEVEL_MARGIN, -1),
+    Refinement("darker", _more("brightness", -1),
                ["Something darker.", "Darker sound, please.", "Can we go a bit darker?",
                 "Less bright this time."],
                ["It has a darker sound than the previous track."]),
-    Refinement("calmer", _more(energy_of, LEVEL_MARGIN, -1),
+    Refinement("calmer", _more("energy", -1),
                ["Something calmer.", "Calmer, please.", "Tone it down a bit.", "Less intense, please.",
                 "Can we relax the energy?"],
                ["It's calmer than the last one."]),
-    Refinement("more energetic", _more(energy_of, LEVEL_MARGIN, +1),
+    Refinement("more energetic", _more("energy", +1),
                ["More energy!", "Something more energetic.", "Give me something with more drive.",
                 "Can you turn up the intensity?"],
                ["It has more energy than the last one."]),
     Refinement("with vocals", lambda p, c, f: has_vocals(p) is False and has_vocals(c) is True,
                ["Now something with vocals.", "Can I get one with singing?", "I'd like vocals this time.",
                 "Something with a voice in it."],
-               ["This one has vocals."]),
+               ["This one has vocals."], met=lambda p, c, f: has_vocals(c) is True),
     Refinement("without vocals", lambda p, c, f: has_vocals(p) is True and has_vocals(c) is False,
                ["Something instrumental now.", "No vocals this time.", "Can you find one without singing?",
                 "An instrumental one, please."],
-               ["This one is instrumental."]),
+               ["This one is instrumental."], met=lambda p, c, f: has_vocals(c) is False),
     Refinement("same artist", lambda p, c, f: _same_artist(p, c, f) and p.id != c.id,
                ["More by this artist.", "Another one from {artist}.", "What else do you have by them?",
                 "I like {artist}. Play another."],
@@ -334,8 +322,8 @@ REFINEMENTS: dict[str, Refinement] = {r.name: r for r in [
                 "Another artist, please.", "Switch to a different artist."],
                ["This time it's {artist} rather than {prev_artist}."]),
     Refinement("like first", _like_first,
-               ["More like the first one.", "Go back to something like the first track.",
-                "I preferred the first one. Something closer to that?"],
+               ["More like the very first one.", "Go back to something like the first track.",
+                "I preferred the very first one. Something closer to that?"],
                ["It's closer to the first track than to the last one."]),
 ]}
 

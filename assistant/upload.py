@@ -8,6 +8,8 @@ import re
 from collections import Counter
 from typing import Any
 
+from index.vocabulary import brightness_word, energy_word, tempo_word
+
 # intent -> words that ask for it
 _INTENTS: dict[str, str] = {
     "similar": r"\b(like (this|it|that)|similar|sounds? like|songs like|tracks like|more like (this|it) one)\b",
@@ -56,7 +58,7 @@ def fact_sentences(a: dict[str, Any]) -> dict[str, str]:
     if a.get("key"):
         s["key"] = f"It is in {a['key']} (key confidence {a.get('key_confidence', 0):.2f})."
     if a.get("tempo_bpm"):
-        s["tempo"] = f"The tempo is about {a['tempo_bpm']:.0f} BPM."
+        s["tempo"] = f"The tempo is about {a['tempo_bpm']:.0f} BPM ({tempo_word(a['tempo_bpm'])})."
     meter = a.get("time_signature")
     if isinstance(meter, dict):
         meter = meter.get("value") or meter.get("label")
@@ -85,10 +87,10 @@ def fact_sentences(a: dict[str, Any]) -> dict[str, str]:
 def _character(a: dict[str, Any]) -> str:
     words = []
     e, b, p = a.get("energy"), a.get("brightness"), a.get("percussiveness")
-    if e is not None:
-        words.append("energetic" if e > 0.6 else "calm" if e < 0.35 else "moderately energetic")
+    if e is not None:  # the words and thresholds the catalog's tags use (index.vocabulary)
+        words.append(energy_word(e) or "moderately energetic")
     if b is not None:
-        words.append("bright" if b > 0.6 else "dark" if b < 0.35 else "warm")
+        words.append(brightness_word(b) or "warm")
     if p is not None:
         words.append("percussive" if p > 0.5 else "mostly tonal (little percussion)")
     return ", ".join(words)

@@ -46,7 +46,7 @@ def playlist_oracle(index: MusicIndex, history: list[dict], relevant: list[str],
     scores = index.lexical.scores(history_query(history)).astype(np.float64)
     in_playlist = set(index.playlist_members(conversation.get("playlist") or ""))
     refinement = parse_refinement(history[-1]["content"])
-    reference = index.by_id.get(reference_track(played_tracks(history), refinement) or "")
+    reference = index.by_id.get(reference_track(history[:-1], refinement) or "")
     bonus = np.array([1000.0 * (t.id in in_playlist) + (100.0 * satisfies(t, reference, refinement) if refinement else 0)
                       for t in index.tracks])
     excluded = set(played_tracks(history))

@@ -692,38 +692,32 @@ def audio_features(y: np.ndarray, sr: int = SAMPLE_RATE) -> AudioFeatures:
 # Words
 
 
-def tempo_word(bpm: float) -> str | None:
-    """"slow" below 85 BPM, "fast" from 125 BPM, "moderate tempo" between; None when unknown."""
-    if not bpm or bpm <= 0:
-        return None
-    return "slow" if bpm < 85 else "fast" if bpm >= 125 else "moderate tempo"
-
-
 def descriptor_tags(descriptors: dict) -> list[str]:
     """Words a person would search by, derived from ``AudioFeatures.descriptors``.
 
-    Missing descriptors are skipped, so a partial dict gives a partial list. The key name
-    and mode are only given when the key estimate is reasonably confident (>= 0.5).
+    Missing descriptors are skipped, so a partial dict gives a partial list. The words and
+    their thresholds are those of ``index.vocabulary``; the key name and mode are only given
+    when the key estimate is confident enough (``KEY_CONFIDENCE_MIN``).
     """
+    from .vocabulary import KEY_CONFIDENCE_MIN, band_word, vocal_state
+
     if not isinstance(descriptors, dict):
         raise TypeError(f"descriptors must be a dict, got {type(descriptors).__name__}")
     d = descriptors
     tags: list[str] = []
-    word = tempo_word(float(d.get("tempo_bpm") or 0.0))
+    word = band_word("tempo_bpm", d.get("tempo_bpm"))
     if word:
         tags.append(word)
-    if d.get("key") and float(d.get("key_confidence", 0.0)) >= 0.5:
+    if d.get("key") and float(d.get("key_confidence", 0.0)) >= KEY_CONFIDENCE_MIN:
         mode = d.get("mode") or str(d["key"]).split()[-1]
         tags += [f"{mode} key", str(d["key"])]
-    if "energy" in d:
-        e = float(d["energy"])
-        tags += ["calm"] if e < 0.35 else ["energetic"] if e >= 0.65 else []
-    if "brightness" in d:
-        b = float(d["brightness"])
-        tags.append("dark" if b < 0.3 else "bright" if b >= 0.65 else "warm")
+    for descriptor in ("energy", "brightness"):
+        word = band_word(descriptor, d.get(descriptor))
+        if word:
+            tags.append(word)
     if "percussiveness" in d and float(d["percussiveness"]) >= 0.5:
         tags.append("percussive")
-    if "vocals" in d:
-        v = float(d["vocals"])
-        tags += ["instrumental"] if v < 0.3 else ["vocals"] if v >= 0.6 else []
+    sung = vocal_state(d.get("vocals"))
+    if sung is not None:
+        tags.append("vocals" if sung else "instrumental")
     return tags

@@ -23,6 +23,7 @@ from assistant.chat import MusicAssistant, TrackCard
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                 "--autoplay-policy=no-user-gesture-required",
                  "--disable-background-networking", "--disable-component-update", "--disable-sync"]
 KEY_PATTERN = re.compile(r"\b[A-G][#b]? (major|minor)\b")
 WAIT_MS = 90_000  # generous: CI machines here are small and shared
@@ -259,6 +260,31 @@ def test_browser_chat_cards_feedback_and_upload(server, tmp_path):
             assert f'More like "{liked_title}"' in page.locator("#chat").inner_text()
             liked_titles = card_titles(page)
             assert not set(liked_titles) & set(first_titles)
+
+            # 2b. Play the last card, then ask "faster": the change is against the card played.
+            played_title = liked_titles[-1]
+            page.locator(".track-card audio").last.evaluate("a => a.play()")
+            page.wait_for_timeout(1500)  # the play event reaches the server
+            box.fill("faster")
+            box.press("Enter")
+            page.wait_for_function(
+                "old => { const t = Array.from(document.querySelectorAll('.track-card .card-title'))"
+                ".map(e => e.innerText.trim()); return t.length > 0 && t.every(x => !old.includes(x)); }",
+                arg=liked_titles)
+            page.wait_for_function("() => !document.querySelector('#message-box textarea').disabled")
+            reasons = page.locator(".track-card .card-reason").all_inner_texts()
+            said = last_bot_message(page)
+            assert any(played_title in r for r in reasons) or played_title in said, (reasons, said)
+            liked_titles = card_titles(page)
+
+            # 2c. "Not for me" on the first card: it goes, and the chat does not search its title.
+            rejected = liked_titles[0]
+            page.locator(".track-card").first.locator("button.not-for-me").click()
+            page.wait_for_function(
+                "old => { const t = Array.from(document.querySelectorAll('.track-card .card-title'))"
+                ".map(e => e.innerText.trim()); return t.length > 0 && !t.includes(old); }", arg=rejected)
+            assert f'Not for me: "{rejected}"' in page.locator("#chat").inner_text()
+            liked_titles = card_titles(page)
 
             # 3. Upload a song in the message box and ask about it.
             page.set_input_files("#message-box input[type=file]", str(song))

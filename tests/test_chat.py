@@ -52,7 +52,7 @@ def test_refinement_moves_in_the_asked_direction(assistant):
     session = assistant.new_session()
     first = assistant.reply(session, "calm piano")
     reply = assistant.reply(session, "faster please")
-    reference = assistant.index.by_id[first.tracks[-1].id]
+    reference = assistant.index.by_id[first.tracks[0].id]  # the card the person reacts to
     top = assistant.index.by_id[reply.tracks[0].id]
     assert top.descriptors["tempo_bpm"] > reference.descriptors["tempo_bpm"]
     assert "faster than" in reply.tracks[0].reason
@@ -382,3 +382,123 @@ def test_the_decoder_reuses_its_cache_and_decodes_the_same(assistant):
     other = ids[:-3] + assistant.tokenizer("zz", add_special_tokens=False)["input_ids"]
     assert decoder.block(other, state)[0].codes == decoder.block(other)[0].codes
     assert common_prefix([1, 2, 3], [1, 2, 4]) == 2 and common_prefix([], [1]) == 0
+
+
+# ---- the session means what the person means -----------------------------------------------------
+
+def test_faster_is_against_the_first_card_or_the_one_played(assistant):
+    from assistant.request import read_request
+
+    session = assistant.new_session()
+    first = assistant.reply(session, "calm piano")
+    faster = read_request("faster")
+    assert assistant.reference_for(session, faster).id == first.tracks[0].id
+    assistant.focus(session, first.tracks[2].id)  # the person played the third card
+    assert assistant.reference_for(session, faster).id == first.tracks[2].id
+    reply = assistant.reply(session, "faster")
+    assert f"than {first.tracks[2].title}" in reply.tracks[0].reason or "Nothing left" in reply.text
+    assert assistant.reference_for(session, faster).id == reply.tracks[0].id  # a new reply, a new reference
+    with pytest.raises(KeyError):
+        assistant.focus(session, "no-such-track")
+
+
+def test_the_second_one_counts_within_the_last_reply(assistant):
+    from assistant.request import read_request
+
+    session = assistant.new_session()
+    assistant.reply(session, "calm piano")
+    second = assistant.reply(session, "something else, fast electronic")
+    asked = read_request("the second one, but slower and without vocals", assistant.words)
+    assert asked.reference == 1 and asked.relative == [("tempo_bpm", -1)] and asked.vocals is False
+    assert assistant.reference_for(session, asked).id == second.tracks[1].id
+    very_first = read_request("go back to the very first track")
+    assert assistant.reference_for(session, very_first).id == session.played[0]
+
+
+def test_not_for_me_excludes_the_track_steers_away_and_never_searches_its_title(assistant, monkeypatch):
+    session = assistant.new_session()
+    first = assistant.reply(session, "calm piano")
+    rejected = first.tracks[0]
+    queries = []
+    search = assistant.index.search_lexical
+    monkeypatch.setattr(assistant.index, "search_lexical", lambda q, **kw: queries.append(q) or search(q, **kw))
+    again = assistant.feedback(session, rejected.id, liked=False)
+    assert rejected.id not in {c.id for c in again.tracks}
+    assert all(rejected.title.lower() not in q.lower() for q in queries)
+    # The reply replaces the one the track was in; the request is the person's own words.
+    assert [t["content"] for t in session.history if t["role"] == "user"] == ["calm piano"]
+    assert session.history[-1]["tracks"] == [c.id for c in again.tracks]
+    codes = assistant.index.track_codes(rejected.id)
+    alike = lambda t: sum(assistant.index.track_codes(t)[m] == c for m, c in codes.items()) >= 3  # noqa: E731
+    # What is much like the rejected track comes after what is not, among the tracks that carry
+    # what was asked for ("piano" still outranks everything else).
+    piano = [t for t in again.ranked if "piano" in assistant.index.by_id[t].tags]
+    first_alike = next((i for i, t in enumerate(piano) if alike(t)), len(piano))
+    assert not any(not alike(t) for t in piano[first_alike:])
+
+
+def test_when_nothing_meets_a_refinement_the_reply_says_so_and_shows_the_closest(assistant):
+    session = assistant.new_session()
+    assistant.reply(session, "fast electronic")
+    fastest = max((t for t in assistant.index.tracks if t.descriptors.get("tempo_bpm")),
+                  key=lambda t: float(t.descriptors["tempo_bpm"]))
+    assistant.focus(session, fastest.id)
+    reply = assistant.reply(session, "faster")
+    assert reply.text.startswith(f'Nothing left in this catalog meets that (faster against "{fastest.title}")')
+    assert reply.tracks and all("BPM" in c.reason and fastest.title in c.reason for c in reply.tracks)
+
+
+def test_content_words_outrank_mood_words_on_a_first_request(assistant):
+    reply = assistant.reply(assistant.new_session(), "calm electronic music")
+    top = assistant.index.by_id[reply.tracks[0].id]
+    assert "electronic" in top.tags
+
+
+def test_grounding_checks_each_fact_against_the_track_it_is_about(assistant):
+    reply = assistant.reply(assistant.new_session(), "calm piano")
+    shown = [assistant.index.by_id[c.id] for c in reply.tracks]
+    other = next(t for t in assistant.index.tracks if t.id not in {s.id for s in shown}
+                 and t.artist and t.artist != shown[0].artist)
+    ground = lambda s: assistant.grounded_sentences(s, reply.tracks)  # noqa: E731
+    # An artist of the catalog who is not the one it is said of.
+    assert ground(f"It is by {other.artist}.") == ""
+    assert ground(f"It is by {shown[0].artist}.") == f"It is by {shown[0].artist}."
+    # A sentence leaning on one dropped for naming a track not on screen goes with it.
+    assert ground(f'Try "{other.title}". It is calm.') == ""
+    # A number is checked against the track named, not any card.
+    a, b = shown[0], next((s for s in shown[1:] if abs(float(s.descriptors["tempo_bpm"])
+                                                         - float(shown[0].descriptors["tempo_bpm"])) > 5), None)
+    if b is not None:
+        claim = f'"{b.title}" moves at about {round(float(a.descriptors["tempo_bpm"]))} BPM.'
+        assert ground(claim) == ""
+    # Titles are matched as whole words: "Night Wordsmith" does not name "Night Words".
+    if "Night Words" not in {s.title for s in shown}:
+        assert ground("A night wordsmith would like it.") == "A night wordsmith would like it."
+        assert ground("It sits well next to Night Words.") == ""
+
+
+def test_two_turns_at_once_decode_as_they_would_alone(assistant):
+    import threading
+
+    from assistant.generation import DecodeState
+
+    histories = [[{"role": "user", "content": "calm piano please"}],
+                 [{"role": "user", "content": "fast electronic dance music"}]]
+    alone = [assistant._generate(h, DecodeState()) for h in histories]
+    together: list = [None, None]
+    barrier = threading.Barrier(2)
+
+    def run(i: int) -> None:
+        barrier.wait()
+        together[i] = [assistant._generate(histories[i], DecodeState()) for _ in range(3)]
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    for i in range(2):
+        for g in together[i]:
+            assert g.codes == alone[i].codes and not g.errors
+            assert set(g.codes) == set(assistant.index.codebook_sizes)
+            assert all(0 <= c < assistant.index.codebook_sizes[m] for m, c in g.codes.items())

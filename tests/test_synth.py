@@ -117,7 +117,7 @@ def test_every_refinement_is_true_of_the_chosen_track(catalog, conversations):
                 "without vocals": lambda: _instrumental(new) and _vocal(prev),
                 "same artist": lambda: new.artist == prev.artist,
                 "other artist": lambda: new.artist != prev.artist,
-                "like first": lambda: first.id != prev.id and synth._likeness(new, first) > synth._likeness(new, prev),
+                "like first": lambda: first.id != prev.id and synth.likeness(new, first) > synth.likeness(new, prev),
             }[kind]
             assert check(), f"{kind!r} is false: {prev.id} -> {new.id} in {conv['id']}"
             reply = conv["turns"][i + 1]["content"]

@@ -165,7 +165,7 @@ def test_assistant_messages_block_first_then_facts_then_words(base_tokenizer, mu
              {"role": "user", "content": "c"}, {"role": "assistant", "content": "C.", "tracks": ["sad-folk"]}]
     messages = conversation_messages(turns, catalog_codes.__getitem__, music_vocab,
                                      lambda t, prev, first: seen.append((t, prev, first)) or f"{t}|{prev}|{first}")
-    assert seen == [("sad-folk", "x", "sad-folk")]
+    assert seen == [("sad-folk", "sad-folk", "sad-folk")]  # against the first card of the reply before
     assert [m["role"] for m in messages] == ["user", "assistant", "assistant"] * 2 + [
         "user", "assistant", FACTS_ROLE, "assistant"]
     assert [m.get("learn", True) for m in messages if m["role"] == "assistant"] == [True, False] * 2 + [True, True]
