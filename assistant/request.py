@@ -19,7 +19,7 @@ reader finds them in four steps:
    tags ("piano", "string quartet"), which a first request puts ahead of mood words.
 
 The result is a ``refine.Refinement``; ``tests/data/requests.jsonl`` holds the phrasings it is
-measured on (``python -m assistant read-requests`` prints the accuracy by kind).
+measured on (``bench/request_reading.py`` prints the accuracy by kind).
 """
 from __future__ import annotations
 

@@ -8,6 +8,10 @@ a screenshot of the page at the end.
 
     python bench/browser_session.py --screenshot /tmp/chat.png
     python bench/browser_session.py --index DIR --model DIR "calm piano" "faster" ...
+    python bench/browser_session.py "calm piano music" "!play 2" "faster" "!not-for-me 1"
+
+A step "!play N" plays the Nth card's audio (what the next "faster" is relative to); a step
+"!not-for-me N" presses that card's "Not for me", and is timed like a message.
 
 Needs Debian's chromium (`make browser-deps`) and the playwright package (installed by `make`).
 """
@@ -34,6 +38,7 @@ POLL_S = 0.05
 SETTLED_S = 1.5  # a reply whose text has not changed for this long, with the box usable again, is done
 
 CARD_TITLES = "() => Array.from(document.querySelectorAll('.track-card .card-title')).map(e => e.innerText.trim())"
+CARD_REASONS = "() => Array.from(document.querySelectorAll('.track-card .card-reason')).map(e => e.innerText.trim())"
 LAST_BOT = ("() => { const m = document.querySelectorAll('#chat .message.bot');"
             " return m.length ? m[m.length - 1].innerText.trim() : ''; }")
 BOT_COUNT = "() => document.querySelectorAll('#chat .message.bot').length"
@@ -44,9 +49,15 @@ def run_turn(page, message: str, timeout_s: float) -> dict:
     """Send one message; return the times to new cards and to the finished text, and what streamed."""
     cards_before, bots_before = page.evaluate(CARD_TITLES), page.evaluate(BOT_COUNT)
     box = page.locator("#message-box textarea")
-    box.fill(message)
-    t0 = time.perf_counter()
-    box.press("Enter")
+    feedback = message.startswith("!not-for-me")
+    if feedback:
+        button = page.locator(".track-card").nth(int(message.split()[1]) - 1).locator("button.not-for-me")
+        t0 = time.perf_counter()
+        button.click()
+    else:
+        box.fill(message)
+        t0 = time.perf_counter()
+        box.press("Enter")
     tracks_s = end_s = None
     seen: list[str] = []
     last_change = t0
@@ -59,12 +70,22 @@ def run_turn(page, message: str, timeout_s: float) -> dict:
         if text and (not seen or text != seen[-1]):
             seen.append(text)
             last_change = now
-        if seen and page.evaluate(BOX_READY) and now - last_change > SETTLED_S:
+        # A feedback reply comes whole, with new cards; the box stays usable meanwhile.
+        if seen and page.evaluate(BOX_READY) and now - last_change > SETTLED_S and (tracks_s or not feedback):
             end_s = last_change - t0
             break
         time.sleep(POLL_S)
     return {"message": message, "tracks_s": tracks_s, "end_s": end_s, "streamed": seen,
-            "reply": seen[-1] if seen else "", "cards": page.evaluate(CARD_TITLES)}
+            "reply": seen[-1] if seen else "", "cards": page.evaluate(CARD_TITLES),
+            "reasons": page.evaluate(CARD_REASONS)}
+
+
+def play_card(page, n: int) -> dict:
+    """Start the Nth card's player (1-based) and give the play event time to reach the server."""
+    title = page.evaluate(CARD_TITLES)[n - 1]
+    page.locator(".track-card audio").nth(n - 1).evaluate("a => a.play()")
+    time.sleep(1.5)
+    return {"message": f"!play {n}", "played": title}
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -103,15 +124,21 @@ def main(argv: list[str] | None = None) -> int:
     turns = []
     try:
         with sync_playwright() as p:
-            browser = p.chromium.launch(executable_path=CHROMIUM, args=["--headless", "--no-sandbox", "--disable-gpu"])
+            browser = p.chromium.launch(executable_path=CHROMIUM, args=[
+                "--headless", "--no-sandbox", "--disable-gpu", "--autoplay-policy=no-user-gesture-required"])
             page = browser.new_page(viewport={"width": 1280, "height": 1000})
             page.goto(f"http://127.0.0.1:{port}")
             page.locator("#message-box textarea").wait_for()
             for message in args.messages:
+                if message.startswith("!play"):
+                    print(f"\n(played card {message.split()[1]}: {play_card(page, int(message.split()[1]))['played']})")
+                    continue
                 turns.append(run_turn(page, message, args.turn_timeout_s))
                 t = turns[-1]
                 print(f"\nuser> {message}")
-                print(f"  cards after {t['tracks_s'] or float('nan'):.2f} s: {'; '.join(t['cards'])}")
+                print(f"  cards after {t['tracks_s'] or float('nan'):.2f} s:")
+                for title, reason in zip(t["cards"], t["reasons"]):
+                    print(f"    {title}  [{reason}]")
                 print(f"  reply complete after {t['end_s'] or float('nan'):.2f} s, seen in {len(t['streamed'])} steps")
                 for step in t["streamed"][:: max(1, len(t["streamed"]) // 4)][:4]:
                     print(f"    streaming: {step[:110]}")

@@ -34,7 +34,10 @@ class MusicBlockLogitsProcessor(LogitsProcessor):
     left open at the end of the prompt. Pass it as
     ``model.generate(..., logits_processor=LogitsProcessorList([processor]))``;
     transformers applies it before temperature and top-k/top-p, so sampling only ever
-    sees allowed tokens.
+    sees allowed tokens. With ``max_new_tokens`` it counts the tokens of its call, so make one
+    processor per ``generate`` call: two calls running at once must not share one. (The chat
+    does not use it: ``assistant.generation.Decoder`` restricts each code step itself and keeps
+    its state in a ``DecodeState`` per session.)
     """
 
     def __init__(self, tokenizer, vocab: MusicVocab, *, max_new_tokens: int | None = None):
