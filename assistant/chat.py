@@ -33,7 +33,7 @@ from .facts import has_vocals as vocal_state
 from .generation import DecodeState
 from .rerank import Reranker, candidate_features
 from .refine import Refinement, apply_refinement, reference_track, satisfies
-from .request import CatalogWords, artist_patterns, read_request
+from .request import CatalogWords, artist_patterns, fold, read_request
 from .upload import answer as answer_about_upload
 from .upload import detect_intents
 
@@ -661,7 +661,7 @@ class MusicAssistant:
             return "names"
         if self._title_re is not None and any(m.group(0) not in titles for m in self._title_re.finditer(low)):
             return "names"  # a catalog title that is not on screen
-        folded = _fold(sentence)
+        folded = fold(sentence)
         artists = {_norm(t.artist) for t in about if t.artist}
         for name, pattern in artist_patterns(self.words.artists):
             if pattern.search(folded) and _norm(name) not in artists:
@@ -736,12 +736,6 @@ class MusicAssistant:
         session.played.extend(t for t in shown if t not in session.played)
         if shown:
             session.reference = None
-
-
-def _fold(text: str) -> str:
-    from .request import _fold as fold
-
-    return fold(text)
 
 
 def _named_first(ranked: list[tuple[str, float]], refinement: Refinement,

@@ -84,6 +84,9 @@ _NEGATION = re.compile(r"\b(?:not|no|don't|dont|do not|never|nothing|nobody|no o
                        r"get rid of|enough|anyone but|anybody but|besides|other than|except|isn't|stop)\b")
 _LESS = re.compile(r"\b(?:less|not so|not as|not that|not too|a bit less)\s+$")
 _TEMPO_CONTEXT = re.compile(r"\b(?:tempo|pace|bpm|speed|beat)\b")
+# Energy words that speak of tempo in a clause about tempo.
+_TEMPO_IN_CONTEXT = {"more relaxed", "relaxed", "more laid-back", "more laid back", "laid-back", "laid back",
+                     "more upbeat", "upbeat"}
 _CLAUSE_SPLIT = re.compile(r"[.;!?,]+|\s+(?:but|and|though|although|yet|while|also|plus)\s+")
 
 # References: a card of the last reply, or a track of the whole session.
@@ -199,11 +202,8 @@ def _read_clause(clause: str, r: Refinement, relative: dict[str, int]) -> None:
             taken.append((m.start(), m.end()))
             before = clause[:m.start()]
             negated = bool(_NEGATION.search(before))
-            if concept == "tempo" or concept == "energy":
-                if concept == "energy" and _TEMPO_CONTEXT.search(clause) and m.group(0) in (
-                        "more relaxed", "relaxed", "more laid-back", "more laid back", "laid-back", "laid back",
-                        "more upbeat", "upbeat"):
-                    concept = "tempo"  # "more relaxed in tempo", "upbeat tempo"
+            if concept == "energy" and m.group(0) in _TEMPO_IN_CONTEXT and _TEMPO_CONTEXT.search(clause):
+                concept = "tempo"  # "more relaxed in tempo", "upbeat tempo"
             if concept == "vocals":
                 if r.vocals is None or not negated:
                     r.vocals = (pole > 0) != negated
@@ -235,14 +235,12 @@ def _read_reference(text: str, r: Refinement) -> None:
 
 
 def _read_artist(text: str, words: CatalogWords, r: Refinement) -> None:
-    plain = _fold(text)
+    plain = fold(text)
     for artist, pattern in artist_patterns(words.artists):
         m = pattern.search(plain)
         if m:
-            negated = any(_NEGATION.search(c) for c in clauses(plain[:m.end()])[-1:] if pattern.search(c)) or \
-                bool(re.search(r"\b(?:no more|not|enough|anyone but|besides|other than|except)\b[^,.;!?]*$",
-                               plain[:m.start()]))
-            if negated:
+            # A negator before the name in its sentence part: "no more Bach", "anyone but Maxstack".
+            if _NEGATION.search(re.split(r"[,.;!?]", plain[:m.start()])[-1]):
                 r.avoid_artist = artist
             else:
                 r.artist_name = artist
@@ -342,7 +340,7 @@ def _mend(token: str) -> str:
     return close[0] if close else token
 
 
-def _fold(text: str) -> str:
+def fold(text: str) -> str:
     """Accents off ("Frédéric" -> "frederic"), lower case."""
     return "".join(c for c in unicodedata.normalize("NFKD", text.lower()) if not unicodedata.combining(c))
 
@@ -352,12 +350,12 @@ def artist_patterns(artists: Sequence[str]) -> list[tuple[str, re.Pattern]]:
     """A pattern per artist for its whole name and, where it names one artist only, its last name."""
     last_names: dict[str, list[str]] = {}
     for a in artists:
-        parts = _fold(a).split()
+        parts = fold(a).split()
         if parts:
             last_names.setdefault(parts[-1], []).append(a)
     out = []
     for a in sorted(artists, key=len, reverse=True):
-        folded = _fold(a).strip()
+        folded = fold(a).strip()
         if len(folded) < 3 or folded in {"traditional", "unknown", "various artists", "anonymous"}:
             continue
         names = [re.escape(folded)]
@@ -437,9 +435,8 @@ def reading_of(r: Refinement) -> dict:
         out["bpm"] = r.bpm
     if r.decade is not None:
         out["decade"] = r.decade
-    feel = {k: v for k, v in r.feel.items()}
-    if feel:
-        out["feel"] = {{"tempo_bpm": "tempo"}.get(k, k): v for k, v in feel.items()}
+    if r.feel:
+        out["feel"] = {names.get(k, k): v for k, v in r.feel.items()}
     if r.content:
         out["content"] = list(r.content)
     return out
