@@ -21,7 +21,7 @@ def cmd_build(args: argparse.Namespace) -> int:
     from .build import build_index
 
     report = build_index(args.library, args.out, progress=not args.quiet, workers=args.workers,
-                         hold_out=args.hold_out)
+                         hold_out=args.hold_out, incremental=not args.full, ray=args.ray)
     print(report.to_text())
     return 0
 
@@ -100,7 +100,15 @@ def build_parser() -> argparse.ArgumentParser:
 
     b = sub.add_parser("build", help="index a library folder (audio, metadata.jsonl, playlists, lyrics)")
     b.add_argument("library", help="library folder, searched recursively")
-    b.add_argument("--out", required=True, help="index directory to write (replaced atomically)")
+    b.add_argument("--out", required=True, help="index directory to write (replaced atomically); when it already "
+                   "holds an index of LIBRARY, only new and changed files are processed and removed ones dropped, "
+                   "and the codebooks are kept until the catalog grows 25%% past the size they were fitted on")
+    b.add_argument("--full", action="store_true", help="rebuild everything, refitting the codebooks (a trained "
+                   "model must then be retrained)")
+    b.add_argument("--ray", metavar="ADDRESS", default=None,
+                   help="compute audio features and text embeddings as tasks on a Ray cluster: its address "
+                        "(ray://HOST:10001, HOST:6379) or 'auto' (the cluster this machine is in, else a local one); "
+                        "needs pip install ray, and this package installed on every node")
     b.add_argument("--workers", type=int, default=None, help="processes for audio features (default: up to 2)")
     b.add_argument("--quiet", action="store_true", help="no progress bars")
     b.add_argument("--hold-out", type=hold_out_shares, default=None, metavar="VAL,TEST",
@@ -135,12 +143,13 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     from .audio import AudioError
+    from .distributed import ClusterError
     from .library import LibraryError
     from .store import IndexLoadError
 
     try:
         return args.func(args)
-    except (LibraryError, IndexLoadError, AudioError, FileNotFoundError) as e:
+    except (LibraryError, IndexLoadError, AudioError, ClusterError, FileNotFoundError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

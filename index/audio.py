@@ -568,7 +568,10 @@ def compute_frames(y: np.ndarray, sr: int = SAMPLE_RATE) -> Frames:
     start = (y.size - span) // 2
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        tuning = float(librosa.estimate_tuning(y=y[start:start + span], sr=sr, bins_per_octave=CQT_BINS_PER_OCTAVE))
+        if span == y.size:  # the STFT above is the one the tuning estimate would compute: reuse it
+            tuning = float(librosa.estimate_tuning(S=S, sr=sr, n_fft=N_FFT, bins_per_octave=CQT_BINS_PER_OCTAVE))
+        else:
+            tuning = float(librosa.estimate_tuning(y=y[start:start + span], sr=sr, bins_per_octave=CQT_BINS_PER_OCTAVE))
         fmin = librosa.note_to_hz("C1")
         C = np.abs(librosa.cqt(y, sr=sr, hop_length=CHROMA_HOP, fmin=fmin, n_bins=CQT_BINS_PER_OCTAVE * 7,
                                bins_per_octave=CQT_BINS_PER_OCTAVE, tuning=tuning))

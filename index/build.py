@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import sys
 import time
 from collections import Counter
 from collections.abc import Callable, Sequence
@@ -17,14 +18,16 @@ from typing import Any
 import numpy as np
 from tqdm.auto import tqdm
 
-from .audio import descriptor_tags
+from .audio import AUDIO_FEATURE_DIM, descriptor_tags
 from .codebook import Codebook, fit_codebook
 from .holdout import cooccurrence_overlap, hold_out_playlists
-from .embeddings import (PLAYLIST_DIM, fit_audio_normaliser, normalise_audio,
+from .embeddings import (PLAYLIST_DIM, fit_audio_normaliser, l2_normalise, normalise_audio,
                          playlist_embedding, text_modalities)
+from .incremental import (RAW_AUDIO_FILE, REFIT_GROWTH, SOURCES_FILE, PreviousIndex, file_stamp, load_previous,
+                          nearest_codes, procrustes_rotation, text_vectors)
 from .library import LibraryScan, SkippedFile, scan_library
 from .paths import data_home
-from .retrieval import build_faiss_index, index_kind
+from .retrieval import build_faiss_index, index_kind, storage_dtype
 from .store import write_index_dir
 from .text import TEXT_DIM, TEXT_ENCODER_NAME, get_text_encoder
 from .track import MODALITIES, Track
@@ -55,6 +58,8 @@ class BuildReport:
     text_only: list[SkippedFile] = field(default_factory=list)  # audio files indexed from their text, and why
     held_out: dict[str, int] = field(default_factory=dict)  # "val"/"test" -> playlists kept out of the index
     held_out_overlap: dict[str, float] = field(default_factory=dict)  # their co-occurrence also in training
+    update: dict[str, Any] = field(default_factory=dict)  # what a rebuild kept from the index it replaced
+    cluster: str = ""  # the Ray cluster that computed features and embeddings, if any
 
     @property
     def tracks_per_second(self) -> float:
@@ -82,6 +87,13 @@ class BuildReport:
         if self.text_only:
             lines.append(f"  text only: {len(self.text_only)} audio file(s) could not be decoded; their tracks are indexed from text")
             lines += [f"    - {s.path}: {s.reason}" for s in self.text_only]
+        if self.update:
+            u = self.update
+            lines.append(f"  update:    {u['unchanged']} unchanged, {u['added']} added, {u['changed']} changed, "
+                         f"{u['removed']} removed; {u['decoded']} file(s) decoded, {u['texts_embedded']} text(s) embedded")
+            lines.append(f"  codebooks: {u['codebooks']}")
+        if self.cluster:
+            lines.append(f"  cluster:   {self.cluster}")
         lines.append(f"  {'modality':<9} {'codes used':>12} {'empty':>6} {'mean q.err':>10}  faiss")
         for m, r in self.modalities.items():
             lines.append(f"  {m:<9} {r.used_codes:>5} / {r.codebook_size - 1:<5} {r.empty_tracks:>6} {r.quantization_error:>10.3f}  {r.faiss}")
@@ -125,26 +137,47 @@ def _cached_features(path: Path) -> FileFeatures | None:
         return None  # unreadable or stale entry: compute again
 
 
-def _features_for_file(path_str: str) -> FileFeatures:
-    """Decode one file and compute its features (run in a worker process); never raises."""
-    import json
+def compute_file_features(path_str: str, name: str | None = None) -> FileFeatures:
+    """Decode one file and compute its features; never raises (the reason goes in ``error``).
 
+    ``name`` is the path the result is reported under (default ``path_str``): a cluster worker
+    reads a copy of the file under another name.
+    """
     from .audio import AudioError, audio_duration, audio_features, load_excerpt
 
     path = Path(path_str)
+    name = name or path_str
     try:
         duration = audio_duration(path)
         feats = audio_features(load_excerpt(path))
-        cache = _feature_cache_path(path)
-        cache.parent.mkdir(parents=True, exist_ok=True)
-        tmp = cache.with_name(f"{cache.stem}.{os.getpid()}.tmp.npz")
-        np.savez(tmp, vector=feats.vector, descriptors=json.dumps(feats.descriptors), duration=duration)
-        os.replace(tmp, cache)
-        return FileFeatures(path_str, feats.vector, feats.descriptors, duration)
+        return FileFeatures(name, feats.vector, feats.descriptors, duration)
     except AudioError as e:
-        return FileFeatures(path_str, error=str(e))
+        return FileFeatures(name, error=str(e).replace(f"'{path.name}'", f"'{Path(name).name}'"))
     except Exception as e:  # one bad file never stops a build
-        return FileFeatures(path_str, error=f"{type(e).__name__}: {e}")
+        return FileFeatures(name, error=f"{type(e).__name__}: {e}")
+
+
+def store_cached_features(result: FileFeatures) -> None:
+    """Put a computed result in the feature cache (errors are not cached: the file may be fixed)."""
+    import json
+
+    if result.error is not None:
+        return
+    cache = _feature_cache_path(Path(result.path))
+    cache.parent.mkdir(parents=True, exist_ok=True)
+    tmp = cache.with_name(f"{cache.stem}.{os.getpid()}.tmp.npz")
+    np.savez(tmp, vector=result.vector, descriptors=json.dumps(result.descriptors), duration=result.duration)
+    os.replace(tmp, cache)
+
+
+def _features_for_file(path_str: str) -> FileFeatures:
+    """Features of one file, stored in the cache (run in a worker process); never raises."""
+    result = compute_file_features(path_str)
+    try:
+        store_cached_features(result)
+    except OSError:
+        pass  # a read-only cache costs only the next build's time
+    return result
 
 
 def _compile_audio_kernels() -> None:
@@ -205,11 +238,21 @@ def prepare_audio_workers(log: Callable[[str], None] = print) -> None:
 CRASH_REASON = "decoding it crashed the process (a corrupt or unsupported file)"
 
 
+def _one_thread_each() -> None:
+    """Pool workers compute with one thread each: the pool already fills the cores, and workers
+    whose BLAS and OpenMP pools each spread over every core only contend for them."""
+    from threadpoolctl import threadpool_limits
+
+    threadpool_limits(1)
+    if "torch" in sys.modules:  # inherited from the parent; not worth importing otherwise
+        sys.modules["torch"].set_num_threads(1)
+
+
 def _pool_run(paths: Sequence[str], workers: int, done: dict[str, FileFeatures], bar) -> list[str]:
     """Compute ``paths`` in a pool of ``workers`` into ``done``; return those left when a worker died."""
     from concurrent.futures.process import BrokenProcessPool
 
-    with ProcessPoolExecutor(max_workers=workers) as pool:
+    with ProcessPoolExecutor(max_workers=workers, initializer=_one_thread_each) as pool:
         futures = {pool.submit(_features_for_file, p): p for p in paths}
         try:
             for future in as_completed(futures):
@@ -224,12 +267,15 @@ def _pool_run(paths: Sequence[str], workers: int, done: dict[str, FileFeatures],
     return [p for p in paths if p not in done]
 
 
-def extract_audio_features(paths: Sequence[Path], workers: int, progress: bool = True) -> list[FileFeatures]:
+def extract_audio_features(paths: Sequence[Path], workers: int, progress: bool = True,
+                           cluster: bool = False) -> list[FileFeatures]:
     """Features of every file, in order: from the cache, else computed, in ``workers`` processes.
 
     A decoder that crashes kills its process, not just the call. When that happens the files
     still to do are run one at a time in a fresh process, so the file that kills it is found,
     recorded with ``CRASH_REASON`` and skipped, and every other file is still computed.
+    With ``cluster`` the files to compute run as tasks on the connected Ray cluster instead
+    (``index.distributed``) and their results are cached here.
     """
     keys = [str(p) for p in paths]
     done: dict[str, FileFeatures] = {}
@@ -239,7 +285,16 @@ def extract_audio_features(paths: Sequence[Path], workers: int, progress: bool =
             done[str(p)] = cached
     todo = [k for k in keys if k not in done]
     with tqdm(total=len(keys), initial=len(done), desc="audio features", disable=not progress, unit="track") as bar:
-        if todo and (workers <= 1 or len(todo) < 4):
+        if todo and cluster:
+            from . import distributed
+
+            for result in distributed.audio_features(todo, bar):
+                done[result.path] = result
+                try:
+                    store_cached_features(result)
+                except OSError:
+                    pass
+        elif todo and (workers <= 1 or len(todo) < 4):
             for k in todo:
                 done[k] = _features_for_file(k)
                 bar.update(1)
@@ -286,28 +341,92 @@ def describe_codes(tracks: Sequence[Track], codes: np.ndarray, playlists: dict[s
 
 # ---- the build -------------------------------------------------------------------------------
 
+class _LazyEncoder:
+    """The text encoder, loaded on first use (a rebuild with no new text never loads it), counting what it embeds."""
+
+    name, dim = TEXT_ENCODER_NAME, TEXT_DIM
+
+    def __init__(self, make: Callable[[], Any]) -> None:
+        self._make, self._encoder, self.texts = make, None, 0
+
+    def encode(self, texts: list[str], **kwargs: Any) -> np.ndarray:
+        if self._encoder is None:
+            self._encoder = self._make()
+        self.texts += sum(1 for t in texts if t and t.strip())
+        return self._encoder.encode(texts, **kwargs)
+
+
+def _reusable_features(prev: PreviousIndex | None, library: Path, with_audio: Sequence[Track],
+                       stamps: dict[str, list[int]]) -> dict[str, FileFeatures]:
+    """Audio features the previous index holds for files that have not changed since."""
+    if prev is None:
+        return {}
+    row_of_file = {t.file: i for i, t in enumerate(prev.tracks) if t.file and t.descriptors}
+    out = {}
+    for tr in with_audio:
+        i = row_of_file.get(tr.file)
+        if i is not None and prev.stamps.get(tr.file) == stamps[tr.file]:
+            old = prev.tracks[i]
+            out[str(library / tr.file)] = FileFeatures(str(library / tr.file), prev.raw_audio[i].copy(),
+                                                       dict(old.descriptors), old.duration_s)
+    return out
+
+
+def _changes(prev: PreviousIndex, tracks: Sequence[Track]) -> dict[str, int]:
+    """Counts of unchanged, added, changed and removed tracks against the previous index."""
+    def facts(t: Track) -> dict[str, Any]:
+        return {k: v for k, v in t.to_dict().items() if k != "playlists"}
+
+    ids = {t.id for t in tracks}
+    both = [t for t in tracks if t.id in prev.row_of]
+    changed = sum(1 for t in both if facts(t) != facts(prev.tracks[prev.row_of[t.id]]))
+    return {"unchanged": len(both) - changed, "added": len(tracks) - len(both), "changed": changed,
+            "removed": sum(1 for t in prev.tracks if t.id not in ids)}
+
+
 def build_index(library: str | Path, out: str | Path, *, progress: bool = True, workers: int | None = None,
                 log: Callable[[str], None] = print, seed: int = 0,
-                hold_out: dict[str, float] | None = None) -> BuildReport:
+                hold_out: dict[str, float] | None = None, incremental: bool = True,
+                ray: str | None = None) -> BuildReport:
     """Build the index of a library folder into ``out`` (atomically) and return its report.
 
     ``hold_out`` gives the shares of playlist entries set aside for validation and test
     (``index.holdout``; default 10 % and 15 %, ``{}`` for none). Held-out playlists are written to
     ``heldout_playlists.json`` and nothing else in the index is learned from them.
+
+    When ``out`` already holds an index of this library and ``incremental`` is true, only new and
+    changed files are decoded and only new text is embedded; the codebooks are kept unless the
+    catalog has grown past ``index.incremental.REFIT_GROWTH`` (the report's ``update`` says what
+    happened). Playlists keep the split they had; new playlists are split with ``hold_out``.
+
+    ``ray`` (an address, or "auto") computes audio features and text embeddings as tasks on a Ray
+    cluster (``index.distributed``) instead of in local processes.
     """
     t0 = time.perf_counter()
     stages: dict[str, float] = {}
     library = Path(library).expanduser().resolve()
     out = Path(out).expanduser().resolve()
     scan: LibraryScan = scan_library(library, progress=progress, log=log)
+    prev, how = load_previous(out, library) if incremental else (None, "full build")
+    if prev is None and how != "new index":
+        log(how)
+    cluster = ""
+    if ray:
+        from . import distributed
+
+        resources = distributed.connect(ray)
+        cluster = f"Ray ({ray}), {int(resources.get('CPU', 0))} CPUs"
+        log(f"audio features and text embeddings run on {cluster}")
     stages["scan"] = time.perf_counter() - t0
 
     # Audio: a file that cannot be decoded is skipped like one mutagen could not read.
     t = time.perf_counter()
     with_audio = [tr for tr in scan.tracks if tr.file]
+    stamps = {tr.file: file_stamp(library / tr.file) for tr in with_audio}
+    by_path = _reusable_features(prev, library, with_audio, stamps)
+    todo = [library / tr.file for tr in with_audio if str(library / tr.file) not in by_path]
     workers = workers or min(2, os.cpu_count() or 1)
-    results = extract_audio_features([library / tr.file for tr in with_audio], workers, progress)
-    by_path = {r.path: r for r in results}
+    by_path |= {r.path: r for r in extract_audio_features(todo, workers, progress, cluster=bool(ray))}
     tracks: list[Track] = []
     raw_vectors: list[np.ndarray | None] = []
     skipped = list(scan.skipped)
@@ -343,21 +462,33 @@ def build_index(library: str | Path, out: str | Path, *, progress: bool = True, 
 
     t = time.perf_counter()
     n = len(tracks)
-    dim_audio = next((len(v) for v in raw_vectors if v is not None), 1)
+    refit = prev is None or n > prev.refit_limit
+    dim_audio = next((len(v) for v in raw_vectors if v is not None), AUDIO_FEATURE_DIM)
     raw = np.zeros((n, dim_audio), np.float32)
     has_audio = np.zeros(n, bool)
     for i, v in enumerate(raw_vectors):
         if v is not None:
             raw[i], has_audio[i] = v, True
-    mean, std = fit_audio_normaliser(raw, has_audio)
-    encoder = get_text_encoder()
-    emb = text_modalities(tracks, encoder)
+    # A kept codebook describes vectors standardised as before: the normaliser is kept with it.
+    mean, std = fit_audio_normaliser(raw, has_audio) if refit else (prev.audio_mean, prev.audio_std)
+    if ray:
+        from .distributed import RayTextEncoder
+
+        encoder = _LazyEncoder(RayTextEncoder)
+    else:
+        encoder = _LazyEncoder(get_text_encoder)
+    emb = text_modalities(tracks, encoder, text_vectors(prev) if prev else None)
     emb["audio"] = normalise_audio(raw, mean, std, has_audio)
     ids = {tr.id for tr in tracks}
     playlists = {name: [i for i in members if i in ids] for name, members in scan.playlists.items()}
     playlists = {name: members for name, members in playlists.items() if members}
     n_playlists = len(playlists)
-    split_of = hold_out_playlists(playlists, hold_out, seed=seed)
+    if prev is None:
+        split_of = hold_out_playlists(playlists, hold_out, seed=seed)
+    else:  # a playlist keeps its split, so nothing a model learned from becomes test data
+        new = {name: members for name, members in playlists.items() if name not in prev.splits}
+        split_of = {name: prev.splits[name] for name in playlists if name in prev.splits}
+        split_of |= hold_out_playlists(new, hold_out, seed=seed) if new else {}
     held_out = {name: {"split": split_of[name], "tracks": members}
                 for name, members in playlists.items() if split_of[name] != "train"}
     overlap = cooccurrence_overlap(playlists, split_of)
@@ -366,6 +497,12 @@ def build_index(library: str | Path, out: str | Path, *, progress: bool = True, 
     row_of = {tr.id: i for i, tr in enumerate(tracks)}
     content = np.hstack([emb["tags"], emb["metadata"], emb["audio"]])
     emb["playlist"] = playlist_embedding(n, [[row_of[i] for i in m] for m in playlists.values()], content)
+    if not refit:
+        shared = [(i, prev.row_of[tr.id]) for i, tr in enumerate(tracks) if tr.id in prev.row_of]
+        if shared:
+            now, before = (np.array(s) for s in zip(*shared))
+            rotation = procrustes_rotation(emb["playlist"][now], prev.embeddings["playlist"][before])
+            emb["playlist"] = l2_normalise(emb["playlist"] @ rotation)
     for tr in tracks:
         tr.playlists = [name for name, members in playlists.items() if tr.id in members]
     stages["embeddings"] = time.perf_counter() - t
@@ -373,7 +510,10 @@ def build_index(library: str | Path, out: str | Path, *, progress: bool = True, 
     t = time.perf_counter()
     codebooks: dict[str, Codebook] = {}
     for m in tqdm(MODALITIES, desc="codebooks", disable=not progress, unit="modality"):
-        codebooks[m] = fit_codebook(emb[m], seed=seed)
+        if refit:
+            codebooks[m] = fit_codebook(emb[m], seed=seed)
+        else:
+            codebooks[m] = Codebook(centroids=prev.centroids[m], codes=nearest_codes(emb[m], prev.centroids[m]))
     codes = np.stack([codebooks[m].codes for m in MODALITIES], axis=1).astype(np.int64)
     empty_codes = {m: codebooks[m].empty_code for m in MODALITIES}
     stages["codebooks"] = time.perf_counter() - t
@@ -382,6 +522,21 @@ def build_index(library: str | Path, out: str | Path, *, progress: bool = True, 
     indexes = {m: build_faiss_index(emb[m], seed=seed) for m in MODALITIES}
     stages["faiss"] = time.perf_counter() - t
 
+    update: dict[str, Any] = {}
+    fitted_on = n if refit else prev.fitted_tracks
+    if prev is not None:
+        update = _changes(prev, tracks) | {"decoded": len(todo), "texts_embedded": encoder.texts}
+        if refit:
+            update["codebooks"] = (f"refit: the catalog grew from {prev.fitted_tracks} tracks (when they were fitted) "
+                                   f"to {n}, past {prev.refit_limit} (+{REFIT_GROWTH:.0%}); the codes changed, so "
+                                   "retrain the model")
+        else:
+            old_codes = {tr.id: tuple(prev.codes[prev.row_of[tr.id]]) for tr in tracks if tr.id in prev.row_of}
+            moved = sum(1 for i, tr in enumerate(tracks) if tr.id in old_codes and tuple(codes[i]) != old_codes[tr.id])
+            update["codes_changed"] = moved
+            update["codebooks"] = (f"kept (fitted on {prev.fitted_tracks} tracks; refit past {prev.refit_limit}); new "
+                                   f"tracks got their nearest codes, {moved} earlier track(s) changed codes; a model "
+                                   "trained on the earlier index keeps working: retrain it to let it learn the new tracks")
     modality_reports = {
         m: ModalityReport(
             codebook_size=codebooks[m].size,
@@ -398,6 +553,7 @@ def build_index(library: str | Path, out: str | Path, *, progress: bool = True, 
         modalities=modality_reports, seconds=0.0, stage_seconds=stages,
         playlist_source=scan.playlist_source if n_playlists else "none", text_only=text_only,
         held_out=dict(Counter(h["split"] for h in held_out.values())), held_out_overlap=overlap,
+        update=update, cluster=cluster,
     )
     payload: dict[str, Any] = {
         "tracks.jsonl": [tr.to_dict() for tr in tracks],
@@ -405,10 +561,13 @@ def build_index(library: str | Path, out: str | Path, *, progress: bool = True, 
         "heldout_playlists.json": held_out,
         "codes.npy": codes,
         "audio_norm.npz": {"mean": mean, "std": std},
+        RAW_AUDIO_FILE: raw,
+        SOURCES_FILE: {"files": {tr.file: stamps[tr.file] for tr in tracks if tr.file},
+                       "codebook_fit": {"tracks": fitted_on}},
         "code_descriptions.json": {m: {str(c): w for c, w in d.items()} for m, d in describe_codes(tracks, codes, playlists, empty_codes).items()},
     }
     for m in MODALITIES:
-        payload[f"emb_{m}.npy"] = emb[m]
+        payload[f"emb_{m}.npy"] = emb[m].astype(storage_dtype(n))
         payload[f"codebook_{m}.npy"] = codebooks[m].centroids
         payload[f"faiss_{m}.index"] = indexes[m]
     report.seconds = time.perf_counter() - t0
@@ -426,8 +585,10 @@ def build_index(library: str | Path, out: str | Path, *, progress: bool = True, 
             "audio": {"name": "librosa-stats (standardised)", "dim": dim_audio},
         },
         "codebook_sizes": {m: codebooks[m].size for m in MODALITIES},
+        "codebook_fit_tracks": fitted_on,
         "empty_codes": empty_codes,
         "faiss": {m: index_kind(n) for m in MODALITIES},
+        "embedding_dtype": storage_dtype(n).name,
         "held_out_playlists": report.held_out,
     }
     write_index_dir(out, payload, manifest)

@@ -5,7 +5,7 @@ track has no data for that modality (no lyrics, no audio) and is given the codeb
 """
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 from scipy import sparse
@@ -151,10 +151,35 @@ def normalise_audio(raw: np.ndarray, mean: np.ndarray, std: np.ndarray, has_audi
     return l2_normalise(z)
 
 
-def text_modalities(tracks: Sequence[Track], encoder: TextEncoder) -> dict[str, np.ndarray]:
-    """The tags, metadata and lyrics embeddings."""
+def text_modalities(tracks: Sequence[Track], encoder: TextEncoder,
+                    known: Mapping[str, Mapping[str, np.ndarray]] | None = None) -> dict[str, np.ndarray]:
+    """The tags, metadata and lyrics embeddings.
+
+    ``known`` maps a modality to texts already embedded (its tags or metadata text, or a
+    track's whole lyrics) and their vectors: those are reused and only the rest is encoded,
+    each distinct text once.
+    """
+    known = known or {}
+    lyrics = np.zeros((len(tracks), encoder.dim), np.float32)
+    seen = known.get("lyrics", {})
+    todo = [i for i, t in enumerate(tracks) if (t.lyrics or "") not in seen]
+    for i, t in enumerate(tracks):
+        if (t.lyrics or "") in seen:
+            lyrics[i] = seen[t.lyrics or ""]
+    if todo:
+        lyrics[todo] = lyrics_embedding([tracks[i] for i in todo], encoder)
     return {
-        "tags": encoder.encode([tags_text(t) for t in tracks]),
-        "metadata": encoder.encode([metadata_text(t) for t in tracks]),
-        "lyrics": lyrics_embedding(tracks, encoder),
+        "tags": encode_distinct([tags_text(t) for t in tracks], encoder, known.get("tags", {})),
+        "metadata": encode_distinct([metadata_text(t) for t in tracks], encoder, known.get("metadata", {})),
+        "lyrics": lyrics,
     }
+
+
+def encode_distinct(texts: Sequence[str], encoder: TextEncoder, known: Mapping[str, np.ndarray]) -> np.ndarray:
+    """Embeddings of ``texts``: those in ``known`` as given, every other distinct text encoded once."""
+    new = list(dict.fromkeys(t for t in texts if t not in known))
+    vectors = dict(zip(new, encoder.encode(new))) if new else {}
+    out = np.zeros((len(texts), encoder.dim), np.float32)
+    for i, t in enumerate(texts):
+        out[i] = known[t] if t in known else vectors[t]
+    return out
