@@ -504,6 +504,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"Training the demo model in the background (first run only, about 15 minutes; log: {training.log_path}). "
               "The chat answers with the catalog's search until it is ready.")
         status = training.status
+    elif assistant.catalog_note:
+        print(assistant.catalog_note)
+        status = lambda: assistant.catalog_note  # noqa: E731
     demo = build_app(assistant, max_upload_mb=args.max_upload_mb, concurrency=args.concurrency, status=status)
     launch(demo, host=args.host, port=args.port)
     return 0

@@ -177,6 +177,7 @@ class MusicAssistant:
         self.block_ranking = block_ranking
         self.reranker = reranker
         self.index = index
+        self.catalog_note: str | None = None  # how the catalog changed since the loaded model was trained
         self.text_fusion = text_fusion
         self.fusion_weights = dict(FUSION_WEIGHTS if fusion_weights is None else fusion_weights)
         unknown = set(self.fusion_weights) - set(FUSION_WEIGHTS)
@@ -220,13 +221,14 @@ class MusicAssistant:
 
     def load_model(self, model_dir: str | Path) -> None:
         """Load a fine-tuned model directory (``assistant.train``) and answer with it from now on."""
-        from .model_dir import check_reply_format, load_finetuned, read_model_record
+        from .model_dir import catalog_changes, check_reply_format, load_finetuned, read_model_record
         from .rerank import load_rerankers
 
         check_reply_format(model_dir)
         model, tokenizer, vocab = load_finetuned(model_dir)
         reranker = load_rerankers(model_dir).get("with_model")
         self.use_model(model, tokenizer, vocab, system_prompt=read_model_record(model_dir).get("system_prompt"))
+        self.catalog_note = catalog_changes(model_dir, self.index)
         if reranker is not None:
             self.reranker = reranker
 

@@ -162,3 +162,38 @@ def check_reply_format(model_dir: str | Path) -> None:
             f"{model_dir} was trained to reply as {found!r}, and this version reads {REPLY_FORMAT!r}: "
             f"retrain it with `python -m assistant train INDEX --out {model_dir}` (into an empty directory)")
 
+
+
+CATALOG_RECORD = "trained_catalog.json"
+
+
+def write_catalog_record(model_dir: str | Path, index) -> Path:
+    """Record which catalog a model was trained on: the index's track ids and their codes."""
+    path = Path(model_dir) / CATALOG_RECORD
+    record = {"index_created": index.manifest.get("created"),
+              "tracks": {t.id: [int(c) for c in index.codes[i]] for i, t in enumerate(index.tracks)}}
+    path.write_text(json.dumps(record) + "\n")
+    return path
+
+
+def catalog_changes(model_dir: str | Path, index) -> str | None:
+    """A sentence saying how ``index`` differs from the catalog the model was trained on, or None.
+
+    A model keeps working with an index whose codebook sizes are unchanged (an incremental
+    rebuild); it just does not know the tracks added since, and a track whose codes moved is
+    known to it by its old codes. None when nothing changed or the model has no record.
+    """
+    path = Path(model_dir) / CATALOG_RECORD
+    if not path.is_file():
+        return None
+    trained = json.loads(path.read_text())["tracks"]
+    now = {t.id: [int(c) for c in index.codes[i]] for i, t in enumerate(index.tracks)}
+    added = sum(1 for t in now if t not in trained)
+    removed = sum(1 for t in trained if t not in now)
+    moved = sum(1 for t, codes in now.items() if t in trained and trained[t] != codes)
+    if not (added or removed or moved):
+        return None
+    parts = [f"{n} {what}" for n, what in ((added, "added"), (removed, "removed"), (moved, "with new codes")) if n]
+    return (f"The catalog changed since the model was trained ({', '.join(parts)} of {len(now)} tracks): its "
+            f"picks come from the search for what it does not know. Retrain it to bring it up to date: "
+            f"`python -m assistant train {index.root} --out NEW_MODEL_DIR`.")

@@ -25,6 +25,7 @@ def train_on_index(index_dir: str | Path, out: str | Path, *, base: str | None =
     from index.store import MusicIndex
     from tokenizer.vocab import MusicVocab
 
+    from .model_dir import write_catalog_record
     from .synth import facts_lookup, write_splits
     from .train import TrainConfig, train
 
@@ -38,6 +39,7 @@ def train_on_index(index_dir: str | Path, out: str | Path, *, base: str | None =
     report = train(base, train_convs, val_convs, index.track_codes, MusicVocab.from_manifest(index.manifest), out,
                    facts_for=facts_lookup(index.by_id), code_descriptions=index.code_descriptions(),
                    config=config or TrainConfig(), progress=progress)
+    write_catalog_record(out, index)
     if val_convs:
         fit_reranker_for(out, index, val_convs, folds=0, progress=progress)
     return report

@@ -13,7 +13,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import shutil
+import subprocess
 import sys
 import tempfile
 import time
@@ -22,33 +22,72 @@ from pathlib import Path
 import faiss
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+# The code the build figures are compared with: the release before the feature extraction was
+# reworked for speed.
+BASELINE_REV = "d6f2ca1"
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-from index.paths import data_home, demo_dir  # noqa: E402
+from index.paths import demo_dir  # noqa: E402
 from index.retrieval import build_faiss_index, nearest_rows  # noqa: E402
 from index.text import TEXT_DIM  # noqa: E402
 
 
-def bench_build(library: Path, cold: bool) -> dict:
-    from index.build import build_index
+# Run in a fresh interpreter per build, for the code under test and the baseline alike.
+_BUILD = """
+import json, sys
+from pathlib import Path
+from index.build import build_index
+r = build_index(Path(sys.argv[1]), Path(sys.argv[2]), progress=False, log=lambda s: None)
+print(json.dumps({"tracks": r.tracks, "seconds": r.seconds, "stages": r.stage_seconds}))
+"""
 
-    cache = data_home() / "cache" / "audio_features"
-    saved = None
-    if cold and cache.exists():
-        saved = cache.with_name("audio_features.bench-saved")
-        shutil.rmtree(saved, ignore_errors=True)
-        cache.rename(saved)
-    try:
-        with tempfile.TemporaryDirectory() as tmp:
-            report = build_index(library, Path(tmp) / "index", progress=False, log=lambda s: None)
-    finally:
-        if saved is not None:
-            shutil.rmtree(cache, ignore_errors=True)
-            saved.rename(cache)
-    return {"tracks": report.tracks, "seconds": round(report.seconds, 2),
-            "tracks_per_s": round(report.tracks_per_second, 2),
-            "stages": {k: round(v, 2) for k, v in report.stage_seconds.items()}}
+
+def timed_build(code_root: Path, library: Path, out: Path, home: Path) -> dict:
+    """One ``build_index`` of ``library`` with the code at ``code_root``, the feature cache under ``home``."""
+    env = dict(os.environ, TONEARM_HOME=str(home), PYTHONPATH=str(code_root), HF_HUB_OFFLINE="1")
+    run = subprocess.run([sys.executable, "-c", _BUILD, str(library), str(out)], cwd=code_root, env=env,
+                         capture_output=True, text=True)
+    if run.returncode != 0:
+        raise RuntimeError(f"build with {code_root} failed:\n{run.stderr[-2000:]}")
+    r = json.loads(run.stdout.strip().splitlines()[-1])
+    return {"tracks": r["tracks"], "seconds": round(r["seconds"], 2), "tracks_per_s": round(r["tracks"] / r["seconds"], 2),
+            "stages": {k: round(v, 2) for k, v in r["stages"].items()}}
+
+
+def bench_builds(code_root: Path, library: Path, label: str) -> dict:
+    """Cold (empty feature cache), warm (cached features, new index) and, where the code keeps its
+    earlier index, a rebuild over it with nothing changed."""
+    out: dict = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        home = Path(tmp) / "home"
+        for kind, target in (("cold", "a"), ("warm", "b"), ("rebuild", "b")):
+            if kind == "rebuild" and not (code_root / "index" / "incremental.py").is_file():
+                continue
+            out[kind] = r = timed_build(code_root, library, Path(tmp) / target, home)
+            print(f"  {label:<9} {kind:<8} {r['tracks']} tracks in {r['seconds']:7.1f} s = {r['tracks_per_s']:6.2f} tracks/s  "
+                  f"{r['stages']}", flush=True)
+    return out
+
+
+def baseline_checkout(rev: str, where: Path) -> Path | None:
+    """A detached worktree of ``rev`` at ``where`` (None, with a message, where git cannot make one)."""
+    run = subprocess.run(["git", "-C", str(ROOT), "worktree", "add", "--detach", str(where), rev],
+                         capture_output=True, text=True)
+    if run.returncode != 0:
+        print(f"  (no baseline: git could not check out {rev}: {run.stderr.strip()[:200]})")
+        return None
+    return where
+
+
+def read_library(library: Path) -> None:
+    """Read every file once, so that no build pays for a cold disk cache the other one does not."""
+    for p in library.rglob("*"):
+        if p.is_file():
+            with open(p, "rb") as f:
+                while f.read(1 << 22):
+                    pass
 
 
 def unit_rows(n: int, d: int, rng: np.random.Generator) -> np.ndarray:
@@ -99,6 +138,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--dim", type=int, default=TEXT_DIM, help="vector dimension (default: MiniLM's 384)")
     p.add_argument("--queries", type=int, default=200)
     p.add_argument("--skip-build", action="store_true")
+    p.add_argument("--baseline", default=BASELINE_REV, metavar="REV",
+                   help="git revision whose build speed is measured in the same run (default %(default)s; '' for none)")
     p.add_argument("--json", type=Path, default=None, help="also write the figures as JSON")
     args = p.parse_args(argv)
     out: dict = {}
@@ -106,11 +147,24 @@ def main(argv: list[str] | None = None) -> int:
         if not args.library.is_dir():
             print(f"no library at {args.library}; run `python -m index demo` first or pass --library", file=sys.stderr)
             return 2
-        print(f"Build of {args.library}")
-        for label, cold in (("cold", True), ("warm", False)):
-            r = bench_build(args.library, cold)
-            out[f"build_{label}"] = r
-            print(f"  {label}: {r['tracks']} tracks in {r['seconds']} s = {r['tracks_per_s']} tracks/s  {r['stages']}", flush=True)
+        library = args.library.resolve()
+        print(f"Build of {library} (each in a fresh process; cold = empty feature cache)")
+        read_library(library)
+        out["build"] = {"this": bench_builds(ROOT, library, "this code")}
+        if args.baseline:
+            with tempfile.TemporaryDirectory() as tmp:
+                base = baseline_checkout(args.baseline, Path(tmp) / "baseline")
+                if base is not None:
+                    try:
+                        out["build"][args.baseline] = bench_builds(base, library, args.baseline)
+                    finally:
+                        subprocess.run(["git", "-C", str(ROOT), "worktree", "remove", "--force", str(base)],
+                                       capture_output=True)
+            if args.baseline in out["build"]:
+                now, then = out["build"]["this"], out["build"][args.baseline]
+                for kind in ("cold", "warm"):
+                    print(f"  {kind}: {now[kind]['tracks_per_s'] / then[kind]['tracks_per_s']:.2f}x the tracks/s of "
+                          f"{args.baseline}; audio stage {then[kind]['stages']['audio'] / max(now[kind]['stages']['audio'], 1e-9):.2f}x faster")
     print("FAISS query latency (one query at a time, k=10)")
     rng = np.random.default_rng(0)
     out["faiss"] = []

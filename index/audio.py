@@ -478,14 +478,51 @@ def spectral_shape(S: np.ndarray, sr: int, roll_percent: float = 0.85) -> tuple[
     return centroid, bandwidth, rolloff
 
 
-def hpss_percussive_ratio(mel_power: np.ndarray) -> float:
+def zero_crossing_rate(y: np.ndarray, frame_length: int = N_FFT, hop_length: int = HOP_LENGTH) -> np.ndarray:
+    """Per-frame zero-crossing rate: librosa's ``feature.zero_crossing_rate`` (centred frames,
+    edge padding, |y| <= 1e-10 counted as 0), from one pass over the signal and a cumulative sum
+    instead of a copy of every frame."""
+    if frame_length < 2 or hop_length < 1:
+        raise ValueError("frame_length must be at least 2 and hop_length at least 1")
+    padded = np.pad(np.asarray(y), frame_length // 2, mode="edge")
+    sign = np.signbit(np.where(np.abs(padded) <= 1e-10, 0.0, padded))
+    changes = np.concatenate([[0], np.cumsum(sign[1:] != sign[:-1])])
+    starts = np.arange(1 + (padded.size - frame_length) // hop_length) * hop_length
+    # a frame counts the changes between its own samples: positions start .. start + frame_length - 1
+    return (changes[starts + frame_length - 1] - changes[starts]) / frame_length
+
+
+def centred_median(x: np.ndarray, width: int, axis: int) -> np.ndarray:
+    """Median over a centred window of odd ``width`` along ``axis``, edges mirrored.
+
+    The same values as ``scipy.ndimage.median_filter`` with ``mode="reflect"`` and a 1-D window,
+    from bottleneck's running median, which updates the window instead of sorting it anew at
+    every step (about seven times faster on a spectrogram).
+    """
+    import bottleneck
+
+    if width < 1 or width % 2 == 0:
+        raise ValueError(f"width must be a positive odd number, got {width}")
+    half = width // 2
+    pad = [(0, 0)] * x.ndim
+    pad[axis] = (half, half)
+    running = bottleneck.move_median(np.pad(x, pad, mode="symmetric"), width, axis=axis)
+    return np.take(running, np.arange(width - 1, width - 1 + x.shape[axis]), axis=axis)
+
+
+def hpss_percussive_ratio(mel_power: np.ndarray, harmonic_width: int = 31, percussive_width: int = 9) -> float:
     """Share of energy in the percussive part of a median-filter HPSS of a mel power spectrogram.
 
-    Run on the mel spectrogram (96 bins) rather than the STFT (1025 bins): the same split, ten times cheaper.
+    librosa's ``decompose.hpss`` (soft masks, power 2) with its median filters computed by
+    ``centred_median``; run on the mel spectrogram (96 bins) rather than the STFT (1025 bins):
+    the same split, ten times cheaper.
     """
     import librosa
 
-    h, p = librosa.decompose.hpss(mel_power, kernel_size=(31, 9))
+    harm = centred_median(mel_power, harmonic_width, axis=1)
+    perc = centred_median(mel_power, percussive_width, axis=0)
+    h = mel_power * librosa.util.softmask(harm, perc, power=2.0, split_zeros=True)
+    p = mel_power * librosa.util.softmask(perc, harm, power=2.0, split_zeros=True)
     total = float(h.sum() + p.sum())
     return float(p.sum() / total) if total > 0 else 0.0
 
@@ -615,7 +652,7 @@ def audio_features(y: np.ndarray, sr: int = SAMPLE_RATE) -> AudioFeatures:
     mfcc = librosa.feature.mfcc(S=log_mel, n_mfcc=N_MFCC)
     centroid, bandwidth, rolloff = spectral_shape(S, sr)
     flatness = librosa.feature.spectral_flatness(S=S)[0]
-    zcr = librosa.feature.zero_crossing_rate(y, frame_length=N_FFT, hop_length=HOP_LENGTH)[0]
+    zcr = zero_crossing_rate(y)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         contrast = librosa.feature.spectral_contrast(S=S, sr=sr)

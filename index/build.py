@@ -403,10 +403,27 @@ def build_index(library: str | Path, out: str | Path, *, progress: bool = True, 
     cluster (``index.distributed``) instead of in local processes.
     """
     t0 = time.perf_counter()
-    stages: dict[str, float] = {}
     library = Path(library).expanduser().resolve()
-    out = Path(out).expanduser().resolve()
     scan: LibraryScan = scan_library(library, progress=progress, log=log)
+    return index_scan(scan, out, progress=progress, workers=workers, log=log, seed=seed, hold_out=hold_out,
+                      incremental=incremental, ray=ray, started=t0)
+
+
+def index_scan(scan: LibraryScan, out: str | Path, *, progress: bool = True, workers: int | None = None,
+               log: Callable[[str], None] = print, seed: int = 0, hold_out: dict[str, float] | None = None,
+               incremental: bool = True, ray: str | None = None, started: float | None = None,
+               features: Callable[[Sequence[Path]], list[FileFeatures]] | None = None,
+               stamp: Callable[[Path], list[int]] = file_stamp) -> BuildReport:
+    """Everything of ``build_index`` after the library scan: audio, embeddings, codebooks, FAISS, write.
+
+    ``features`` computes the audio features of files (default: the feature cache, then the
+    local pool or Ray) and ``stamp`` tells changed files from unchanged ones; a benchmark can
+    stand in for both to index a synthetic catalog of any size without audio.
+    """
+    t0 = time.perf_counter() if started is None else started
+    stages: dict[str, float] = {}
+    library = scan.root
+    out = Path(out).expanduser().resolve()
     prev, how = load_previous(out, library) if incremental else (None, "full build")
     if prev is None and how != "new index":
         log(how)
@@ -422,11 +439,12 @@ def build_index(library: str | Path, out: str | Path, *, progress: bool = True, 
     # Audio: a file that cannot be decoded is skipped like one mutagen could not read.
     t = time.perf_counter()
     with_audio = [tr for tr in scan.tracks if tr.file]
-    stamps = {tr.file: file_stamp(library / tr.file) for tr in with_audio}
+    stamps = {tr.file: stamp(library / tr.file) for tr in with_audio}
     by_path = _reusable_features(prev, library, with_audio, stamps)
     todo = [library / tr.file for tr in with_audio if str(library / tr.file) not in by_path]
     workers = workers or min(2, os.cpu_count() or 1)
-    by_path |= {r.path: r for r in extract_audio_features(todo, workers, progress, cluster=bool(ray))}
+    computed = features(todo) if features else extract_audio_features(todo, workers, progress, cluster=bool(ray))
+    by_path |= {r.path: r for r in computed}
     tracks: list[Track] = []
     raw_vectors: list[np.ndarray | None] = []
     skipped = list(scan.skipped)

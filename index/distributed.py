@@ -63,11 +63,25 @@ def connect(address: str) -> dict[str, float]:
                 except ConnectionError:
                     ray.init(runtime_env=env, logging_level="warning", log_to_driver=False)
             else:
+                _check_reachable(address)
                 ray.init(address=address, runtime_env=env, logging_level="warning", log_to_driver=False)
         except (ConnectionError, ValueError, RuntimeError) as e:
             raise ClusterError(f"could not reach the Ray cluster at {address!r} ({e}); start it with `ray start "
                                "--head` or pass its address, e.g. --ray ray://HOST:10001") from None
     return dict(ray.cluster_resources())
+
+
+def _check_reachable(address: str, timeout_s: float = 5.0) -> None:
+    """Fail at once on a HOST:PORT nobody listens on (``ray.init`` itself retries for minutes)."""
+    import socket
+
+    host, _, port = address.removeprefix("ray://").rpartition(":")
+    if not host or not port.isdigit():
+        return  # not HOST:PORT: left to Ray to interpret
+    try:
+        socket.create_connection((host, int(port)), timeout=timeout_s).close()
+    except OSError as e:
+        raise ConnectionError(f"nothing answers at {host}:{port}: {e}") from None
 
 
 def _in_flight() -> int:

@@ -105,11 +105,14 @@ def playlist_embedding(
 
     orphans = np.where(~in_playlist)[0]
     if len(orphans):
+        import faiss
+
         members = np.where(in_playlist)[0]
         c = l2_normalise(content)
-        sims = c[orphans] @ c[members].T
-        k = min(PLAYLIST_NEIGHBOURS, len(members))
-        nearest = np.argsort(-sims, axis=1)[:, :k]
+        # Exact nearest members by cosine through a flat index: never an orphans x members matrix in memory.
+        search = faiss.IndexFlatIP(c.shape[1])
+        search.add(np.ascontiguousarray(c[members]))
+        _, nearest = search.search(np.ascontiguousarray(c[orphans]), min(PLAYLIST_NEIGHBOURS, len(members)))
         emb[orphans] = emb[members][nearest].mean(axis=1)
     return l2_normalise(emb)
 

@@ -97,3 +97,19 @@ def test_procrustes_undoes_a_rotation_and_sign_flips():
     np.testing.assert_allclose(rotated @ r, x, atol=1e-4)
     with pytest.raises(ValueError):
         procrustes_rotation(x, x[:10])
+
+
+def test_a_model_record_says_when_the_catalog_changed(first_build, tmp_path):
+    from assistant.model_dir import catalog_changes, write_catalog_record
+
+    lib, out, _ = first_build
+    model_dir = tmp_path / "model"
+    model_dir.mkdir()
+    write_catalog_record(model_dir, MusicIndex.load(out))
+    assert catalog_changes(model_dir, MusicIndex.load(out)) is None
+    assert catalog_changes(tmp_path, MusicIndex.load(out)) is None  # no record: nothing to say
+    sf.write(lib / "folk_reels" / "one_more.wav", synth_track(118, 62, False, True, 6.0, seed=77), SR)
+    report = build_index(lib, out, progress=False, log=lambda s: None)
+    assert report.update["codebooks"].startswith("kept")  # the model still fits the index ...
+    note = catalog_changes(model_dir, MusicIndex.load(out))
+    assert note is not None and "1 added" in note and "Retrain" in note  # ... and is told what it does not know
