@@ -40,9 +40,20 @@ INSTRUMENTS = ["piano", "guitar", "violin", "synth", "drums", "bass", "flute", "
                "saxophone", "trumpet", "harp", "accordion", "cello", "banjo"]
 SYLLABLES = ["ka", "lo", "mi", "ren", "sa", "tor", "vel", "an", "is", "du", "fen", "gra", "hol", "jin", "mor",
              "nel", "os", "pra", "qui", "ru", "sel", "tam", "ul", "vor", "wyn", "zel"]
-QUERIES = ["calm piano music", "something energetic with drums", "dark ambient for reading", "happy folk songs",
-           "songs like the first one but faster", "no vocals please", "jazz with saxophone", "epic soundtrack",
-           "melancholic strings", "upbeat techno for running", "relaxing guitar", "more like the second one"]
+REFINEMENTS = ["faster", "no vocals please", "more like the second one", "something calmer", "less dark"]
+
+
+def chat_turns(count: int, seed: int = 1) -> list[tuple[bool, str]]:
+    """(starts a new session, message): requests no two alike (nothing served from a cache), four turns a session."""
+    rng = np.random.default_rng(seed)
+    turns = []
+    for i in range(count):
+        if i % 4 == 0:
+            turns.append((True, f"{rng.choice(MOODS)} {rng.choice(GENRES)} with {rng.choice(INSTRUMENTS)}, "
+                                f"around {int(rng.integers(60, 180))} bpm"))
+        else:
+            turns.append((False, f"{rng.choice(REFINEMENTS)}, maybe with {rng.choice(INSTRUMENTS)}"))
+    return turns
 
 
 def word(rng: np.random.Generator, syllables: int) -> str:
@@ -153,10 +164,8 @@ def rehearse(n: int, queries: int, workdir: Path) -> dict:
         load_s = time.perf_counter() - t
         load_peak = memory.peak_mb(t, time.perf_counter())
         lat = []
-        session = assistant.new_session()
-        for i in range(queries):
-            q = QUERIES[i % len(QUERIES)]
-            if i % 4 == 0:
+        for i, (new, q) in enumerate(chat_turns(queries)):
+            if new:
                 session = assistant.new_session()
             t = time.perf_counter()
             for update in assistant.stream(session, q):

@@ -7,10 +7,15 @@ Layout (all names fixed by ``manifest.json``'s ``files`` table, each with a SHA-
     playlists.json         playlist name -> track ids (the training playlists: all the index learned from)
     heldout_playlists.json playlist name -> {"split": "val"|"test", "tracks": [...]}, kept out of everything else
     codes.npy              (N, 5) int64, columns in MODALITIES order
-    emb_<modality>.npy     (N, d) float32, L2-normalised rows (zero row = no data)
+    emb_<modality>.npy     (N, d) L2-normalised rows (zero row = no data): float32, or float16 where the
+                           FAISS index is IVF-PQ and these rows are its re-ranking store (manifest's
+                           ``embedding_dtype``)
     codebook_<modality>.npy  (K, d) float32 centroids; code K is the reserved empty code
     faiss_<modality>.index
     audio_norm.npz         mean and std of the raw audio features (to embed uploads the same way)
+    audio_features.npy     (N, D) float32 raw audio features (zero rows without audio), for rebuilds
+    sources.json           audio path -> [size, mtime_ns], and the catalog size the codebooks were
+                           fitted on: what a rebuild needs to keep what has not changed
     code_descriptions.json modality -> code -> words describing the cluster
     build_report.json
 """
@@ -285,7 +290,7 @@ class MusicIndex:
         rows = [self.row_of[t] for t in track_ids if t in self.row_of]
         if not rows:
             return []
-        centre = self.embeddings[modality][rows].mean(axis=0)
+        centre = self.embeddings[modality][rows].astype(np.float32).mean(axis=0)
         return self.retrieve(vectors={modality: centre}, weights={modality: 1.0}, k=k, exclude=exclude)
 
     # ---- audio -------------------------------------------------------------------------------
