@@ -5,6 +5,7 @@ scan -> audio features -> five embeddings -> codebooks -> FAISS -> atomic write.
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import sys
 import time
@@ -125,7 +126,6 @@ def _feature_cache_path(path: Path) -> Path:
 
 
 def _cached_features(path: Path) -> FileFeatures | None:
-    import json
 
     try:
         cache = _feature_cache_path(path)
@@ -159,8 +159,6 @@ def compute_file_features(path_str: str, name: str | None = None) -> FileFeature
 
 def store_cached_features(result: FileFeatures) -> None:
     """Put a computed result in the feature cache (errors are not cached: the file may be fixed)."""
-    import json
-
     if result.error is not None:
         return
     cache = _feature_cache_path(Path(result.path))
@@ -212,6 +210,18 @@ def librosa_jit_cache_files() -> list[Path]:
             if "librosa" in str(f)]
 
 
+def _kernel_listing() -> list[list]:
+    """[path, size, mtime_ns] of every compiled-kernel cache file: what says the cache is unchanged."""
+    out = []
+    for f in sorted(librosa_jit_cache_files()):
+        try:
+            st = f.stat()
+        except OSError:
+            continue
+        out.append([str(f), st.st_size, st.st_mtime_ns])
+    return out
+
+
 def prepare_audio_workers(log: Callable[[str], None] = print) -> None:
     """Compile librosa's kernels once, in one process of its own, before a pool of workers starts.
 
@@ -222,9 +232,22 @@ def prepare_audio_workers(log: Callable[[str], None] = print) -> None:
     25 s, and a single process then crashed on the cache they left; one process compiling
     first, then two workers, never did). After this the cache is complete and the workers
     only read it. If even this process crashes, the cache on disk is already damaged (by an
-    earlier crash): it is removed and compiled afresh, once.
+    earlier crash): it is removed and compiled afresh, once. A check that passed is recorded
+    with the cache files' sizes and times, and skipped (about 3 s) while they are unchanged.
     """
+    marker = data_home() / "cache" / "librosa-kernels-checked.json"
+    listing = _kernel_listing()
+    try:
+        if listing and json.loads(marker.read_text()) == listing:
+            return  # these very cache files passed the check before: a worker only reads them
+    except (OSError, ValueError):
+        pass
     if _compiles_in_a_fresh_process():
+        try:
+            marker.parent.mkdir(parents=True, exist_ok=True)
+            marker.write_text(json.dumps(_kernel_listing()))
+        except OSError:
+            pass
         return
     damaged = librosa_jit_cache_files()
     for f in damaged:
