@@ -48,6 +48,11 @@ def cmd_info(args: argparse.Namespace) -> int:
             print(f"    - {name}: {len(held['tracks'])} tracks ({held['split']})")
     for mod, enc in m["encoders"].items():
         print(f"  {mod:<9} {enc['name']} ({enc['dim']}-d), codebook {m['codebook_sizes'][mod]} codes, faiss {m['faiss'][mod]}")
+    if "codebook_fit_tracks" in m:
+        from .incremental import refit_limit
+
+        fitted = int(m["codebook_fit_tracks"])
+        print(f"  codebooks fitted on {fitted} tracks; a rebuild refits them past {refit_limit(fitted)}")
     if r:
         print(f"  build:    {r['seconds']:.1f}s, {len(r['skipped'])} skipped file(s), "
               f"{len(r.get('text_only', []))} indexed from text only")

@@ -51,8 +51,12 @@ class PreviousIndex:
 
     @property
     def refit_limit(self) -> int:
-        """The catalog size past which the codebooks are refit."""
-        return int(self.fitted_tracks * (1.0 + REFIT_GROWTH))
+        return refit_limit(self.fitted_tracks)
+
+
+def refit_limit(fitted_tracks: int) -> int:
+    """The catalog size past which codebooks fitted on ``fitted_tracks`` tracks are refit."""
+    return int(fitted_tracks * (1.0 + REFIT_GROWTH))
 
 
 def file_stamp(path: Path) -> list[int]:

@@ -261,6 +261,7 @@ def test_cli_build_info_search(built, tmp_path):
     assert "tracks:" in r.stdout and "codes used" in r.stdout
     r = run("info", str(tmp_path / "idx"))
     assert r.returncode == 0 and "tracks:   17" in r.stdout
+    assert "codebooks fitted on 17 tracks; a rebuild refits them past 21" in r.stdout
     r = run("search", str(tmp_path / "idx"), "fast electronic", "-k", "3")
     assert r.returncode == 0 and r.stdout.count("Fast Electronic") >= 3
     r = run("info", str(tmp_path / "nowhere"))
