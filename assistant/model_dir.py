@@ -163,15 +163,17 @@ def check_reply_format(model_dir: str | Path) -> None:
             f"retrain it with `python -m assistant train INDEX --out {model_dir}` (into an empty directory)")
 
 
-
 CATALOG_RECORD = "trained_catalog.json"
+
+
+def _codes_by_track(index) -> dict[str, list[int]]:
+    return {t.id: [int(c) for c in index.codes[i]] for i, t in enumerate(index.tracks)}
 
 
 def write_catalog_record(model_dir: str | Path, index) -> Path:
     """Record which catalog a model was trained on: the index's track ids and their codes."""
     path = Path(model_dir) / CATALOG_RECORD
-    record = {"index_created": index.manifest.get("created"),
-              "tracks": {t.id: [int(c) for c in index.codes[i]] for i, t in enumerate(index.tracks)}}
+    record = {"index_created": index.manifest.get("created"), "tracks": _codes_by_track(index)}
     path.write_text(json.dumps(record) + "\n")
     return path
 
@@ -187,7 +189,7 @@ def catalog_changes(model_dir: str | Path, index) -> str | None:
     if not path.is_file():
         return None
     trained = json.loads(path.read_text())["tracks"]
-    now = {t.id: [int(c) for c in index.codes[i]] for i, t in enumerate(index.tracks)}
+    now = _codes_by_track(index)
     added = sum(1 for t in now if t not in trained)
     removed = sum(1 for t in trained if t not in now)
     moved = sum(1 for t, codes in now.items() if t in trained and trained[t] != codes)

@@ -18,6 +18,7 @@ import argparse
 import bisect
 import json
 import os
+import shutil
 import sys
 import tempfile
 import threading
@@ -198,16 +199,10 @@ def main(argv: list[str] | None = None) -> int:
                   + "  ".join(f"{k} {v['s']}s/{v['peak_mb']:.0f}MB" for k, v in s.items())
                   + f"  | index {row['index_mb']:.0f} MB, load {row['load_s']} s ({row['load_peak_mb']:.0f} MB)"
                   f"  | turn to tracks p50 {row['turn_p50_ms']} ms, p95 {row['turn_p95_ms']} ms", flush=True)
-            shutil_rm(Path(tmp) / f"index-{n}")
+            shutil.rmtree(Path(tmp) / f"index-{n}", ignore_errors=True)
     if args.json:
         args.json.write_text(json.dumps(rows, indent=2))
     return 0
-
-
-def shutil_rm(path: Path) -> None:
-    import shutil
-
-    shutil.rmtree(path, ignore_errors=True)
 
 
 if __name__ == "__main__":

@@ -20,12 +20,12 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from .audio import AUDIO_FEATURE_DIM, descriptor_tags
-from .codebook import Codebook, fit_codebook
+from .codebook import Codebook, assign_codes, fit_codebook
 from .holdout import cooccurrence_overlap, hold_out_playlists
 from .embeddings import (PLAYLIST_DIM, fit_audio_normaliser, l2_normalise, normalise_audio,
                          playlist_embedding, text_modalities)
 from .incremental import (RAW_AUDIO_FILE, REFIT_GROWTH, SOURCES_FILE, PreviousIndex, file_stamp, load_previous,
-                          nearest_codes, procrustes_rotation, text_vectors)
+                          procrustes_rotation, text_vectors)
 from .library import LibraryScan, SkippedFile, scan_library
 from .paths import data_home
 from .retrieval import build_faiss_index, index_kind, storage_dtype
@@ -126,7 +126,6 @@ def _feature_cache_path(path: Path) -> Path:
 
 
 def _cached_features(path: Path) -> FileFeatures | None:
-
     try:
         cache = _feature_cache_path(path)
         if not cache.is_file():
@@ -158,23 +157,23 @@ def compute_file_features(path_str: str, name: str | None = None) -> FileFeature
 
 
 def store_cached_features(result: FileFeatures) -> None:
-    """Put a computed result in the feature cache (errors are not cached: the file may be fixed)."""
+    """Put a computed result in the feature cache; never raises (errors are not cached: the file may be fixed)."""
     if result.error is not None:
         return
-    cache = _feature_cache_path(Path(result.path))
-    cache.parent.mkdir(parents=True, exist_ok=True)
-    tmp = cache.with_name(f"{cache.stem}.{os.getpid()}.tmp.npz")
-    np.savez(tmp, vector=result.vector, descriptors=json.dumps(result.descriptors), duration=result.duration)
-    os.replace(tmp, cache)
+    try:
+        cache = _feature_cache_path(Path(result.path))
+        cache.parent.mkdir(parents=True, exist_ok=True)
+        tmp = cache.with_name(f"{cache.stem}.{os.getpid()}.tmp.npz")
+        np.savez(tmp, vector=result.vector, descriptors=json.dumps(result.descriptors), duration=result.duration)
+        os.replace(tmp, cache)
+    except OSError:
+        pass  # a read-only cache costs only the next build's time
 
 
 def _features_for_file(path_str: str) -> FileFeatures:
     """Features of one file, stored in the cache (run in a worker process); never raises."""
     result = compute_file_features(path_str)
-    try:
-        store_cached_features(result)
-    except OSError:
-        pass  # a read-only cache costs only the next build's time
+    store_cached_features(result)
     return result
 
 
@@ -313,10 +312,7 @@ def extract_audio_features(paths: Sequence[Path], workers: int, progress: bool =
 
             for result in distributed.audio_features(todo, bar):
                 done[result.path] = result
-                try:
-                    store_cached_features(result)
-                except OSError:
-                    pass
+                store_cached_features(result)
         elif todo and (workers <= 1 or len(todo) < 4):
             for k in todo:
                 done[k] = _features_for_file(k)
@@ -554,7 +550,7 @@ def index_scan(scan: LibraryScan, out: str | Path, *, progress: bool = True, wor
         if refit:
             codebooks[m] = fit_codebook(emb[m], seed=seed)
         else:
-            codebooks[m] = Codebook(centroids=prev.centroids[m], codes=nearest_codes(emb[m], prev.centroids[m]))
+            codebooks[m] = Codebook(centroids=prev.centroids[m], codes=assign_codes(emb[m], prev.centroids[m]))
     codes = np.stack([codebooks[m].codes for m in MODALITIES], axis=1).astype(np.int64)
     empty_codes = {m: codebooks[m].empty_code for m in MODALITIES}
     stages["codebooks"] = time.perf_counter() - t

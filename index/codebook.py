@@ -130,6 +130,14 @@ def fit_codebook(
     vq.eval()
     centroids = vq.codebook.detach().reshape(k, d).numpy().astype(np.float32)
     centroids /= np.linalg.norm(centroids, axis=1, keepdims=True).clip(1e-8)
-    codes = np.full(len(x), k, dtype=np.int64)
-    codes[~empty] = np.argmax(data @ centroids.T, axis=1)
-    return Codebook(centroids=centroids, codes=codes)
+    return Codebook(centroids=centroids, codes=assign_codes(x, centroids))
+
+
+def assign_codes(x: np.ndarray, centroids: np.ndarray) -> np.ndarray:
+    """Each row's nearest centroid by cosine (rows and centroids unit length); all-zero rows get the
+    reserved empty code, ``len(centroids)``."""
+    codes = np.full(len(x), len(centroids), dtype=np.int64)
+    filled = ~is_empty_row(x)
+    if filled.any():
+        codes[filled] = np.argmax(x[filled].astype(np.float32) @ centroids.T, axis=1)
+    return codes

@@ -122,14 +122,15 @@ def audio_features(paths: Sequence[str], bar=None) -> list:
     limit = _in_flight()
     pending: dict = {}
     done: dict[str, FileFeatures] = {}
-    queue = list(paths)
-    while queue or pending:
-        while queue and len(pending) < limit:
-            p = queue.pop(0)
+    queue = iter(paths)
+    while True:
+        while len(pending) < limit and (p := next(queue, None)) is not None:
             try:
                 data = Path(p).read_bytes()
             except OSError as e:
                 done[p] = FileFeatures(p, error=f"could not be read ({e})")
+                if bar is not None:
+                    bar.update(1)
                 continue
             pending[task.remote(p, data)] = p
         if not pending:

@@ -37,6 +37,10 @@ def metadata_text(track: Track) -> str:
     return "; ".join(f"{name}: {value}" for name, value in parts if value)
 
 
+def lyrics_text(track: Track) -> str:
+    return track.lyrics or ""
+
+
 def lyrics_embedding(tracks: Sequence[Track], encoder: TextEncoder) -> np.ndarray:
     """Chunk each track's lyrics, embed the chunks and mean-pool them per track."""
     chunks: list[str] = []
@@ -165,10 +169,12 @@ def text_modalities(tracks: Sequence[Track], encoder: TextEncoder,
     known = known or {}
     lyrics = np.zeros((len(tracks), encoder.dim), np.float32)
     seen = known.get("lyrics", {})
-    todo = [i for i, t in enumerate(tracks) if (t.lyrics or "") not in seen]
+    todo = []
     for i, t in enumerate(tracks):
-        if (t.lyrics or "") in seen:
-            lyrics[i] = seen[t.lyrics or ""]
+        if lyrics_text(t) in seen:
+            lyrics[i] = seen[lyrics_text(t)]
+        else:
+            todo.append(i)
     if todo:
         lyrics[todo] = lyrics_embedding([tracks[i] for i in todo], encoder)
     return {

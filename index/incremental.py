@@ -98,9 +98,9 @@ def load_previous(out: Path, library: Path) -> tuple[PreviousIndex | None, str]:
 
 def text_vectors(prev: PreviousIndex) -> dict[str, dict[str, np.ndarray]]:
     """Modality -> text -> the vector it was embedded to, for the text modalities of ``prev``."""
-    from .embeddings import metadata_text, tags_text
+    from .embeddings import lyrics_text, metadata_text, tags_text
 
-    texts = {"tags": tags_text, "metadata": metadata_text, "lyrics": lambda t: t.lyrics or ""}
+    texts = {"tags": tags_text, "metadata": metadata_text, "lyrics": lyrics_text}
     out: dict[str, dict[str, np.ndarray]] = {}
     for m, text_of in texts.items():
         out[m] = {text_of(t): prev.embeddings[m][i] for i, t in enumerate(prev.tracks)}
@@ -118,14 +118,3 @@ def procrustes_rotation(current: np.ndarray, previous: np.ndarray) -> np.ndarray
         raise ValueError(f"shapes differ: {current.shape} vs {previous.shape}")
     u, _, vt = np.linalg.svd(current.T.astype(np.float64) @ previous.astype(np.float64))
     return (u @ vt).astype(np.float32)
-
-
-def nearest_codes(x: np.ndarray, centroids: np.ndarray) -> np.ndarray:
-    """Each row's nearest code by cosine (rows are unit length); all-zero rows get the empty code."""
-    from .codebook import is_empty_row
-
-    codes = np.full(len(x), len(centroids), dtype=np.int64)
-    filled = ~is_empty_row(x)
-    if filled.any():
-        codes[filled] = np.argmax(x[filled] @ centroids.T, axis=1)
-    return codes

@@ -79,7 +79,7 @@ def nearest_rows(index: faiss.Index, store: np.ndarray, q: np.ndarray, k: int) -
     ids = ids[0][ids[0] >= 0]
     if not pq:
         return ids, scores[0][: len(ids)]
-    exact = store[ids].astype(np.float32) @ q[0]
+    exact = store[ids].astype(np.float32, copy=False) @ q[0]
     order = np.argsort(-exact, kind="stable")[:k]
     return ids[order], exact[order]
 
@@ -135,7 +135,7 @@ def fuse_scores(
     total = sum(weights[m] for m in active)
     score = np.zeros(len(rows), np.float64)
     for m, q in active.items():
-        score += weights[m] * (embeddings[m][rows].astype(np.float32) @ np.asarray(q, np.float32))
+        score += weights[m] * (embeddings[m][rows].astype(np.float32, copy=False) @ np.asarray(q, np.float32))
     score /= total
     order = np.lexsort((rows, -score))[:k]  # ties broken by row for determinism
     return [(int(rows[i]), float(score[i])) for i in order]
