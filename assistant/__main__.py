@@ -51,7 +51,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     model = None if args.model.lower() == "none" else args.model
     results = run_evaluation(model, args.index, args.conversations, base=args.base, include_base=not args.no_base,
                              limit=args.limit, out=args.out, ablations=not args.no_ablations,
-                             predictions_out=args.predictions, live=not args.no_live)
+                             predictions_out=args.predictions, live=not args.no_live, weights=args.weights)
     print(format_table(results))
     if args.out:
         print(f"JSON written to {args.out}")
@@ -140,6 +140,9 @@ def print_cards(cards) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from .chat import DEFAULT_WEIGHTS
+    from .model_dir import WEIGHT_FORMATS
+
     p = argparse.ArgumentParser(prog="python -m assistant", description="Train, evaluate and chat with the music assistant.",
                                 formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
     sub = p.add_subparsers(dest="command", required=True)
@@ -186,6 +189,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="skip the row that scores the assistant's retrieval by its block alone")
     e.add_argument("--no-live", action="store_true",
                    help="skip the live replay that measures refinement-following (it regenerates the assistant's turns)")
+    e.add_argument("--weights", choices=WEIGHT_FORMATS, default=DEFAULT_WEIGHTS,
+                   help="how the model keeps its weights: float32 as trained (the chat's), or int8 quantized "
+                        "linear layers, to measure them (bench/decode_weights.py) (default: %(default)s)")
     e.add_argument("--limit", type=int, default=None, help="evaluate only the first N conversations")
     e.add_argument("--out", default=None, help="write the JSON report here")
     e.add_argument("--predictions", default=None, metavar="PATH",

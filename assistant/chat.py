@@ -50,6 +50,7 @@ FUSION_WEIGHTS: dict[str, float] = {"block": 0.5, "lexical": 1.0, "dense": 0.0, 
 BLOCK_RANKINGS = ("codes", "likelihood")
 SESSION_TRACKS = 3  # the session's neighbourhood is taken around its last few tracks
 AWAY_SHARED_CODES = 3  # "not for me": candidates sharing this many of a rejected track's codes go last
+DEFAULT_WEIGHTS = "float32"  # how a loaded model keeps its weights (model_dir.WEIGHT_FORMATS)
 
 
 @dataclass
@@ -176,6 +177,7 @@ class MusicAssistant:
             raise ValueError(f"block_ranking must be one of {BLOCK_RANKINGS}, got {block_ranking!r}")
         self.block_ranking = block_ranking
         self.reranker = reranker
+        self.weights = DEFAULT_WEIGHTS  # how load_model keeps a model's weights
         self.index = index
         self.catalog_note: str | None = None  # how the catalog changed since the loaded model was trained
         self.text_fusion = text_fusion
@@ -219,13 +221,18 @@ class MusicAssistant:
         self.decoder = Decoder(model, tokenizer, vocab, max_words_tokens=self.max_new_tokens)
         self.model = model
 
-    def load_model(self, model_dir: str | Path) -> None:
-        """Load a fine-tuned model directory (``assistant.train``) and answer with it from now on."""
+    def load_model(self, model_dir: str | Path, *, weights: str | None = None) -> None:
+        """Load a fine-tuned model directory (``assistant.train``) and answer with it from now on.
+
+        ``weights`` is how the model keeps its weights (``model_dir.WEIGHT_FORMATS``); None: the
+        assistant's ``weights``, set by the last call that named them (at first ``DEFAULT_WEIGHTS``).
+        """
         from .model_dir import catalog_changes, check_reply_format, load_finetuned, read_model_record
         from .rerank import load_rerankers
 
         check_reply_format(model_dir)
-        model, tokenizer, vocab = load_finetuned(model_dir)
+        self.weights = weights or self.weights
+        model, tokenizer, vocab = load_finetuned(model_dir, weights=self.weights)
         reranker = load_rerankers(model_dir).get("with_model")
         self.use_model(model, tokenizer, vocab, system_prompt=read_model_record(model_dir).get("system_prompt"))
         self.catalog_note = catalog_changes(model_dir, self.index)
@@ -233,8 +240,17 @@ class MusicAssistant:
             self.reranker = reranker
 
     @classmethod
-    def load(cls, index_dir: str | Path, model_dir: str | Path | None = None, **kwargs) -> "MusicAssistant":
+    def load(cls, index_dir: str | Path, model_dir: str | Path | None = None, *, weights: str | None = None,
+             **kwargs) -> "MusicAssistant":
+        """An assistant over the index in ``index_dir``, answering with the model in ``model_dir`` if
+        given; ``weights`` (``model_dir.WEIGHT_FORMATS``) is how it, and any model loaded later, keeps
+        its weights."""
+        from .model_dir import WEIGHT_FORMATS
+
+        if weights is not None and weights not in WEIGHT_FORMATS:
+            raise ValueError(f"weights must be one of {WEIGHT_FORMATS}, got {weights!r}")
         assistant = cls(MusicIndex.load(index_dir), **kwargs)
+        assistant.weights = weights or assistant.weights
         if model_dir is not None:
             assistant.load_model(model_dir)
             if kwargs.get("system_prompt") is not None:

@@ -191,7 +191,8 @@ def assistant_ranker(assistant, *, with_text: bool = False) -> Ranker:
 def run_evaluation(model_dir: str | Path | None, index_dir: str | Path, conversations_path: str | Path, *,
                    base: str | None = None, include_base: bool = True, limit: int | None = None,
                    progress: bool = True, out: str | Path | None = None, ablations: bool = True,
-                   predictions_out: str | Path | None = None, live: bool = True) -> list[SystemResult]:
+                   predictions_out: str | Path | None = None, live: bool = True,
+                   weights: str | None = None) -> list[SystemResult]:
     """Score the fine-tuned assistant, the untuned base model with the same retrieval, the engine
     without a model, and the baselines, in one run on the same conversations.
 
@@ -204,7 +205,9 @@ def run_evaluation(model_dir: str | Path | None, index_dir: str | Path, conversa
     the rows that need no model. ``predictions_out`` writes the assistant's (else the engine's)
     turns as the Music-CRS challenge's submission JSON. With ``live``, the assistant, the engine,
     BM25 and dense are also replayed on their own picks to measure ``refinement_following``
-    (the assistant's replay generates again, about as long as its scored pass).
+    (the assistant's replay generates again, about as long as its scored pass). ``weights`` is how
+    the fine-tuned and the untuned model keep their weights (``model_dir.WEIGHT_FORMATS``; None:
+    the assistant's default).
     """
     from index.store import MusicIndex
 
@@ -222,7 +225,7 @@ def run_evaluation(model_dir: str | Path | None, index_dir: str | Path, conversa
               "`assistant train` writes: they walk the playlists the index holds out.", file=sys.stderr)
     results = []
     if model_dir is not None:
-        tuned = MusicAssistant.load(index_dir, model_dir)
+        tuned = MusicAssistant.load(index_dir, model_dir, weights=weights)
         tuned_reranker = tuned.reranker
         replay_generations(tuned)
         results.append(evaluate_system("assistant", assistant_ranker(tuned, with_text=True), conversations,
@@ -235,7 +238,7 @@ def run_evaluation(model_dir: str | Path | None, index_dir: str | Path, conversa
                 results.append(evaluate_system(name, assistant_ranker(variant), conversations, progress=progress))
         del tuned
         if include_base:
-            untuned = untuned_assistant(index, base if base is not None else _recorded_base(model_dir))
+            untuned = untuned_assistant(index, base if base is not None else _recorded_base(model_dir), weights)
             untuned.reranker = tuned_reranker  # the same retrieval, the re-ranker included
             results.append(evaluate_system("base-untuned", assistant_ranker(untuned), conversations, progress=progress))
             del untuned
@@ -298,17 +301,21 @@ def _recorded_base(model_dir) -> str | None:
     return str(Path(model_dir) / SAVED_BASE_DIR) if base == SAVED_BASE_DIR else base
 
 
-def untuned_assistant(index, base: str | None):
-    """The base model with music tokens added (rows initialised from text) but no fine-tuning."""
+def untuned_assistant(index, base: str | None, weights: str | None = None):
+    """The base model with music tokens added (rows initialised from text) but no fine-tuning,
+    its weights kept as ``weights`` (``model_dir.WEIGHT_FORMATS``; None: float32)."""
     from tokenizer.hf import add_music_tokens
     from tokenizer.vocab import MusicVocab
 
     from .chat import MusicAssistant
     from .llm import ensure_pad_token, load_base
+    from .model_dir import quantize_int8
 
     model, tokenizer = load_base(base)
     tokenizer = ensure_pad_token(tokenizer)
     vocab = MusicVocab.from_manifest(index.manifest)
     add_music_tokens(tokenizer, model, vocab, index.code_descriptions())
     model.eval()
+    if weights == "int8":
+        model = quantize_int8(model)
     return MusicAssistant(index, model, tokenizer, vocab, name="base-untuned")

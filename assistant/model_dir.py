@@ -34,6 +34,10 @@ FACTS_ROLE = "tool"
 # facts_for(track_id, previous_id, first_id) -> the facts text (``assistant.synth.catalog_facts``)
 FactsFor = Callable[[str, "str | None", "str | None"], str]
 SAVED_BASE_DIR = "base"  # a base model saved inside the model directory is recorded by this name
+# How a loaded model keeps its weights: "float32" as trained, or "int8" (torch's dynamic
+# quantization of every linear layer: weights in int8, activations quantized on the fly), which
+# reads a quarter of the bytes per generated token on a CPU.
+WEIGHT_FORMATS = ("float32", "int8")
 
 
 def assistant_messages(turn: dict, codes_for: Callable[[str], dict[str, int]], vocab: MusicVocab,
@@ -103,7 +107,7 @@ def untie_output_rows(model) -> bool:
     return True
 
 
-def load_finetuned(model_dir: str | Path, *, merge: bool = True):
+def load_finetuned(model_dir: str | Path, *, merge: bool = True, weights: str = "float32"):
     """Load a model directory written by ``train``.
 
     Parameters
@@ -112,6 +116,9 @@ def load_finetuned(model_dir: str | Path, *, merge: bool = True):
     merge : bool
         Fold the LoRA weights and token rows into the base weights (faster generation);
         False keeps the peft wrapper.
+    weights : {"float32", "int8"}
+        ``WEIGHT_FORMATS``: "int8" quantizes the merged model's linear layers for generation on
+        a CPU (:func:`quantize_int8`); it needs ``merge``.
 
     Returns
     -------
@@ -121,6 +128,10 @@ def load_finetuned(model_dir: str | Path, *, merge: bool = True):
     from peft import PeftModel
     from transformers import AutoTokenizer
 
+    if weights not in WEIGHT_FORMATS:
+        raise ValueError(f"weights must be one of {WEIGHT_FORMATS}, got {weights!r}")
+    if weights != "float32" and not merge:
+        raise ValueError(f"weights={weights!r} quantizes the merged model; it needs merge=True")
     directory = Path(model_dir)
     record_path = directory / MODEL_RECORD
     if not record_path.is_file():
@@ -142,7 +153,22 @@ def load_finetuned(model_dir: str | Path, *, merge: bool = True):
         model = model.merge_and_unload()
     model.config.use_cache = True
     model.eval()
+    if weights == "int8":
+        model = quantize_int8(model)
     return model, tokenizer, vocab
+
+
+def quantize_int8(model):
+    """``model`` with every ``torch.nn.Linear`` dynamically quantized to int8 (in place; returned).
+
+    Generation on a CPU is bound by reading the weights once per token; int8 weights are a
+    quarter of float32's. The embeddings stay float32. Inference only: the result cannot be
+    trained. ``bench/decode_weights.py`` measures its speed and how often its blocks and words
+    agree with float32's.
+    """
+    from torch.ao.quantization import quantize_dynamic
+
+    return quantize_dynamic(model, {torch.nn.Linear}, dtype=torch.qint8, inplace=True)
 
 
 def read_model_record(model_dir: str | Path) -> dict:

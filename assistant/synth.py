@@ -12,8 +12,9 @@ it, and lists its id in ``tracks``.
 
 Output follows the ``conversations.jsonl`` contract: one conversation a line,
 ``{"id", "turns": [{"role", "content"[, "tracks"]}, ...]}``, plus the extra
-conversation keys ``"playlist"`` (the session's source, None for a single-turn
-session about a track in no playlist) and, after splitting, ``"split"``. User
+conversation keys ``"playlist"`` (the session's source, None for a session outside
+playlists), ``"neighbourhood"`` (for a session that walks the tracks most alike to one track,
+that track's id) and, after splitting, ``"split"``. User
 turns that refine carry ``"refinement"`` (the relation's name, see
 :data:`REFINEMENTS`) so the data can be audited.
 
@@ -46,6 +47,11 @@ from .facts import descriptor_value, has_vocals, tempo_of, year_of
 # What "fast", "calm", "faster", ... mean, and how different two tracks must be before a
 # comparative is claimed, are index.vocabulary's: the same numbers the chat checks by.
 LIKENESS_MARGIN = 0.05    # "more like the first one": closer to the first than to the last by this much
+# A catalog whose playlists give fewer training turns than this gets sessions over neighbourhoods
+# of alike tracks as well: a 61-track library without playlists otherwise gives 61 single-turn
+# sessions, which a model learns by heart within minutes.
+MIN_TRAINING_TURNS = 1000
+NEIGHBOURHOOD_SIZE = 8    # a seed track and its 7 most alike
 
 _STOPWORDS = frozenset(
     "a about above after again all also am an and any are as at be because been before being below between both "
@@ -638,10 +644,14 @@ def compose_reply(track: Track, rng: random.Random, *, previous: Track | None = 
 
 # --------------------------------------------------------------------------- sessions
 
-def _session(pool: list[Track], n_turns: int, rng: random.Random, refine_share: float) -> list[dict]:
-    """Turns for one session over ``pool`` (a playlist's tracks, in order)."""
+def _session(pool: list[Track], n_turns: int, rng: random.Random, refine_share: float,
+             first: Track | None = None) -> list[dict]:
+    """Turns for one session over ``pool`` (a playlist's tracks, in order); ``first``, if given,
+    is the first request's target."""
     n_turns = min(n_turns, len(pool))
     plan = [pool[i] for i in sorted(rng.sample(range(len(pool)), n_turns))]  # an ordered subset
+    if first is not None:
+        plan = [first, *(t for t in plan if t.id != first.id)][:n_turns]
     used: set[str] = set()
     played: list[Track] = []
     turns: list[dict] = []
@@ -671,6 +681,32 @@ def _session(pool: list[Track], n_turns: int, rng: random.Random, refine_share: 
     return turns
 
 
+def neighbourhood(seed_track: Track, tracks: Sequence[Track], size: int = NEIGHBOURHOOD_SIZE) -> list[Track]:
+    """``seed_track`` and the ``size - 1`` tracks most alike to it (:func:`likeness`), most alike first."""
+    others = sorted((t for t in tracks if t.id != seed_track.id), key=lambda t: (-likeness(seed_track, t), t.id))
+    return [seed_track, *others[: size - 1]]
+
+
+def _neighbourhood_sessions(tracks: list[Track], seeds: list[Track], want_turns: int, lo: int, hi: int,
+                            rng: random.Random, refine_share: float) -> list[tuple[None, str, list[dict]]]:
+    """Sessions over neighbourhoods of alike tracks, seeds in turn, until ``want_turns`` assistant
+    turns are written. Each session starts with its seed: a first request about it, then
+    requests and refinements among its neighbours."""
+    pools: dict[str, list[Track]] = {}
+    out: list[tuple[None, str, list[dict]]] = []
+    written = 0
+    while written < want_turns and seeds:
+        for seed_track in seeds:
+            if written >= want_turns:
+                break
+            if seed_track.id not in pools:
+                pools[seed_track.id] = neighbourhood(seed_track, tracks)
+            turns = _session(pools[seed_track.id], rng.randint(lo, hi), rng, refine_share, first=seed_track)
+            out.append((None, seed_track.id, turns))
+            written += sum(t["role"] == "assistant" for t in turns)
+    return out
+
+
 def synthesize_conversations(
     tracks: list[Track],
     playlists: dict[str, list[str]],
@@ -680,6 +716,7 @@ def synthesize_conversations(
     sessions_per_playlist: int | None = None,
     refine_share: float = 0.5,
     single_turn_orphans: bool = True,
+    min_turns: int = 0,
     progress: bool = True,
 ) -> list[dict]:
     """Synthesize conversations from a catalog's tracks and playlists.
@@ -701,6 +738,11 @@ def synthesize_conversations(
         Chance that a follow-up request is relative to the last track (when a true one exists).
     single_turn_orphans : bool
         Also write one single-turn session for every track in no playlist.
+    min_turns : int
+        When the sessions above hold fewer assistant turns than this, add sessions over
+        neighbourhoods of alike tracks (:func:`neighbourhood`), seeded by the tracks in no
+        playlist first, then by every track, until they hold this many (about; a session is
+        not cut). Such sessions have ``"neighbourhood"`` set to their seed's id.
     progress : bool
         Show a progress bar.
 
@@ -717,8 +759,10 @@ def synthesize_conversations(
     by_id = {t.id: t for t in tracks}
     if len(by_id) != len(tracks):
         raise ValueError("track ids must be unique")
+    if not isinstance(min_turns, int) or min_turns < 0:
+        raise ValueError(f"min_turns must be a non-negative int, got {min_turns!r}")
     rng = random.Random(seed)
-    sessions: list[tuple[str | None, list[dict]]] = []
+    sessions: list[tuple[str | None, str | None, list[dict]]] = []  # (playlist, neighbourhood seed, turns)
     in_playlist: set[str] = set()
     names = sorted(playlists)
     for name in tqdm(names, desc="synthesizing conversations", disable=not progress or not names):
@@ -730,17 +774,21 @@ def synthesize_conversations(
         for _ in range(n_sessions):
             turns = _session(pool, rng.randint(lo, hi), rng, refine_share)
             if turns:
-                sessions.append((name, turns))
+                sessions.append((name, None, turns))
+    orphans = [t for t in tracks if t.id not in in_playlist]
     if single_turn_orphans:
-        for track in tracks:
-            if track.id not in in_playlist:
-                sessions.append((None, _session([track], 1, rng, 0.0)))
+        sessions.extend((None, None, _session([track], 1, rng, 0.0)) for track in orphans)
+    written = sum(t["role"] == "assistant" for _, _, turns in sessions for t in turns)
+    if written < min_turns and len(tracks) > 1:
+        seeds = orphans + [t for t in tracks if t.id in in_playlist]
+        sessions.extend(_neighbourhood_sessions(tracks, seeds, min_turns - written, lo, hi, rng, refine_share))
     if not sessions:
         raise ValueError("no conversations could be made: the playlists name none of the given tracks "
                          "and there are no tracks outside playlists")
     width = max(6, len(str(len(sessions))))
-    return [{"id": f"conv-{i:0{width}d}", "playlist": name, "turns": turns}
-            for i, (name, turns) in enumerate(sessions)]
+    return [{"id": f"conv-{i:0{width}d}", "playlist": name, **({"neighbourhood": near} if near else {}),
+             "turns": turns}
+            for i, (name, near, turns) in enumerate(sessions)]
 
 
 def _check_range(r: tuple[int, int]) -> tuple[int, int]:
@@ -756,9 +804,12 @@ def _check_range(r: tuple[int, int]) -> tuple[int, int]:
 # --------------------------------------------------------------------------- splits
 
 def split_key(conversation: dict) -> str:
-    """What a conversation is split on: its playlist, or its first track for a session outside playlists."""
+    """What a conversation is split on: its playlist, its neighbourhood's seed, or its first track
+    for another session outside playlists."""
     if conversation.get("playlist"):
         return f"playlist:{conversation['playlist']}"
+    if conversation.get("neighbourhood"):
+        return f"track:{conversation['neighbourhood']}"
     first = next((t["tracks"][0] for t in conversation["turns"] if t.get("tracks")), conversation["id"])
     return f"track:{first}"
 
@@ -841,8 +892,10 @@ def write_splits(tracks: list[Track], playlists: dict[str, list[str]], out_dir: 
 
     With ``heldout_playlists`` (name -> ``{"split": "val"|"test", "tracks": [...]}``, as an index
     records the playlists it was not built from), training sessions walk ``playlists`` (the
-    index's own) plus one single-turn session for each track in none of them, and val and test
-    sessions walk the held-out playlists only: nothing a system learns from the index or the
+    index's own) plus one single-turn session for each track in none of them (and, while these hold
+    fewer than :data:`MIN_TRAINING_TURNS` assistant turns, sessions over neighbourhoods of alike
+    tracks, so a library with few or no playlists still teaches more than its tracks' names), and
+    val and test sessions walk the held-out playlists only: nothing a system learns from the index or the
     training conversations comes from a val or test playlist. Without them, all sessions are
     synthesized and split by playlist name (:func:`split_by_playlist`); their playlists are then
     inside the index, which flatters any system that uses playlist co-occurrence.
@@ -859,15 +912,16 @@ def write_splits(tracks: list[Track], playlists: dict[str, list[str]], out_dir: 
     by_split: dict[str, dict[str, list[str]]] = {"val": {}, "test": {}}
     for name, held in (heldout_playlists or {}).items():
         by_split[held["split"]][name] = held["tracks"]
+    train_options = {"min_turns": MIN_TRAINING_TURNS, **synth_options}
     if any(by_split.values()):
-        splits = {"train": synthesize_conversations(tracks, playlists, seed=seed, **synth_options)}
-        options = {**synth_options, "single_turn_orphans": False}
+        splits = {"train": synthesize_conversations(tracks, playlists, seed=seed, **train_options)}
+        options = {**synth_options, "single_turn_orphans": False, "min_turns": 0}
         for n, split in enumerate(("val", "test"), 1):
             splits[split] = synthesize_conversations(tracks, by_split[split], seed=seed + 1000 * n, **options) \
                 if by_split[split] else []
         splits = {s: [{**c, "id": f"{s}-{c['id']}", "split": s} for c in convs] for s, convs in splits.items()}
     else:
-        convs = synthesize_conversations(tracks, playlists, seed=seed, **synth_options)
+        convs = synthesize_conversations(tracks, playlists, seed=seed, **train_options)
         splits = split_by_playlist(convs, seed=seed)
     by_id = {t.id: t for t in tracks}
     splits[HELD_OUT_PHRASING] = [{**reword_conversation(c, by_id, HELD_OUT_WORDING, seed), "phrasing": "held-out",

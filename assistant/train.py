@@ -6,14 +6,15 @@ MLP projections, plus full training of the music-token rows only (peft
 ``trainable_token_indices``), so the 49k rows of the base vocabulary stay frozen.
 
 By default LoRA adapts only the top decoder layers (``TrainConfig.train_layers``): the frozen
-layers below give the same output every epoch, so it is computed once per example and replayed,
-and a step pays for the top layers alone. On two cores that turns 36 steps of the 135M model
-in a 13-minute budget into 111.
+layers below give the same output every epoch, so it is computed once per example, when the
+example is first used, and replayed after that; a step of a later epoch pays for the top layers
+alone. On two cores that turns 36 steps of the 135M model in a 13-minute budget into 111.
 
 The output directory is both a checkpoint and a model (``assistant.model_dir`` tells its layout).
 
-Training stops at ``max_steps`` or, gracefully, when ``time_budget_s`` is about to run out;
-after a few steps it measures its own speed and fits the learning-rate schedule into the
+Training stops at ``max_steps``, or when validation has not improved for ``patience`` passes
+(the weights kept are the best pass's), or, gracefully, when ``time_budget_s`` is about to run
+out; after a few steps it measures its own speed and fits the learning-rate schedule into the
 budget, so a short budget still ends with a decayed learning rate.
 """
 from __future__ import annotations
@@ -37,6 +38,7 @@ from tokenizer.hf import add_music_tokens, music_token_ids
 from tokenizer.vocab import MusicVocab
 
 STATE_FILE = "train_state.pt"
+REPLAY_LOOKAHEAD = 12  # steps whose new examples go through the frozen layers together, sorted by length
 REPORT_FILE = "train_report.json"
 # Projection names LoRA adapts in Llama-family models (SmolLM2, Llama, Qwen, Mistral, ...).
 LORA_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
@@ -79,7 +81,8 @@ class TrainConfig:
         AVX512-BF16, recent GPUs), where it is about 1.5-2x faster.
     train_layers : int or None
         LoRA adapts only the top ``train_layers`` decoder layers. The layers below are then
-        frozen, so their output for each example is computed once and replayed every epoch,
+        frozen, so their output for each example is computed once (when the example is first
+        used: a budget shorter than an epoch pays for no more) and replayed after that,
         and a step runs forward and backward through the top layers only (about 3x faster
         with 8 of SmolLM2's 30). This freezes the music input rows at their text
         initialisation and gives the output layer music rows of its own, trained. The
@@ -89,6 +92,12 @@ class TrainConfig:
     code_loss_weight : float
         Weight of each music-code token in the loss, against 1 for every other target token (a
         reply has five codes and some thirty words; the codes are what retrieval reads).
+    patience : int or None
+        Validation passes in a row without a new best validation loss after which training
+        stops (None: never stop early). Either way the weights saved at the end are those of
+        the best pass, so a small catalog that the model starts to memorise keeps the model
+        from before it did. Validation runs every ``eval_every`` steps, or every epoch of the
+        training examples when that is sooner.
     """
 
     max_steps: int = 400
@@ -110,6 +119,7 @@ class TrainConfig:
     bf16: bool | None = None
     train_layers: int | None = 8
     code_loss_weight: float = 4.0
+    patience: int | None = 3
 
     def __post_init__(self) -> None:
         for name in ("max_steps", "seq_len", "batch_size", "grad_accum", "lora_r", "eval_every", "eval_examples"):
@@ -119,6 +129,8 @@ class TrainConfig:
             raise ValueError(f"TrainConfig.train_layers must be at least 1 or None, got {self.train_layers}")
         if self.lr <= 0 or (self.token_lr is not None and self.token_lr <= 0):
             raise ValueError("learning rates must be positive")
+        if self.patience is not None and self.patience < 1:
+            raise ValueError(f"TrainConfig.patience must be at least 1 or None, got {self.patience}")
         if self.code_loss_weight <= 0:
             raise ValueError(f"TrainConfig.code_loss_weight must be positive, got {self.code_loss_weight}")
         if self.warmup < 0 or not 0 <= self.lora_dropout < 1:
@@ -132,8 +144,11 @@ class TrainReport:
     """What one ``train`` call did.
 
     ``steps`` is the total optimizer step count of the model (resumed runs included);
-    ``train_loss`` the mean loss of this run's last steps (up to 20); ``val_loss`` the final
-    validation loss (NaN without validation data); ``seconds`` this call's wall time.
+    ``train_loss`` the mean loss of this run's last steps (up to 20); ``val_loss`` the
+    validation loss of the weights saved, the best pass's (NaN without validation data);
+    ``best_step`` the step those weights are from; ``seconds`` this call's wall time;
+    ``stopped_by`` "max_steps", "time_budget" or "validation" (``patience`` passes without a
+    new best).
     """
 
     steps: int
@@ -148,6 +163,7 @@ class TrainReport:
     stopped_by: str = "max_steps"
     bf16: bool = False
     val_history: list[tuple[int, float]] = field(default_factory=list)
+    best_step: int = 0
 
 
 # ---- batches ------------------------------------------------------------------------------
@@ -356,6 +372,7 @@ def evaluate_loss(model, examples: Sequence[dict], pad_id: int, batch_size: int,
     if not examples:
         return float("nan")
     device = torch.device(device)
+    _replay_missing(model, examples, frozen_layers, pad_id, batch_size, device, bf16)  # once; reused by later passes
     was_training = model.training
     model.eval()
     total, count = 0.0, 0
@@ -436,36 +453,55 @@ def train(
 class _TimeBudget:
     """The wall-clock budget of a run: whether one more step still fits, and how many steps do.
 
-    A step's cost is the median of those measured; the run must always keep room for its
-    last validation pass and checkpoint (estimated until one has been measured).
+    A step's cost is the median of those measured, apart from the frozen layers' first pass over
+    its examples (``replay``), which only the first epoch's steps pay; the run must always keep
+    room for its last validation pass and checkpoint (estimated until one has been measured).
     """
 
     started: float
     budget_s: float | None
     val_examples: int
     examples_per_step: int
-    step_seconds: list[float] = field(default_factory=list)
+    first_epoch_steps: int = 0  # steps before this one meet examples the frozen layers have not run over
+    step_seconds: list[float] = field(default_factory=list)  # training alone, the replay apart
+    replay_seconds: float = 0.0  # the frozen layers' first passes so far ...
+    replay_steps: int = 0  # ... and how many steps' examples they covered
     eval_seconds: float | None = None  # a validation pass plus checkpoint, once measured
 
     def typical_step(self) -> float:
         return sorted(self.step_seconds)[len(self.step_seconds) // 2] if self.step_seconds else 0.0
 
+    def typical_replay(self) -> float:
+        """Seconds of first passes per first-epoch step (they run for several steps at once)."""
+        return self.replay_seconds / self.replay_steps if self.replay_steps else 0.0
+
     def finishing_cost(self) -> float:
-        # Until measured: forward-only scoring costs about a third of a training step per example.
         if self.eval_seconds is not None:
             return self.eval_seconds
-        return self.typical_step() * self.val_examples / (3 * self.examples_per_step) + 1.0
+        # Until measured: forward-only scoring costs about a third of a training step per example,
+        # and a first pass also runs the frozen layers over the validation examples.
+        per_batch = self.typical_step() / 3 + self.typical_replay()
+        return per_batch * self.val_examples / self.examples_per_step + 1.0
 
     def seconds_left(self) -> float:
         return self.budget_s - (time.monotonic() - self.started)
 
-    def room_for_a_step(self) -> bool:
-        return self.budget_s is None or self.typical_step() + self.finishing_cost() <= self.seconds_left()
+    def next_step_cost(self, step: int) -> float:
+        return self.typical_step() + (self.typical_replay() if step < self.first_epoch_steps else 0.0)
 
-    def affordable_steps(self, eval_every: int) -> int:
-        """Steps that fit in what is left, validation passes every ``eval_every`` steps included."""
+    def room_for_a_step(self, step: int) -> bool:
+        return self.budget_s is None or self.next_step_cost(step) + self.finishing_cost() <= self.seconds_left()
+
+    def affordable_steps(self, step: int, eval_every: int) -> int:
+        """Steps after ``step`` that fit in what is left, the first epoch's replays and validation
+        passes every ``eval_every`` steps included."""
         per_step = self.typical_step() + self.finishing_cost() / eval_every
-        return int((self.seconds_left() - self.finishing_cost()) / per_step)
+        left = self.seconds_left() - self.finishing_cost()
+        replaying = max(0, self.first_epoch_steps - step)
+        first_epoch_cost = replaying * (per_step + self.typical_replay())
+        if left <= first_epoch_cost:
+            return int(left / (per_step + self.typical_replay()))
+        return replaying + int((left - first_epoch_cost) / per_step)
 
 
 @dataclass
@@ -550,17 +586,63 @@ def _restore_state(out: Path, optimizer, state: dict) -> None:
     optimizer.load_state_dict(saved["optimizer"])
     torch.set_rng_state(saved["torch_rng"])
     state.update({k: saved[k] for k in ("step", "loss_history", "val_history")})
+    state.update({k: saved[k] for k in ("best", "since_best", "stopped_early") if k in saved})  # older: none
     # planned_steps stays max_steps: the schedule is planned afresh over the steps left.
 
 
+def _trainable_weights(model) -> dict[str, torch.Tensor]:
+    """A copy of the weights training changes (LoRA and the music rows: a few MB)."""
+    return {name: p.detach().to("cpu", copy=True) for name, p in model.named_parameters() if p.requires_grad}
+
+
+@torch.no_grad()
+def _load_trainable_weights(model, weights: dict[str, torch.Tensor]) -> None:
+    for name, parameter in model.named_parameters():
+        if name in weights:
+            parameter.copy_(weights[name].to(parameter.device))
+
+
+def validation_interval(config: TrainConfig, n_train_examples: int) -> int:
+    """Steps between validation passes: ``eval_every``, or one epoch when that is shorter, so a
+    small catalog is checked before it is learned by heart."""
+    epoch = math.ceil(n_train_examples / (config.batch_size * config.grad_accum))
+    return max(1, min(config.eval_every, epoch))
+
+
+def _replay_missing(model, examples: Sequence[dict], frozen: int, pad_id: int, batch_size: int, device,
+                    bf16: bool) -> float:
+    """Run the frozen layers over the ``examples`` that have no replay yet; the seconds it took.
+
+    Done when an example is first used rather than for all of them up front: a budget that
+    covers less than an epoch pays only for the examples it reaches."""
+    missing = [e for e in examples if "replay" not in e] if frozen else []
+    if not missing:
+        return 0.0
+    tick = time.monotonic()
+    add_replay_states(model, missing, frozen, pad_id, batch_size, device, bf16)
+    return time.monotonic() - tick
+
+
 def _optimizer_step(model, optimizer, train_examples, step: int, config: TrainConfig, pad_id: int, device,
-                    bf16: bool, frozen: int, lr_scale: float, weighted=None) -> float:
-    """One optimizer step (``grad_accum`` micro-batches) at ``lr_scale`` times the peak rates; its loss."""
+                    bf16: bool, frozen: int, lr_scale: float, weighted=None, lookahead: int = 1) -> tuple[float, float]:
+    """One optimizer step (``grad_accum`` micro-batches) at ``lr_scale`` times the peak rates;
+    its loss, and the seconds spent on first passes of the frozen layers.
+
+    When the step meets examples the frozen layers have not seen, those of the next
+    ``lookahead`` steps go through them together, ordered by length, so their batches carry
+    little padding."""
     for group in optimizer.param_groups:
         group["lr"] = group["peak_lr"] * lr_scale
-    loss_sum = 0.0
+    loss_sum, replay_s = 0.0, 0.0
+    if frozen and any("replay" not in e for m in range(config.grad_accum)
+                      for e in _batch_for(step, m, train_examples, config)):
+        ahead = [e for s in range(step, step + max(1, lookahead)) for m in range(config.grad_accum)
+                 for e in _batch_for(s, m, train_examples, config)]
+        replay_s += _replay_missing(model, list({id(e): e for e in ahead}.values()), frozen, pad_id,
+                                    config.batch_size, device, bf16)
     for micro in range(config.grad_accum):
-        batch = {k: v.to(device) for k, v in collate(_batch_for(step, micro, train_examples, config), pad_id).items()}
+        examples = _batch_for(step, micro, train_examples, config)
+        batch = {k: v.to(device) for k, v in collate(examples, pad_id).items()}
         with _autocast(device, bf16):
             loss = target_loss(model, batch, frozen, weighted) / config.grad_accum
         loss.backward()
@@ -568,7 +650,7 @@ def _optimizer_step(model, optimizer, train_examples, step: int, config: TrainCo
     torch.nn.utils.clip_grad_norm_([p for p in model.parameters() if p.requires_grad], 1.0)
     optimizer.step()
     optimizer.zero_grad(set_to_none=True)
-    return loss_sum
+    return loss_sum, replay_s
 
 
 def _train(base, conversations_train, conversations_val, codes_for, vocab, out, code_descriptions, config,
@@ -591,7 +673,7 @@ def _train(base, conversations_train, conversations_val, codes_for, vocab, out, 
     prepared = _prepare_model(base, model, tokenizer, out, vocab, code_descriptions, config, resuming, device)
     model, tokenizer, frozen = prepared.model, prepared.tokenizer, prepared.frozen
 
-    # 2. The examples; the frozen bottom layers run over them once, to be replayed every epoch.
+    # 2. The examples.
     pad_id = tokenizer.pad_token_id
     train_examples = build_examples(conversations_train, codes_for, tokenizer, vocab, system_prompt, config.seq_len,
                                     facts_for)
@@ -599,13 +681,14 @@ def _train(base, conversations_train, conversations_val, codes_for, vocab, out, 
                                   config.seq_len, facts_for)[: config.eval_examples]
     if not train_examples:
         raise ValueError("no training examples: the conversations have no assistant turns")
-    if frozen:
-        add_replay_states(model, train_examples + val_examples, frozen, pad_id, config.batch_size, device, bf16,
-                          progress)
+    # With frozen bottom layers, each example's pass through them is computed when it is first
+    # used (``_replay_missing``) and replayed from then on.
 
     # 3. The optimizer and the run's state, resumed if ``out`` holds one.
     optimizer = _optimizer(model, config)
-    state = {"step": 0, "planned_steps": config.max_steps, "loss_history": [], "val_history": []}
+    # "best": the step, validation loss and weights of the best validation pass so far.
+    state = {"step": 0, "planned_steps": config.max_steps, "loss_history": [], "val_history": [], "best": None,
+             "since_best": 0, "stopped_early": False}
     if resuming:
         _restore_state(out, optimizer, state)
 
@@ -615,50 +698,81 @@ def _train(base, conversations_train, conversations_val, codes_for, vocab, out, 
     # 4. Steps until max_steps or the time budget, validating and checkpointing every eval_every.
     step = first_step = state["step"]
     run_losses: list[float] = []
-    budget = _TimeBudget(started, config.time_budget_s, len(val_examples), config.batch_size * config.grad_accum)
+    examples_per_step = config.batch_size * config.grad_accum
+    # This process holds no replays yet, resumed or not: its first epoch's steps pay for them.
+    budget = _TimeBudget(started, config.time_budget_s, len(val_examples), examples_per_step,
+                         first_epoch_steps=step + math.ceil(len(train_examples) / examples_per_step) if frozen else 0)
+    eval_every = validation_interval(config, len(train_examples))
+
+    def validate() -> float:
+        val = evaluate_loss(model, val_examples, pad_id, config.batch_size, device, bf16, frozen)
+        state["val_history"].append((step, val))
+        best = state["best"]
+        if math.isnan(val):
+            return val  # no validation data: nothing to keep or stop for
+        if best is None or val < best["val"]:
+            state["best"] = {"step": step, "val": val, "weights": _trainable_weights(model)}
+            state["since_best"] = 0
+        else:
+            state["since_best"] += 1
+        return val
+
     stopped_by = "max_steps"
     code_ids = torch.tensor(music_token_ids(tokenizer, vocab)["all"][2:], device=device)  # codes, not delimiters
     code_weighting = (code_ids, config.code_loss_weight)
     bar = tqdm(total=state["planned_steps"], initial=step, desc="fine-tuning", disable=not progress,
                dynamic_ncols=True)
-    while step < min(state["planned_steps"], config.max_steps):
-        if not budget.room_for_a_step():
+    if state["stopped_early"]:
+        stopped_by = "validation"  # a run that stopped for this is finished; resuming adds nothing
+    while step < min(state["planned_steps"], config.max_steps) and not state["stopped_early"]:
+        if not budget.room_for_a_step(step):
             stopped_by = "time_budget"
             break
         tick = time.monotonic()
         scale = _lr_scale(step, state["planned_steps"], config.warmup)
-        loss_sum = _optimizer_step(model, optimizer, train_examples, step, config, pad_id, device, bf16, frozen, scale,
-                                   code_weighting)
+        lookahead = max(1, min(REPLAY_LOOKAHEAD, state["planned_steps"] - step, budget.first_epoch_steps - step))
+        loss_sum, replay_s = _optimizer_step(model, optimizer, train_examples, step, config, pad_id, device, bf16,
+                                             frozen, scale, code_weighting, lookahead=lookahead)
+        if replay_s:
+            budget.replay_seconds += replay_s
+            budget.replay_steps += lookahead
         step += 1
         state["step"] = step
         state["loss_history"].append(loss_sum)
         run_losses.append(loss_sum)
-        budget.step_seconds.append(time.monotonic() - tick)
+        budget.step_seconds.append(time.monotonic() - tick - replay_s)
 
         if len(budget.step_seconds) == 3 and config.time_budget_s is not None:
             # The speed is known: fit the learning-rate schedule into the budget.
-            affordable = budget.affordable_steps(config.eval_every)
+            affordable = budget.affordable_steps(step, eval_every)
             state["planned_steps"] = max(step + 1, min(config.max_steps, step + affordable))
             bar.total = state["planned_steps"]
         bar.update(1)
         bar.set_postfix(loss=f"{sum(run_losses[-10:]) / len(run_losses[-10:]):.3f}")
 
-        if step % config.eval_every == 0 and step < state["planned_steps"]:
+        if step % eval_every == 0 and step < state["planned_steps"]:
             tick = time.monotonic()
-            val = evaluate_loss(model, val_examples, pad_id, config.batch_size, device, bf16, frozen)
-            state["val_history"].append((step, val))
+            val = validate()
             checkpoint()
             budget.eval_seconds = time.monotonic() - tick
             bar.write(f"step {step}: train loss {sum(run_losses[-10:]) / len(run_losses[-10:]):.3f}, "
                       f"val loss {val:.3f}")
+            if config.patience is not None and state["since_best"] >= config.patience:
+                stopped_by, state["stopped_early"] = "validation", True
+                bar.write(f"stopping: no better validation loss in {config.patience} passes since step "
+                          f"{state['best']['step']}")
+                break
     bar.close()
     if step < config.max_steps and stopped_by == "max_steps":
         stopped_by = "time_budget"  # the schedule was fitted to the budget and ended before max_steps
 
-    # 5. A last validation pass, the checkpoint, the report.
-    val = evaluate_loss(model, val_examples, pad_id, config.batch_size, device, bf16, frozen)
+    # 5. A last validation pass; the best pass's weights are the ones saved; the report.
     if not state["val_history"] or state["val_history"][-1][0] != step:
-        state["val_history"].append((step, val))
+        validate()
+    best = state["best"]
+    if best is not None and best["step"] != step:
+        _load_trainable_weights(model, best["weights"])
+    val = best["val"] if best is not None else state["val_history"][-1][1]
     checkpoint()
     tail = run_losses[-20:]
     step_seconds = budget.step_seconds
@@ -675,6 +789,7 @@ def _train(base, conversations_train, conversations_val, codes_for, vocab, out, 
         stopped_by=stopped_by,
         bf16=bf16,
         val_history=[(int(s), float(v)) for s, v in state["val_history"]],
+        best_step=best["step"] if best is not None else step,
     )
     (out / REPORT_FILE).write_text(json.dumps(asdict(report), indent=2) + "\n")
     return report

@@ -35,6 +35,7 @@ CHROMIUM = "/usr/bin/chromium"
 MESSAGES = ("Some calm piano music, please.", "Something faster.", "Now something darker.",
             "More like the first one.", "An instrumental one with strings.")
 POLL_S = 0.05
+PENDING = "Loading content"  # what Gradio's chat shows in a reply that has not started yet
 SETTLED_S = 1.5  # a reply whose text has not changed for this long, with the box usable again, is done
 
 CARD_TITLES = "() => Array.from(document.querySelectorAll('.track-card .card-title')).map(e => e.innerText.trim())"
@@ -67,6 +68,8 @@ def run_turn(page, message: str, timeout_s: float) -> dict:
         if tracks_s is None and cards and cards != cards_before:
             tracks_s = now - t0
         text = page.evaluate(LAST_BOT) if page.evaluate(BOT_COUNT) > bots_before else ""
+        if text == PENDING:  # the page's placeholder until the first update of the reply arrives
+            text = ""
         if text and (not seen or text != seen[-1]):
             seen.append(text)
             last_change = now
@@ -96,6 +99,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--screenshot", type=Path, help="save a screenshot of the page at the end here")
     p.add_argument("--json", type=Path, help="write the transcript and times here")
     p.add_argument("--turn-timeout-s", type=float, default=60.0)
+    p.add_argument("--weights", choices=("float32", "int8"), default="float32",
+                   help="how the model keeps its weights (default: %(default)s)")
+    p.add_argument("--threads", type=int, default=None,
+                   help="CPU threads each turn computes with (default: the app's)")
     args = p.parse_args(argv)
     if (args.index is None) != (args.model is None):
         p.error("give --index and --model together, or neither for the demo")
@@ -108,7 +115,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     from playwright.sync_api import sync_playwright
 
-    from app import build_app, launch
+    from app import DEFAULT_THREADS, build_app, launch, set_turn_threads
     from assistant.chat import MusicAssistant
     from bench.load import free_port
 
@@ -116,7 +123,8 @@ def main(argv: list[str] | None = None) -> int:
         from assistant.pipeline import ensure_demo
 
         args.index, args.model = ensure_demo()
-    assistant = MusicAssistant.load(args.index, args.model)
+    set_turn_threads(args.threads or DEFAULT_THREADS)
+    assistant = MusicAssistant.load(args.index, args.model, weights=args.weights)
     assistant.reply(assistant.new_session(), "a warm-up turn")  # first-call costs are not a person's wait
     demo = build_app(assistant)
     port = free_port()

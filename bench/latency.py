@@ -83,22 +83,33 @@ def format_table(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
-def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description="Time to the first tracks and to the whole reply, per chat turn, "
-                                            "on the engine and through the app, with and without the model.")
+def add_model_arguments(p: argparse.ArgumentParser, split: str, limit: int) -> None:
+    """The options every bench over a model and its conversations takes: --index, --model,
+    --conversations (default: the model's ``split``), --limit, --threads, --json."""
     p.add_argument("--index", type=Path, help="index directory (default: the demo's, built if missing)")
     p.add_argument("--model", type=Path, help="model directory (default: the demo's)")
     p.add_argument("--conversations", type=Path,
-                   help="conversations.jsonl to replay (default: MODEL/conversations/test/conversations.jsonl)")
-    p.add_argument("--limit", type=int, default=20, help="conversations replayed (default: %(default)s)")
+                   help=f"conversations.jsonl (default: MODEL/conversations/{split}/conversations.jsonl)")
+    p.add_argument("--limit", type=int, default=limit, help="conversations used (default: %(default)s)")
     p.add_argument("--threads", type=int, default=2, help="torch CPU threads (default: %(default)s)")
     p.add_argument("--json", type=Path, help="also write the figures here as JSON")
-    args = p.parse_args(argv)
+
+
+def check_model_arguments(p: argparse.ArgumentParser, args: argparse.Namespace) -> argparse.Namespace:
     if args.limit < 1:
         p.error("--limit must be at least 1")
     if (args.index is None) != (args.model is None):
         p.error("give --index and --model together, or neither for the demo")
     return args
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description="Time to the first tracks and to the whole reply, per chat turn, "
+                                            "on the engine and through the app, with and without the model.")
+    add_model_arguments(p, "test", 20)
+    p.add_argument("--weights", choices=("float32", "int8"), default="float32",
+                   help="how the model keeps its weights (default: %(default)s)")
+    return check_model_arguments(p, p.parse_args(argv))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -116,7 +127,7 @@ def main(argv: list[str] | None = None) -> int:
     path = args.conversations or conversations_path(args.model, "test")
     conversations = read_conversations(path)[: args.limit]
     print(f"{len(conversations)} conversations from {path}, {sum(len(user_turns(c)) for c in conversations)} turns")
-    tuned = MusicAssistant.load(args.index, args.model)
+    tuned = MusicAssistant.load(args.index, args.model, weights=args.weights)
     tuned.reply(tuned.new_session(), "a warm-up turn")  # first-call costs are not a person's wait
     engine = MusicAssistant(tuned.index, name="engine")
     rows = [summarize("assistant (engine)", time_engine(tuned, conversations)),

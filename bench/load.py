@@ -163,7 +163,7 @@ def free_port() -> int:
 
 
 def start_server(index: Path | None, model: Path | None, concurrency: int, workdir: Path, log=print,
-                 threads: int | None = None):
+                 threads: int | None = None, weights: str | None = None):
     """Serve the app in this process on a free loopback port; return (blocks, url)."""
     from app import DEFAULT_THREADS, build_app, launch, set_turn_threads
 
@@ -176,7 +176,7 @@ def start_server(index: Path | None, model: Path | None, concurrency: int, workd
 
         log(f"Building a tiny synthetic catalog and model in {workdir} (about a minute)")
         index, model = build_tiny_assistant(workdir)
-    assistant = MusicAssistant.load(index, model)
+    assistant = MusicAssistant.load(index, model, weights=weights)
     demo = build_app(assistant, concurrency=concurrency)
     port = free_port()
     launch(demo, host="127.0.0.1", port=port, prevent_thread_lock=True, quiet=True)
@@ -193,6 +193,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--concurrency", type=int, default=4, help="server queue concurrency when this starts the server")
     p.add_argument("--threads", type=int, default=None, help="CPU threads per turn in the server this starts "
                                                             "(default: the app's)")
+    p.add_argument("--weights", choices=("float32", "int8"), default=None,
+                   help="how the model of the server this starts keeps its weights (default: the app's)")
     p.add_argument("--turn-timeout-s", type=float, default=120.0, help="limit on one turn (default: %(default)s)")
     p.add_argument("--total-timeout-s", type=float, default=600.0, help="limit on the whole run (default: %(default)s)")
     p.add_argument("--json", action="store_true", help="print the summary as JSON instead of a table")
@@ -219,7 +221,7 @@ def main(argv: list[str] | None = None) -> int:
             url = args.url
             if url is None:
                 demo, url = start_server(args.index, args.model, args.concurrency, Path(tmp), log=log,
-                                         threads=args.threads)
+                                         threads=args.threads, weights=args.weights)
             log(f"{args.sessions} sessions x {args.turns} turns against {url}")
             summary = run_load(url, args.sessions, args.turns, args.turn_timeout_s, args.total_timeout_s)
         finally:

@@ -37,6 +37,27 @@ def test_reply_returns_catalog_tracks_from_a_music_block(assistant):
     assert session.history[-1]["tracks"] == session.played
 
 
+def test_int8_weights_answer_from_the_same_model_with_quantized_linear_layers(dirs, assistant, one_torch_thread):
+    import torch
+    from torch.ao.nn.quantized.dynamic import Linear as Int8Linear
+
+    index_dir, model_dir = dirs
+    int8 = MusicAssistant.load(index_dir, model_dir, weights="int8")
+    assert int8.weights == "int8" and assistant.weights == "float32"
+    linear = [m for m in int8.model.modules() if isinstance(m, (torch.nn.Linear, Int8Linear))]
+    assert linear and all(isinstance(m, Int8Linear) for m in linear)
+    reply = int8.reply(int8.new_session(), "calm piano music please")
+    assert reply.source == "model" and len(reply.tracks) == 3
+    assert all(t.id in int8.index.by_id for t in reply.tracks)
+    # The same weights, rounded: the block's log-probabilities stay close to float32's.
+    history = [{"role": "user", "content": "calm piano music please"}]
+    exact, rounded = assistant._generate(history), int8._generate(history)
+    for modality, scores in exact.code_log_probs.items():
+        assert np.abs(np.exp(scores) - np.exp(rounded.code_log_probs[modality])).max() < 0.05
+    with pytest.raises(ValueError, match="weights must be one of"):
+        MusicAssistant.load(index_dir, model_dir, weights="int4")
+
+
 def test_played_and_rejected_tracks_are_not_repeated(assistant):
     session = assistant.new_session()
     first = assistant.reply(session, "something fast and electronic")

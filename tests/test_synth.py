@@ -204,6 +204,45 @@ def test_bad_arguments_are_refused(catalog):
         synthesize_conversations([], {"x": ["nope"]}, progress=False)
 
 
+def test_a_library_without_playlists_gets_varied_multi_turn_sessions_up_to_the_floor(catalog):
+    tracks, _ = catalog
+    plain = synthesize_conversations(tracks, {}, seed=0, progress=False)
+    assert len(plain) == len(tracks) and all(len(targets(c)) == 1 for c in plain)  # one single turn a track
+
+    convs = synthesize_conversations(tracks, {}, seed=0, min_turns=300, refine_share=0.7, progress=False)
+    near = [c for c in convs if "neighbourhood" in c]
+    turns = sum(len(targets(c)) for c in convs)
+    assert 300 <= turns < 300 + 5 and len(convs) == len(tracks) + len(near)
+    by_id = {t.id: t for t in tracks}
+    for c in near:
+        ids = targets(c)
+        assert ids[0] == c["neighbourhood"] and len(ids) == len(set(ids)) and c["playlist"] is None
+        assert set(ids) <= {t.id for t in synth.neighbourhood(by_id[ids[0]], tracks)}
+    assert {c["neighbourhood"] for c in near} == {t.id for t in tracks}  # every track seeds sessions
+    assert sum(len(targets(c)) > 1 for c in near) > 0.9 * len(near)
+    assert any(t.get("refinement") for c in near for t in c["turns"])
+    first_requests = [c["turns"][0]["content"] for c in near]
+    assert len(set(first_requests)) > 0.9 * len(first_requests)  # the same track is asked for in other words
+
+    # Sessions of one seed stay in one split.
+    splits = split_by_playlist(convs, seed=0)
+    where = {}
+    for split, members in splits.items():
+        for c in members:
+            assert where.setdefault(split_key(c), split) == split
+    with pytest.raises(ValueError, match="min_turns"):
+        synthesize_conversations(tracks, {}, min_turns=-1, progress=False)
+
+
+def test_neighbourhood_is_the_most_alike_tracks():
+    tracks, _ = make_catalog()
+    seed = tracks[0]
+    near = synth.neighbourhood(seed, tracks, size=4)
+    assert near[0] is seed and len(near) == 4
+    rest = [t for t in tracks if t not in near]
+    assert min(synth.likeness(seed, t) for t in near[1:]) >= max(synth.likeness(seed, t) for t in rest)
+
+
 def test_split_shares_no_playlist(catalog):
     tracks, playlists = catalog
     convs = synthesize_conversations(tracks, playlists, seed=0, progress=False)
@@ -269,7 +308,7 @@ def test_write_splits_takes_val_and_test_from_held_out_playlists_only(tmp_path, 
     assert {c["playlist"] for c in read["test"]} == {"focus"} and {c["playlist"] for c in read["val"]} == {"road trip"}
     assert {c["playlist"] for c in read["train"]} == {"evening", "workout", None}
     # every track the training playlists miss (held-out ones included) is still learned from its own text
-    singles = {targets(c)[0] for c in read["train"] if c["playlist"] is None}
+    singles = {targets(c)[0] for c in read["train"] if c["playlist"] is None and "neighbourhood" not in c}
     assert singles == {t.id for t in tracks} - {i for m in in_index.values() for i in m}
     ids = [c["id"] for s in read for c in read[s]]
     assert len(ids) == len(set(ids))

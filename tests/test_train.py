@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import time
 
 import pytest
 import torch
@@ -13,12 +14,16 @@ from assistant.examples import IGNORE, build_examples, collate
 from assistant.train import (
     STATE_FILE,
     TrainConfig,
+    _TimeBudget,
+    _replay_missing,
     _lora_config,
     add_replay_states,
     frozen_layer_count,
     target_loss,
     train,
+    validation_interval,
 )
+import assistant.train as train_module
 from index.track import MODALITIES
 from tokenizer.blocks import parse_reply
 from tokenizer.constraint import MusicBlockLogitsProcessor
@@ -185,8 +190,9 @@ def test_train_resume_reload_and_generate(tmp_path, base_tokenizer, tiny_model, 
     turns = sum(t["role"] == "assistant" for c in conversations[:3] for t in c["turns"])
     assert report.steps == report.steps_this_run == 12 and report.examples == turns  # one per assistant turn
     assert report.train_loss < report.first_train_loss - 0.5  # it learns
-    assert [s for s, _ in report.val_history] == [6, 12]
-    assert report.val_history[1][1] < report.val_history[0][1]
+    # Six examples, two a batch: validation every epoch of 3 steps (before eval_every=6).
+    assert [s for s, _ in report.val_history] == [3, 6, 9, 12]
+    assert report.val_history[-1][1] < report.val_history[0][1]
     saved = json.loads((out / "train_report.json").read_text())
     assert saved["steps"] == 12 and saved["val_loss"] == pytest.approx(report.val_loss)
     record = read_model_record(out)
@@ -281,6 +287,32 @@ def test_replayed_bottom_layers_give_the_full_models_loss_and_gradients(base_tok
         optimizer.zero_grad()
     assert len(model.get_base_model().model.layers) == 3  # the bottom layers are back after each loss
 
+    # Training replays lazily: only the examples a step uses, and each once.
+    fresh = build_examples(conversations, catalog_codes.__getitem__, base_tokenizer, music_vocab, SYSTEM, 128)
+    assert _replay_missing(model, fresh[:2], frozen, base_tokenizer.pad_token_id, 8, "cpu", False) > 0
+    assert ["replay" in e for e in fresh] == [True, True] + [False] * (len(fresh) - 2)
+    kept = fresh[0]["replay"]
+    assert _replay_missing(model, fresh[:2], frozen, base_tokenizer.pad_token_id, 8, "cpu", False) == 0.0
+    assert fresh[0]["replay"] is kept
+    torch.testing.assert_close(fresh[0]["replay"], examples[0]["replay"])
+    assert _replay_missing(model, fresh, 0, base_tokenizer.pad_token_id, 8, "cpu", False) == 0.0  # nothing frozen
+
+
+def test_time_budget_pays_the_frozen_layers_first_pass_in_the_first_epoch_only():
+    now = time.monotonic()
+    budget = _TimeBudget(now, 1000.0, val_examples=0, examples_per_step=8, first_epoch_steps=10,
+                         step_seconds=[2.0, 2.0, 2.0], replay_seconds=36.0, replay_steps=12, eval_seconds=0.0)
+    assert budget.next_step_cost(3) == 5.0 and budget.next_step_cost(10) == 2.0
+    # 7 more first-epoch steps at 5 s, then 2 s a step for the rest of about 965 s.
+    assert abs(budget.affordable_steps(3, eval_every=50) - (7 + 965 / 2)) <= 1
+    short = _TimeBudget(now, 20.0, val_examples=0, examples_per_step=8, first_epoch_steps=10,
+                        step_seconds=[2.0], replay_seconds=3.0, replay_steps=1, eval_seconds=0.0)
+    assert short.affordable_steps(1, eval_every=50) == 3  # under 20 s left, 5 s a step
+    # Before a validation pass is measured, its estimate includes the frozen layers over the val examples.
+    unmeasured = _TimeBudget(now, 100.0, val_examples=16, examples_per_step=8, step_seconds=[3.0],
+                             replay_seconds=4.0, replay_steps=1)
+    assert unmeasured.finishing_cost() == (1.0 + 4.0) * 2 + 1.0
+
 
 def test_training_with_frozen_bottom_layers_reloads_untied(tmp_path, base_tokenizer, music_vocab, catalog_codes,
                                                            conversations):
@@ -328,6 +360,48 @@ def test_train_stops_within_time_budget(tmp_path, base_tokenizer, tiny_model, mu
     assert report.stopped_by == "time_budget"
     assert report.steps < 10_000
     assert report.val_loss != report.val_loss  # NaN: no validation conversations
+
+
+def test_validation_every_epoch_when_an_epoch_is_shorter_than_eval_every():
+    config = fast_config(eval_every=50, batch_size=8)
+    assert validation_interval(config, 61) == 8  # a 61-track library: every epoch
+    assert validation_interval(config, 1371) == 50  # the demo: every 50 steps
+    assert validation_interval(fast_config(eval_every=50, batch_size=8, grad_accum=2), 20) == 2
+    with pytest.raises(ValueError, match="patience"):
+        fast_config(patience=0)
+
+
+def test_training_stops_when_validation_stops_improving_and_keeps_the_best_weights(
+        tmp_path, monkeypatch, base_tokenizer, tiny_model, music_vocab, catalog_codes, conversations):
+    scripted = iter([5.0, 4.0, 4.5, 4.6, 4.7, 4.8, 4.9])
+    seen: dict[int, dict[str, torch.Tensor]] = {}
+
+    def fake_validation(model, *args, **kwargs):  # passes at steps 3, 6, 9, ...: the best is the second
+        seen[len(seen)] = {n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad}
+        return next(scripted)
+
+    monkeypatch.setattr(train_module, "evaluate_loss", fake_validation)
+    out = tmp_path / "m"
+    report = train(None, conversations[:3], conversations[3:], catalog_codes.__getitem__, music_vocab, out,
+                   config=fast_config(max_steps=40, patience=3), progress=False,
+                   model=tiny_model, tokenizer=base_tokenizer)
+    assert report.stopped_by == "validation"
+    assert report.steps == 15 and report.best_step == 6 and report.val_loss == 4.0
+    assert [v for _, v in report.val_history] == [5.0, 4.0, 4.5, 4.6, 4.7]
+    # The weights left in the model, and saved, are those of step 6, not of step 15.
+    now = {n: p for n, p in tiny_model.named_parameters()}
+    best, last = seen[1], seen[4]
+    assert any(not torch.equal(best[n], last[n]) for n in best)
+    for name, weight in best.items():
+        torch.testing.assert_close(now[name.removeprefix("base_model.model.")], weight)
+    assert torch.load(out / STATE_FILE, weights_only=False)["best"]["step"] == 6
+
+    # A run that stopped for validation is finished: running it again trains nothing more.
+    fresh_tokenizer = AutoTokenizer.from_pretrained(out / "base")
+    again = train(None, conversations[:3], conversations[3:], catalog_codes.__getitem__, music_vocab, out,
+                  config=fast_config(max_steps=40, patience=3), progress=False,
+                  model=tiny_model_like(fresh_tokenizer), tokenizer=fresh_tokenizer)
+    assert again.steps_this_run == 0 and again.stopped_by == "validation" and again.best_step == 6
 
 
 def test_resume_refuses_another_vocabulary(tmp_path, base_tokenizer, tiny_model, music_vocab, catalog_codes,
