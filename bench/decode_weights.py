@@ -28,7 +28,12 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
-from bench.latency import add_model_arguments, check_model_arguments, percentile  # noqa: E402
+from bench.latency import (  # noqa: E402
+    add_model_arguments,
+    check_model_arguments,
+    model_and_conversations,
+    percentile,
+)
 
 
 def answer_turns(assistant, conversations: list[dict]) -> list[dict]:
@@ -91,19 +96,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    import torch
-
     from assistant.chat import MusicAssistant
-    from assistant.conversations import conversations_path, read_conversations
     from assistant.model_dir import WEIGHT_FORMATS
 
-    torch.set_num_threads(args.threads)
-    if args.index is None:
-        from assistant.pipeline import ensure_demo
-
-        args.index, args.model = ensure_demo()
-    path = args.conversations or conversations_path(args.model, "val")
-    conversations = read_conversations(path)[: args.limit]
+    path, conversations = model_and_conversations(args, "val")
     results, rows = {}, []
     for weights in WEIGHT_FORMATS:
         assistant = MusicAssistant.load(args.index, args.model, weights=weights)

@@ -103,6 +103,22 @@ def check_model_arguments(p: argparse.ArgumentParser, args: argparse.Namespace) 
     return args
 
 
+def model_and_conversations(args: argparse.Namespace, split: str) -> tuple[Path, list[dict]]:
+    """Set torch's threads, fill in the demo's index and model when none is given (building them if
+    missing), and read the conversations (``--conversations``, else the model's ``split``)."""
+    import torch
+
+    from assistant.conversations import conversations_path, read_conversations
+
+    torch.set_num_threads(args.threads)
+    if args.index is None:
+        from assistant.pipeline import ensure_demo
+
+        args.index, args.model = ensure_demo()
+    path = args.conversations or conversations_path(args.model, split)
+    return path, read_conversations(path)[: args.limit]
+
+
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description="Time to the first tracks and to the whole reply, per chat turn, "
                                             "on the engine and through the app, with and without the model.")
@@ -114,18 +130,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    import torch
-
     from assistant.chat import MusicAssistant
-    from assistant.conversations import conversations_path, read_conversations
 
-    torch.set_num_threads(args.threads)
-    if args.index is None:
-        from assistant.pipeline import ensure_demo
-
-        args.index, args.model = ensure_demo()
-    path = args.conversations or conversations_path(args.model, "test")
-    conversations = read_conversations(path)[: args.limit]
+    path, conversations = model_and_conversations(args, "test")
     print(f"{len(conversations)} conversations from {path}, {sum(len(user_turns(c)) for c in conversations)} turns")
     tuned = MusicAssistant.load(args.index, args.model, weights=args.weights)
     tuned.reply(tuned.new_session(), "a warm-up turn")  # first-call costs are not a person's wait
