@@ -246,6 +246,9 @@ def test_browser_chat_cards_feedback_and_upload(server, tmp_path):
             assert response.status == 200 and response.headers["content-type"].startswith("audio/")
             assert response.body()[:4] == b"RIFF"
             page.wait_for_function("() => document.querySelector('.track-card audio').readyState > 0")
+            # The played panel is a separate output: the browser may paint it after the cards.
+            page.wait_for_function("n => document.querySelectorAll('#played-panel li').length >= n",
+                                   arg=len(first_titles))
             played = page.locator("#played-panel li").all_inner_texts()
             assert [t.split(" — ")[0] for t in played] == first_titles
 
