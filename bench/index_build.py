@@ -1,6 +1,7 @@
 """Index benchmarks.
 
-1. Build speed on the demo catalog (tracks per second, per stage), cold (no feature cache) and warm.
+1. Audio feature speed per track on one core (decode and features, after the first file), and
+   build speed on the demo catalog (tracks per second, per stage), cold (no feature cache) and warm.
 2. FAISS query latency at 10k, 100k and 1M tracks with synthetic vectors of the real dimensions:
    flat against IVF (and IVF-PQ with its float16 re-ranking store at 1M), with recall@10 of the
    approximate index against flat and the memory each needs: the FAISS index plus the stored
@@ -44,6 +45,43 @@ print(json.dumps({"tracks": r.tracks, "seconds": r.seconds, "stages": r.stage_se
 """
 
 
+# Steady-state cost of one track's features on one core: the first file pays for imports and
+# compiled kernels, which a build pays once per worker, so it is left out.
+_PER_TRACK = """
+import json, sys, time
+from threadpoolctl import threadpool_limits
+threadpool_limits(1)
+from index.audio import audio_features, load_excerpt
+files = json.loads(sys.stdin.read())
+audio_features(load_excerpt(files[0]))
+decode = features = 0.0
+for f in files[1:]:
+    t = time.perf_counter()
+    y = load_excerpt(f)
+    t1 = time.perf_counter()
+    audio_features(y)
+    decode += t1 - t
+    features += time.perf_counter() - t1
+n = len(files) - 1
+print(json.dumps({"tracks": n, "decode_ms": 1000 * decode / n, "features_ms": 1000 * features / n}))
+"""
+
+
+def per_track(code_root: Path, files: list[Path], label: str) -> dict:
+    """Decode and feature milliseconds per track, one thread, in a fresh interpreter running ``code_root``."""
+    env = dict(os.environ, PYTHONPATH=str(code_root), HF_HUB_OFFLINE="1")
+    run = subprocess.run([sys.executable, "-c", _PER_TRACK], cwd=code_root, env=env, capture_output=True, text=True,
+                         input=json.dumps([str(f) for f in files]))
+    if run.returncode != 0:
+        raise RuntimeError(f"per-track timing with {code_root} failed:\n{run.stderr[-2000:]}")
+    r = json.loads(run.stdout.strip().splitlines()[-1])
+    r = {k: round(v, 1) if isinstance(v, float) else v for k, v in r.items()}
+    r["total_ms"] = round(r["decode_ms"] + r["features_ms"], 1)
+    print(f"  {label:<9} per track, one core, {r['tracks']} tracks: decode {r['decode_ms']:6.1f} ms + features "
+          f"{r['features_ms']:6.1f} ms = {r['total_ms']:6.1f} ms", flush=True)
+    return r
+
+
 def timed_build(code_root: Path, library: Path, out: Path, home: Path) -> dict:
     """One ``build_index`` of ``library`` with the code at ``code_root``, the feature cache under ``home``."""
     env = dict(os.environ, TONEARM_HOME=str(home), PYTHONPATH=str(code_root), HF_HUB_OFFLINE="1")
@@ -56,10 +94,11 @@ def timed_build(code_root: Path, library: Path, out: Path, home: Path) -> dict:
             "stages": {k: round(v, 2) for k, v in r["stages"].items()}}
 
 
-def bench_builds(code_root: Path, library: Path, label: str) -> dict:
-    """Cold (empty feature cache), warm (cached features, new index) and, where the code keeps its
-    earlier index, a rebuild over it with nothing changed."""
-    out: dict = {}
+def bench_builds(code_root: Path, library: Path, label: str, sample: list[Path]) -> dict:
+    """Per-track feature time on ``sample``; builds cold (empty feature cache), warm (cached
+    features, new index) and, where the code keeps its earlier index, a rebuild over it with
+    nothing changed."""
+    out: dict = {"per_track": per_track(code_root, sample, label)}
     with tempfile.TemporaryDirectory() as tmp:
         home = Path(tmp) / "home"
         for kind, target in (("cold", "a"), ("warm", "b"), ("rebuild", "b")):
@@ -138,6 +177,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--dim", type=int, default=TEXT_DIM, help="vector dimension (default: MiniLM's 384)")
     p.add_argument("--queries", type=int, default=200)
     p.add_argument("--skip-build", action="store_true")
+    p.add_argument("--sample", type=int, default=40, help="tracks timed one by one for the per-track figure (default %(default)s)")
     p.add_argument("--baseline", default=BASELINE_REV, metavar="REV",
                    help="git revision whose build speed is measured in the same run (default %(default)s; '' for none)")
     p.add_argument("--json", type=Path, default=None, help="also write the figures as JSON")
@@ -150,18 +190,24 @@ def main(argv: list[str] | None = None) -> int:
         library = args.library.resolve()
         print(f"Build of {library} (each in a fresh process; cold = empty feature cache)")
         read_library(library)
-        out["build"] = {"this": bench_builds(ROOT, library, "this code")}
+        from index.audio import AUDIO_EXTENSIONS
+
+        audio = sorted(p for p in library.rglob("*") if p.suffix.lower() in AUDIO_EXTENSIONS)
+        sample = audio[:: max(1, len(audio) // args.sample)][: args.sample + 1]
+        out["build"] = {"this": bench_builds(ROOT, library, "this code", sample)}
         if args.baseline:
             with tempfile.TemporaryDirectory() as tmp:
                 base = baseline_checkout(args.baseline, Path(tmp) / "baseline")
                 if base is not None:
                     try:
-                        out["build"][args.baseline] = bench_builds(base, library, args.baseline)
+                        out["build"][args.baseline] = bench_builds(base, library, args.baseline, sample)
                     finally:
                         subprocess.run(["git", "-C", str(ROOT), "worktree", "remove", "--force", str(base)],
                                        capture_output=True)
             if args.baseline in out["build"]:
                 now, then = out["build"]["this"], out["build"][args.baseline]
+                print(f"  per track: {then['per_track']['total_ms'] / now['per_track']['total_ms']:.2f}x faster than "
+                      f"{args.baseline} (features alone {then['per_track']['features_ms'] / now['per_track']['features_ms']:.2f}x)")
                 for kind in ("cold", "warm"):
                     print(f"  {kind}: {now[kind]['tracks_per_s'] / then[kind]['tracks_per_s']:.2f}x the tracks/s of "
                           f"{args.baseline}; audio stage {then[kind]['stages']['audio'] / max(now[kind]['stages']['audio'], 1e-9):.2f}x faster")

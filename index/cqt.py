@@ -1,0 +1,187 @@
+"""Constant-Q magnitude spectrogram with its filter bank built once, not once per call.
+
+``librosa.cqt`` builds, Fourier-transforms and sparsifies its wavelet filters on every call,
+once per octave, although with equal temperament every octave's filters are the same ones in
+frequencies relative to that octave's sample rate. On a 30 s excerpt that construction is most
+of the CQT's cost. ``cqt_magnitude`` runs the same algorithm (early downsampling, one STFT and
+one sparse product per octave, halving the rate between octaves, scaled by the square root of
+each filter's length) with the one-octave filter bank cached per tuning, and returns what
+``np.abs(librosa.cqt(...))`` returns with ``window="hann"``, ``filter_scale=1``, ``norm=1``,
+``sparsity=0.01``, ``res_type="soxr_hq"`` and ``pad_mode="constant"`` (to float32 rounding).
+"""
+from __future__ import annotations
+
+import math
+from functools import lru_cache
+
+import numpy as np
+
+SPARSITY: float = 0.01  # share of each filter's energy dropped to keep the bank sparse (librosa's default)
+RESAMPLER: str = "soxr_hq"
+
+
+def _relative_bandwidth(bins_per_octave: int) -> float:
+    """Bandwidth of a filter relative to its frequency, for equally spaced bins."""
+    r = 2.0 ** (1.0 / bins_per_octave)
+    return (r * r - 1.0) / (r * r + 1.0)
+
+
+@lru_cache(maxsize=256)
+def _octave_basis(sr: float, top_freqs: tuple[float, ...], bins_per_octave: int):
+    """The top octave's filters in the frequency domain: (sparse (n_bins, n_fft/2+1), n_fft).
+
+    Keyed by the exact frequencies, which for a fixed ``fmin`` and ``bins_per_octave`` vary only
+    with the tuning; librosa's tuning estimate moves in steps of 0.01 bin, so a catalog needs
+    at most a hundred of these.
+    """
+    import librosa
+
+    freqs = np.asarray(top_freqs)
+    alpha = np.full(freqs.size, _relative_bandwidth(bins_per_octave))
+    basis, lengths = librosa.filters.wavelet(freqs=freqs, sr=sr, filter_scale=1, norm=1, pad_fft=True,
+                                             window="hann", gamma=0, alpha=alpha)
+    n_fft = basis.shape[1]
+    basis *= lengths[:, np.newaxis] / float(n_fft)
+    fft_basis = np.fft.fft(basis, n=n_fft, axis=1)[:, : n_fft // 2 + 1]
+    return librosa.util.sparsify_rows(fft_basis, quantile=SPARSITY, dtype=np.complex64), n_fft
+
+
+def _early_downsamples(nyquist: float, filter_cutoff: float, hop_length: int, n_octaves: int) -> int:
+    """How many times the signal can be halved before the first octave (librosa's rule)."""
+    by_band = max(0, int(np.ceil(np.log2(nyquist / filter_cutoff)) - 1) - 1)
+    twos = 0
+    while hop_length > 0 and hop_length % (2 ** (twos + 1)) == 0:
+        twos += 1
+    by_hop = max(0, twos - n_octaves + 1)
+    return min(by_band, by_hop)
+
+
+def cqt_magnitude(y: np.ndarray, sr: int, *, hop_length: int, fmin: float, n_bins: int,
+                  bins_per_octave: int, tuning: float = 0.0) -> np.ndarray:
+    """Magnitude of the constant-Q transform of a mono signal.
+
+    Parameters
+    ----------
+    y : np.ndarray
+        1-D float samples.
+    sr : int
+        Sample rate of ``y``.
+    hop_length : int
+        Frame hop in samples; must be divisible by ``2 ** (octaves - 1)``.
+    fmin : float
+        Frequency of the lowest bin (Hz), before tuning.
+    n_bins, bins_per_octave : int
+        Number of bins, and how many of them make an octave.
+    tuning : float
+        Deviation from A440 in fractions of a bin.
+
+    Returns
+    -------
+    np.ndarray
+        (n_bins, frames) float32 magnitudes, frames as ``librosa.cqt`` counts them.
+    """
+    import librosa
+
+    y = np.asarray(y, dtype=np.float32)
+    if y.ndim != 1:
+        raise ValueError(f"y must be 1-D, got shape {y.shape}")
+    if sr <= 0 or hop_length <= 0 or fmin <= 0 or n_bins <= 0 or bins_per_octave <= 0:
+        raise ValueError("sr, hop_length, fmin, n_bins and bins_per_octave must be positive")
+    n_octaves = math.ceil(n_bins / bins_per_octave)
+    if hop_length % (2 ** (n_octaves - 1)):
+        raise ValueError(f"hop_length {hop_length} cannot be halved {n_octaves - 1} times")
+    n_filters = min(bins_per_octave, n_bins)
+    freqs = librosa.interval_frequencies(n_bins=n_bins, fmin=fmin * 2.0 ** (tuning / bins_per_octave),
+                                         intervals="equal", bins_per_octave=bins_per_octave, sort=True)
+    alpha = _relative_bandwidth(bins_per_octave)
+    lengths, cutoff = librosa.filters.wavelet_lengths(freqs=freqs, sr=sr, window="hann", filter_scale=1,
+                                                      gamma=0, alpha=alpha)
+    if cutoff > sr / 2:
+        raise ValueError(f"the top bin's filter ({freqs[-1]:.0f} Hz) reaches past the Nyquist frequency")
+
+    rate, hop = float(sr), hop_length
+    halvings = _early_downsamples(sr / 2, cutoff, hop_length, n_octaves)
+    if halvings:
+        factor = 2 ** halvings
+        y = librosa.resample(y, orig_sr=factor, target_sr=1, res_type=RESAMPLER, scale=True)
+        rate, hop = rate / factor, hop // factor
+    top_rate = rate  # librosa scales by the filters' lengths at this rate, after the early halvings
+    lengths, _ = librosa.filters.wavelet_lengths(freqs=freqs, sr=top_rate, window="hann", filter_scale=1,
+                                                 gamma=0, alpha=alpha)
+
+    # The bank is built at the top octave's rate; each lower octave runs at half the rate of the
+    # one above, so the same bank applies (its frequencies relative to the rate are unchanged).
+    basis, n_fft = _octave_basis(rate, tuple(freqs[-n_filters:].tolist()), bins_per_octave)
+    octaves = []
+    for i in range(n_octaves):
+        D = librosa.stft(y, n_fft=n_fft, hop_length=hop, window="ones", pad_mode="constant", dtype=np.complex64)
+        octaves.append(np.abs(basis @ D) * np.float32(math.sqrt(top_rate / rate)))
+        if i + 1 < n_octaves:
+            hop //= 2
+            rate /= 2.0
+            y = librosa.resample(y, orig_sr=2, target_sr=1, res_type=RESAMPLER, scale=True)
+
+    frames = min(o.shape[1] for o in octaves)
+    out = np.empty((n_bins, frames), dtype=np.float32)
+    end = n_bins
+    for o in octaves:  # top octave first, filling the rows from the top down
+        take = min(end, o.shape[0])
+        out[end - take:end] = o[-take:, :frames]
+        end -= take
+    out /= np.sqrt(lengths, dtype=np.float64)[:, None].astype(np.float32)
+    return out
+
+
+def tuning_from_stft(S: np.ndarray, sr: int, n_fft: int, *, bins_per_octave: int = 12, fmin: float = 150.0,
+                     fmax: float = 4000.0, threshold: float = 0.1, resolution: float = 0.01) -> float:
+    """Tuning deviation from A440, in fractions of a bin, from an STFT magnitude.
+
+    ``librosa.estimate_tuning(S=S, ...)`` with its defaults: spectral peaks between ``fmin`` and
+    ``fmax`` louder than ``threshold`` times their frame's maximum, refined by parabolic
+    interpolation; the louder half of them vote in a histogram of deviations. librosa
+    interpolates every bin of the spectrogram and then keeps the peaks; this interpolates the
+    peaks only.
+
+    Parameters
+    ----------
+    S : np.ndarray
+        (1 + n_fft // 2, T) STFT magnitude.
+    sr, n_fft : int
+        Sample rate and FFT size of ``S``.
+
+    Returns
+    -------
+    float
+        In [-0.5, 0.5); 0.0 when no peak qualifies.
+    """
+    S = np.asarray(S)
+    if S.ndim != 2 or S.shape[0] != 1 + n_fft // 2:
+        raise ValueError(f"S must have shape (1 + n_fft // 2, T) = ({1 + n_fft // 2}, T), got {S.shape}")
+    freqs = np.arange(S.shape[0]) * (sr / n_fft)
+    rows = np.flatnonzero((freqs >= max(fmin, 0.0)) & (freqs < min(fmax, sr / 2)))
+    rows = rows[(rows > 0) & (rows < S.shape[0] - 1)]
+    if rows.size == 0 or S.shape[1] == 0:
+        return 0.0
+    lo, hi = rows[0], rows[-1] + 1
+    ref = S.max(axis=0) * S.dtype.type(threshold)
+    gated = S[lo - 1:hi + 1] * (S[lo - 1:hi + 1] > ref)  # one row beyond the band each side: peak tests need neighbours
+    mid, below, above = gated[1:-1], gated[:-2], gated[2:]
+    r, t = np.nonzero((mid > below) & (mid >= above))
+    k = r + lo
+    x0, xm, xp = S[k, t], S[k - 1, t], S[k + 1, t]
+    a = xp + xm - 2 * x0
+    b = (xp - xm) / 2
+    shift = np.zeros_like(x0)
+    ok = np.abs(b) < np.abs(a)
+    shift[ok] = -b[ok] / a[ok]
+    pitch = (k + shift) * float(sr) / n_fft
+    mag = x0 + 0.5 * b * shift  # np.gradient's centred difference is b
+    keep = pitch > 0
+    if not keep.any():
+        return 0.0
+    chosen = pitch[keep & (mag >= np.median(mag[keep]))]
+    residual = np.mod(bins_per_octave * np.log2(chosen / (440.0 / 16)), 1.0)
+    residual[residual >= 0.5] -= 1.0
+    bins = np.linspace(-0.5, 0.5, int(np.ceil(1.0 / resolution)) + 1)
+    counts, edges = np.histogram(residual, bins)
+    return float(edges[np.argmax(counts)])

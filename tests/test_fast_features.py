@@ -1,0 +1,112 @@
+"""The feature extraction's faster computations agree with the librosa functions they replace:
+the cached constant-Q transform, the peak-only tuning estimate, the tempogram, spectral shape
+and flatness, and the channel mix."""
+from __future__ import annotations
+
+import warnings
+
+import librosa
+import numpy as np
+import pytest
+
+from index.audio import (CHROMA_HOP, CQT_BINS_PER_OCTAVE, HOP_LENGTH, N_FFT, SAMPLE_RATE, _mono, spectral_flatness,
+                         spectral_shape, tempogram)
+from index.cqt import cqt_magnitude, tuning_from_stft
+
+SR = SAMPLE_RATE
+CQT_ARGS = dict(hop_length=CHROMA_HOP, fmin=float(librosa.note_to_hz("C1")), n_bins=CQT_BINS_PER_OCTAVE * 7,
+                bins_per_octave=CQT_BINS_PER_OCTAVE)
+
+
+def detuned_chords(cents: float, seconds: float = 6.0, seed: int = 0) -> np.ndarray:
+    """Harmonic tones of random triads, every pitch ``cents`` off equal temperament, plus a little noise."""
+    rng = np.random.default_rng(seed)
+    t = np.arange(int(seconds * SR)) / SR
+    y = 0.01 * rng.standard_normal(t.size)
+    for start in np.arange(0.0, seconds, 1.0):
+        root = int(rng.integers(48, 60))
+        seg = (t >= start) & (t < start + 1.0)
+        for m in (root, root + 4, root + 7, root - 12):
+            f = 440.0 * 2 ** ((m - 69 + cents / 100) / 12)
+            for h, a in ((1, 1.0), (2, 0.5), (3, 0.25)):
+                y[seg] += 0.1 * a * np.sin(2 * np.pi * f * h * t[seg])
+    return y.astype(np.float32)
+
+
+@pytest.mark.parametrize("tuning", [0.0, -0.31, 0.17])
+def test_cqt_magnitude_matches_librosa(tuning):
+    y = detuned_chords(20.0)
+    ours = cqt_magnitude(y, SR, tuning=tuning, **CQT_ARGS)
+    theirs = np.abs(librosa.cqt(y, sr=SR, tuning=tuning, **CQT_ARGS))
+    assert ours.shape == theirs.shape and ours.dtype == np.float32
+    assert np.max(np.abs(ours - theirs)) <= 1e-5 * theirs.max()
+
+
+def test_cqt_magnitude_of_a_short_signal_and_few_bins():
+    y = detuned_chords(0.0, seconds=1.0)
+    args = dict(CQT_ARGS, n_bins=50, hop_length=512)  # one octave and a bit: two passes, the lower one partial
+    ours = cqt_magnitude(y, SR, **args)
+    theirs = np.abs(librosa.cqt(y, sr=SR, **args))
+    assert ours.shape == theirs.shape
+    assert np.max(np.abs(ours - theirs)) <= 1e-5 * theirs.max()
+
+
+def test_cqt_magnitude_validates_its_input():
+    y = detuned_chords(0.0, seconds=1.0)
+    with pytest.raises(ValueError, match="1-D"):
+        cqt_magnitude(np.stack([y, y]), SR, **CQT_ARGS)
+    with pytest.raises(ValueError, match="halved"):
+        cqt_magnitude(y, SR, **dict(CQT_ARGS, hop_length=100))
+    with pytest.raises(ValueError, match="Nyquist"):
+        cqt_magnitude(y, 8000, **CQT_ARGS)
+
+
+@pytest.mark.parametrize("cents", [-40.0, -12.0, 0.0, 23.0])
+def test_tuning_from_stft_equals_librosa(cents):
+    y = detuned_chords(cents, seed=int(cents) % 7)
+    S = np.abs(librosa.stft(y, n_fft=N_FFT, hop_length=512))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        expected = float(librosa.estimate_tuning(S=S, sr=SR, n_fft=N_FFT, bins_per_octave=CQT_BINS_PER_OCTAVE))
+    assert tuning_from_stft(S, SR, N_FFT, bins_per_octave=CQT_BINS_PER_OCTAVE) == expected
+    # and it finds the detuning: cents / (100 / 3) of a 36-per-octave bin, folded into [-0.5, 0.5)
+    bins = cents / (100 / 3)
+    assert abs(((bins + 0.5) % 1.0 - 0.5) - expected) <= 0.1  # a tenth of a bin: 3 cents
+
+
+def test_tuning_from_stft_without_peaks_and_bad_shape():
+    assert tuning_from_stft(np.zeros((1 + N_FFT // 2, 20), np.float32), SR, N_FFT) == 0.0
+    with pytest.raises(ValueError, match="shape"):
+        tuning_from_stft(np.zeros((100, 20)), SR, N_FFT)
+
+
+def test_mono_is_the_channel_average():
+    rng = np.random.default_rng(1)
+    for channels in (1, 2, 6):
+        y = rng.standard_normal((1000, channels)).astype(np.float32)
+        assert np.allclose(_mono(y), y.mean(axis=1), atol=1e-6)
+        assert _mono(y).dtype == np.float32
+
+
+def test_tempogram_matches_librosa():
+    y = detuned_chords(0.0, seconds=12.0)
+    env = librosa.onset.onset_strength(y=y, sr=SR, hop_length=HOP_LENGTH)
+    for win in (384, 344):
+        ours = tempogram(env, win)
+        theirs = librosa.feature.tempogram(onset_envelope=env, sr=SR, hop_length=HOP_LENGTH, win_length=win)
+        assert ours.shape == theirs.shape
+        assert np.max(np.abs(ours - theirs)) < 1e-5
+    with pytest.raises(ValueError):
+        tempogram(np.stack([env, env]), 384)
+
+
+def test_spectral_shape_and_flatness_match_librosa():
+    y = detuned_chords(10.0)
+    S = np.abs(librosa.stft(y, n_fft=N_FFT, hop_length=HOP_LENGTH))
+    S[:, :3] = 0.0  # silent frames too
+    centroid, bandwidth, rolloff = spectral_shape(S, SR)
+    loud = S.sum(axis=0) > 0
+    assert np.allclose(centroid[loud], librosa.feature.spectral_centroid(S=S, sr=SR)[0][loud], rtol=1e-5)
+    assert np.allclose(bandwidth[loud], librosa.feature.spectral_bandwidth(S=S, sr=SR)[0][loud], rtol=1e-4)
+    assert np.allclose(rolloff[loud], librosa.feature.spectral_rolloff(S=S, sr=SR)[0][loud])
+    assert np.allclose(spectral_flatness(S), librosa.feature.spectral_flatness(S=S)[0], rtol=1e-4, atol=1e-7)
