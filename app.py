@@ -219,6 +219,10 @@ class ChatController:
             yield chat + [{"role": "assistant", "content": ERROR_MESSAGE}], session, None
             return
         chat.append({"role": "assistant", "content": final.text if final else ""})
+        for path in final.files if final else []:  # a download link under the answer
+            # An explicit type keeps the page from offering a MIDI file in an audio player it cannot play.
+            chat.append({"role": "assistant", "content": {"file": {
+                "path": path, "orig_name": Path(path).name, "mime_type": "application/octet-stream"}}})
         yield chat, session, None
 
     def feedback(self, track_id: str | None, liked: bool, chat: list[dict] | None,
@@ -264,6 +268,7 @@ class ChatController:
             "tracks": [{"id": c.id, "title": c.title, "artist": c.artist} for c in reply.tracks],
             "played": list(session.played),
             "source": reply.source,
+            "files": list(reply.files),
         }, session
 
 
@@ -409,7 +414,7 @@ def build_app(assistant: MusicAssistant, *, max_upload_mb: float = DEFAULT_MAX_U
         chatbot.clear(reset, None, outputs, api_visibility="private")
         api_button.click(controller.api_turn, [api_message, session_state], [api_result, session_state],
                          api_name="turn", api_description="One chat turn in this client's own session: "
-                         "returns {text, track_ids, tracks, played, session, source}.")
+                         "returns {text, track_ids, tracks, played, session, source, files}.")
 
     demo.queue(default_concurrency_limit=concurrency, max_size=64 * concurrency)
     return demo

@@ -131,6 +131,8 @@ def cmd_chat(args: argparse.Namespace) -> int:
                 print()
         if reply.notes:
             print(f"  ({'; '.join(reply.notes)})")
+        for path in reply.files:
+            print(f"  file: {path}")
         last = [c.id for c in reply.tracks] or last
 
 

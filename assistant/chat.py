@@ -110,6 +110,7 @@ class Reply:
     notes: list[str] = field(default_factory=list)
     own_words: bool = False
     dropped: list[str] = field(default_factory=list)
+    files: list[str] = field(default_factory=list)  # files offered for download (a melody as MIDI)
 
 
 @dataclass
@@ -287,8 +288,10 @@ class MusicAssistant:
         intents = detect_intents(message) if session.upload else set()
         if session.upload and (upload is not None or intents - {"similar"}) and "similar" not in intents:
             text = answer_about_upload(session.upload.analysis, intents)
+            files = [str(self._melody_midi(session.upload))] if "midi" in intents and \
+                session.upload.analysis.get("melody_notes") else []
             yield self._done(session, message or f"(uploaded {session.upload.name})",
-                             Reply(text=f"About {session.upload.name}: {text}"))
+                             Reply(text=f"About {session.upload.name}: {text}", files=files))
             return
         if not message and upload is None:
             yield TurnUpdate("", reply=Reply(text="Tell me what you'd like to hear, or upload a song and ask about it."))
@@ -735,6 +738,18 @@ class MusicAssistant:
             vector = None
         session.upload = UploadedSong(name=path.name, path=str(path), analysis=data, audio_vector=vector)
         return None
+
+    @staticmethod
+    def _melody_midi(up: UploadedSong) -> Path:
+        """The upload's measured melody as a MIDI file in a temporary folder, named after the song."""
+        import hashlib
+        import tempfile
+
+        from index.analysis import melody_midi
+
+        digest = hashlib.sha1(up.path.encode()).hexdigest()[:10]
+        target = Path(tempfile.gettempdir()) / "tonearm-melodies" / digest / f"{Path(up.name).stem}-melody.mid"
+        return melody_midi(up.analysis["melody_notes"], target, tempo_bpm=up.analysis.get("tempo_bpm"))
 
     @staticmethod
     def _upload_as_track(up: UploadedSong) -> Track:

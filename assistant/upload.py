@@ -18,6 +18,8 @@ _INTENTS: dict[str, str] = {
     "chords": r"\b(chords?|harmony|progression)\b",
     "loudness": r"\b(loud(ness)?|lufs|dynamic range|dynamics|volume|mastered)\b",
     "melody": r"\b(melody|melodic|range|highest note|lowest note|pitch)\b",
+    "notes": r"\b(notes|first note|opening note|starting note|(what|which) note|tune go|transcri\w*)\b",
+    "midi": r"\b(midi|\.mid)\b",
     "structure": r"\b(structure|sections?|parts|form|segments?|chorus|verse)\b",
     "meter": r"\b(time signature|meter|metre|waltz|3/4|4/4|6/8)\b",
     "vocals": r"\b(vocals?|singing|singer|voice|instrumental|lyrics)\b",
@@ -30,6 +32,9 @@ def detect_intents(message: str) -> set[str]:
     """The questions a message asks about an uploaded song (may be empty)."""
     text = message.lower()
     return {name for name, pattern in _INTENTS.items() if re.search(pattern, text)}
+
+
+OPENING_NOTES: int = 8  # notes named when asked how the melody starts
 
 
 def _fmt_time(seconds: float) -> str:
@@ -73,6 +78,14 @@ def fact_sentences(a: dict[str, Any]) -> dict[str, str]:
             f", with a dynamic range of {dr:.1f} dB." if dr is not None else ".")
     if a.get("melody_range"):
         s["melody"] = f"The melody spans {a['melody_range']}."
+    notes = a.get("melody_notes") or []
+    if notes:
+        opening = " ".join(n["name"] for n in notes[:OPENING_NOTES])
+        s["notes"] = (f"The melody opens {opening} (from {_fmt_time(notes[0]['start'])}; "
+                      f"{len(notes)} notes in all).")
+        s["midi"] = f"Here is its melody as a MIDI file: {len(notes)} notes, as measured."
+    else:
+        s["midi"] = "I found no clear melody in it, so there is no MIDI file to give."
     vocals = a.get("vocals") or {}
     if vocals:
         word = "has vocals" if vocals.get("present") else "sounds instrumental"
@@ -117,7 +130,10 @@ def describe(a: dict[str, Any]) -> str:
 def answer(a: dict[str, Any], intents: set[str]) -> str:
     """Answer the asked questions from the facts; a description when none is recognised."""
     s = fact_sentences(a)
-    asked = [k for k in ("key", "tempo", "meter", "chords", "melody", "vocals", "loudness", "structure", "duration") if k in intents]
+    if "notes" in intents or "midi" in intents:
+        intents = intents - {"melody"}  # "the first notes of the melody": the notes, not the range
+    asked = [k for k in ("key", "tempo", "meter", "chords", "melody", "notes", "midi", "vocals", "loudness", "structure",
+                         "duration") if k in intents]
     if not asked or "describe" in intents:
         return describe(a)
     lines = [s.get(k, f"I could not measure the {k} of this song reliably.") for k in asked]

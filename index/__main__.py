@@ -4,7 +4,8 @@
     python -m index info INDEX                    what an index holds
     python -m index search INDEX "calm piano"     text search (the dense baseline)
     python -m index demo [--out DIR]              assemble the demo catalog and index it
-    python -m index analyze FILE [--json]         measure key, tempo, chords, ... of a song
+    python -m index analyze FILE [--json] [--midi OUT.mid]
+                                                  measure key, tempo, chords, melody, ... of a song
 """
 from __future__ import annotations
 
@@ -91,10 +92,16 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def cmd_analyze(args: argparse.Namespace) -> int:
-    from .analysis import analyze
+    from .analysis import analyze, melody_midi
 
     result = analyze(args.file, max_seconds=args.max_minutes * 60)
     print(result.to_json() if args.json else result.to_text())
+    if args.midi:
+        if not result.melody_notes:
+            print(f"no melody notes were found in {result.file}, so {args.midi} was not written", file=sys.stderr)
+            return 1
+        written = melody_midi(result.melody_notes, args.midi, tempo_bpm=result.tempo_bpm)
+        print(f"wrote the melody ({len(result.melody_notes)} notes) to {written}", file=sys.stderr)
     return 0
 
 
@@ -141,6 +148,7 @@ def build_parser() -> argparse.ArgumentParser:
     a.add_argument("file")
     a.add_argument("--json", action="store_true", help="print JSON instead of text")
     a.add_argument("--max-minutes", type=float, default=10.0, help="analyse at most this much audio (default 10)")
+    a.add_argument("--midi", metavar="OUT.mid", help="also write the melody notes as a MIDI file")
     a.set_defaults(func=cmd_analyze)
     return p
 

@@ -13,10 +13,10 @@ from index.analysis import (
     analyze_signal,
     chord_templates,
     estimate_time_signature,
-    melody_range,
     recognise_chords,
 )
 from index.audio import AUDIO_FEATURE_DIM, SAMPLE_RATE, AudioError
+from index.melody import Note, notes_range
 
 SR = SAMPLE_RATE
 
@@ -225,9 +225,10 @@ def test_time_signature_needs_beats():
 
 
 def test_melody_range_names_notes():
-    assert melody_range(np.full(50, 440.0)) == "A4-A4"
-    assert melody_range(np.concatenate([np.full(50, 261.63), np.full(50, 1046.5)])) == "C4-C6"
-    assert melody_range(np.full(5, 440.0)) is None
+    assert notes_range([Note(0.0, 1.0, 69)]) == "A4-A4"
+    assert notes_range([Note(0.0, 1.0, 60), Note(1.0, 2.0, 84)]) == "C4-C6"
+    assert notes_range([Note(0.0, 1.0, 60), Note(1.0, 1.02, 96), Note(1.1, 2.0, 72)]) == "C4-C5"  # a blip is no range
+    assert notes_range([Note(0.0, 0.2, 69)]) is None
 
 
 def test_analyze_signal_in_memory_stereo_44k():

@@ -302,6 +302,38 @@ def test_upload_questions_are_answered_from_the_analysis(assistant, tmp_path):
     assert assistant.index.row_of[reply.tracks[0].id] == int(np.argmax(sims))
 
 
+def test_chords_first_notes_and_the_melody_as_midi(assistant, tmp_path):
+    """Every chord, note name and count in these answers is one the analysis measured."""
+    import pretty_midi
+
+    sr, beat = SR, 0.5
+    tune = [60, 62, 64, 65, 67, 65, 64, 62, 60, 64, 67, 72]  # C major up and down, then an arpeggio
+    n = np.arange(int(beat * sr))
+    melody = np.concatenate([sum(a * np.sin(2 * np.pi * 440 * 2 ** ((m - 69) / 12) * h * n / sr)
+                                 for h, a in ((1, 1.0), (2, 0.4))) * np.exp(-2 * n / sr) for m in tune])
+    path = tmp_path / "tune.wav"
+    sf.write(path, (0.3 * melody).astype(np.float32), sr)
+    session = assistant.new_session()
+    assistant.reply(session, "what key is this in?", upload=path)
+    a = session.upload.analysis
+
+    chords = assistant.reply(session, "what chords does it use?")
+    used = [c["label"] for c in a["chords"] if c["label"] != "N"]
+    assert used and all(label in chords.text for label in used[:2])
+    assert not chords.files
+
+    first = assistant.reply(session, "what are the first notes of the melody?")
+    names = [note["name"] for note in a["melody_notes"]]
+    assert names[:8] == ["C4", "D4", "E4", "F4", "G4", "F4", "E4", "D4"]
+    assert " ".join(names[:8]) in first.text and f"{len(names)} notes" in first.text
+
+    midi = assistant.reply(session, "give me the melody as MIDI")
+    assert len(midi.files) == 1 and midi.files[0].endswith("tune-melody.mid")
+    back = pretty_midi.PrettyMIDI(midi.files[0]).instruments[0].notes
+    assert [note.pitch for note in back] == [note["pitch"] for note in a["melody_notes"]]
+    assert f"{len(back)} notes" in midi.text
+
+
 def test_bad_uploads_get_a_message_and_the_session_goes_on(assistant, tmp_path):
     session = assistant.new_session()
     bad = tmp_path / "notes.mp3"
