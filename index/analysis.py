@@ -12,8 +12,9 @@ Methods, in one line each:
   log-normal prior at 120 BPM;
 - key: log-compressed CQT chroma (tuning-corrected, C2-C7) averaged over the song and correlated
   with a key profile (``index.audio.DEFAULT_KEY_PROFILE``);
-- chords: chroma against 60 binary templates (maj, min, maj7, min7, dom7 on 12 roots) plus "N",
-  softmax emissions, Viterbi with a sticky self-transition, equal neighbours merged;
+- chords: chroma against 60 binary templates (maj, min, maj7, min7, dom7 on 12 roots) plus "N"
+  (which must win by a margin, as must the sevenths), softmax emissions, Viterbi with a sticky
+  self-transition, segments under 0.2 s absorbed, equal neighbours merged;
 - loudness: ITU-R BS.1770 integrated loudness (pyloudnorm); dynamic range: spread of 3 s levels;
 - percussiveness: percussive share of a median-filter HPSS of the mel spectrogram (middle 30 s);
 - melody: YIN pitch over the whole song cut into notes at pitch changes, silences and strong
