@@ -63,7 +63,7 @@ from tqdm import tqdm
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from index.analysis import analyze  # noqa: E402
+from index.analysis import analyze, chord_templates  # noqa: E402
 from index.audio import (  # noqa: E402
     KEY_PROFILES,
     PITCH_CLASSES,
@@ -510,15 +510,9 @@ def chroma_baseline_chords(wav: str) -> list:
 
     y = load_audio(wav, sr=SAMPLE_RATE)
     chroma = librosa.feature.chroma_cqt(y=y, sr=SAMPLE_RATE, hop_length=2048)
-    templates, labels = [], []
-    for quality, third in (("maj", 4), ("min", 3)):
-        for root in range(12):
-            t = np.zeros(12)
-            t[[root, (root + third) % 12, (root + 7) % 12]] = 1.0
-            templates.append(t / np.linalg.norm(t))
-            labels.append(f"{PITCH_CLASSES[root]}:{quality}")
-    best = np.argmax(np.array(templates) @ chroma, axis=0)
-    return _segments([labels[i] for i in best], 2048 / SAMPLE_RATE)
+    labels, templates = chord_templates()  # rows 0-23: the major and minor triads on 12 roots
+    best = np.argmax(templates[:24] @ chroma, axis=0)
+    return _segments([project_chord_label(labels[i]) for i in best], 2048 / SAMPLE_RATE)
 
 
 def _segments(frame_labels: list[str], hop_s: float) -> list:

@@ -593,11 +593,10 @@ def _analyse_signal(y: np.ndarray, sr: int, *, name: str, duration: float, trunc
         notes.append("Too few beats to judge the time signature.")
 
     times, midi, voiced = track_pitch(y, sr)
-    tune = notes_tuning(frames.tuning)
-    tune_notes = segment_notes(times, midi, voiced, tuning=tune,
-                               onsets=strong_onsets(frames.onset_env, sr, HOP_LENGTH))
+    melody_line = segment_notes(times, midi, voiced, tuning=notes_tuning(frames.tuning),
+                                onsets=strong_onsets(frames.onset_env, sr, HOP_LENGTH))
     f0 = librosa.midi_to_hz(midi[voiced])
-    melody = notes_range(tune_notes)
+    melody = notes_range(melody_line)
     if melody is None:
         notes.append("No clear pitched melody was found.")
     d = excerpt.descriptors
@@ -629,6 +628,6 @@ def _analyse_signal(y: np.ndarray, sr: int, *, name: str, duration: float, trunc
         time_signature_confidence=ts_conf,
         tags=descriptor_tags(descriptors),
         warnings=notes,
-        melody_notes=[n.to_dict() for n in tune_notes],
+        melody_notes=[n.to_dict() for n in melody_line],
         vector=excerpt.vector,
     )

@@ -94,8 +94,8 @@ def cqt_magnitude(y: np.ndarray, sr: int, *, hop_length: int, fmin: float, n_bin
     freqs = librosa.interval_frequencies(n_bins=n_bins, fmin=fmin * 2.0 ** (tuning / bins_per_octave),
                                          intervals="equal", bins_per_octave=bins_per_octave, sort=True)
     alpha = _relative_bandwidth(bins_per_octave)
-    lengths, cutoff = librosa.filters.wavelet_lengths(freqs=freqs, sr=sr, window="hann", filter_scale=1,
-                                                      gamma=0, alpha=alpha)
+    _, cutoff = librosa.filters.wavelet_lengths(freqs=freqs, sr=sr, window="hann", filter_scale=1, gamma=0,
+                                                alpha=alpha)
     if cutoff > sr / 2:
         raise ValueError(f"the top bin's filter ({freqs[-1]:.0f} Hz) reaches past the Nyquist frequency")
 

@@ -26,7 +26,6 @@ PITCH_FRAME: int = 512  # 46 ms: two periods of E2, and short enough for sixteen
 PITCH_HOP: int = 128  # 12 ms
 LOWEST_NOTE: str = "E2"  # the lowest common sung note
 HIGHEST_NOTE: str = "C7"
-CUT_AT_ONSETS = True
 MIN_NOTE_SECONDS: float = 0.07
 MAX_GAP_SECONDS: float = 0.05
 YIN_THRESHOLD: float = 0.15  # first dip of the normalised difference under this is the period
@@ -179,7 +178,7 @@ def segment_notes(times: np.ndarray, midi: np.ndarray, voiced: np.ndarray, *, tu
     cut = np.zeros(times.size, dtype=bool)
     if onsets is not None and len(onsets):
         at = np.searchsorted(times, np.asarray(onsets, float) - step / 2)
-        cut[at[at < times.size]] = CUT_AT_ONSETS
+        cut[at[at < times.size]] = True
 
     notes: list[list[float]] = []  # [start, end, pitch]
     i = 0
@@ -201,10 +200,10 @@ def segment_notes(times: np.ndarray, midi: np.ndarray, voiced: np.ndarray, *, tu
         # A note is voiced some frames after it starts (the window must fill with it); an onset
         # found from spectral flux just before is where it began.
         marks = np.sort(np.asarray(onsets, float))
-        for note in notes:
+        for n, note in enumerate(notes):
             k = np.searchsorted(marks, note[0] + ONSET_AFTER)
             if k > 0 and note[0] - marks[k - 1] <= ONSET_BEFORE:
-                note[0] = max(marks[k - 1], notes[notes.index(note) - 1][1] if notes.index(note) else 0.0)
+                note[0] = max(marks[k - 1], notes[n - 1][1] if n else 0.0)
     return [Note(max(0.0, float(s)), float(e), int(p)) for s, e, p in notes if e - s >= min_seconds]
 
 
@@ -212,9 +211,7 @@ def _merge_octave_slips(notes: list[list[float]], longest: float = 0.15, touchin
     """A short note an octave (or a twelfth) away from the note it touches is that note's attack
     read at the wrong period, a known YIN error: it is given to the neighbour."""
     out: list[list[float]] = []
-    i = 0
-    while i < len(notes):
-        s, e, p = notes[i]
+    for i, (s, e, p) in enumerate(notes):
         nxt = notes[i + 1] if i + 1 < len(notes) else None
         if (e - s < longest and nxt is not None and nxt[0] - e <= touching
                 and abs(nxt[2] - p) in (12, 19, 24)):
@@ -223,7 +220,6 @@ def _merge_octave_slips(notes: list[list[float]], longest: float = 0.15, touchin
             out[-1][1] = e
         else:
             out.append([s, e, p])
-        i += 1
     return out
 
 
@@ -235,7 +231,6 @@ def _steady(pitch: np.ndarray, width: int) -> np.ndarray:
     import scipy.ndimage
 
     voiced = pitch >= 0
-    filled = pitch.astype(float).copy()
     # unvoiced frames take the nearest voiced value so that they do not pull the median down
     idx = np.where(voiced, np.arange(pitch.size), 0)
     np.maximum.accumulate(idx, out=idx)
