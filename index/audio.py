@@ -429,7 +429,7 @@ def tempogram(onset_env: np.ndarray, win_length: int) -> np.ndarray:
     Returns
     -------
     np.ndarray
-        (win_length, T): row k is lag k frames.
+        (win_length, T): row k is lag k frames; a transposed view (frames are contiguous).
     """
     import librosa
     import scipy.fft
@@ -442,10 +442,11 @@ def tempogram(onset_env: np.ndarray, win_length: int) -> np.ndarray:
     frames = np.lib.stride_tricks.sliding_window_view(padded, win_length)[:env.size]
     windowed = frames * librosa.filters.get_window("hann", win_length, fftbins=True).astype(np.float32)
     n_fft = scipy.fft.next_fast_len(2 * win_length - 1, real=True)
-    power = np.abs(scipy.fft.rfft(windowed, n=n_fft, axis=-1)) ** 2
+    spectrum = scipy.fft.rfft(windowed, n=n_fft, axis=-1)
+    power = spectrum.real ** 2 + spectrum.imag ** 2
     ac = scipy.fft.irfft(power, n=n_fft, axis=-1)[:, :win_length]
     peak = np.abs(ac).max(axis=-1, keepdims=True)
-    return np.ascontiguousarray((ac / np.where(peak > 0, peak, 1)).T)
+    return (ac / np.where(peak > 0, peak, 1)).T
 
 
 def estimate_tempo(onset_env: np.ndarray, sr: int = SAMPLE_RATE, hop_length: int = HOP_LENGTH) -> tuple[float, np.ndarray]:
@@ -641,10 +642,12 @@ class Frames:
 
 
 @lru_cache(maxsize=8)
-def _mel_filters(sr: int) -> np.ndarray:
+def _mel_filters(sr: int):
+    """librosa's mel filter bank as a sparse matrix: each STFT bin feeds at most two filters."""
     import librosa
+    import scipy.sparse
 
-    return librosa.filters.mel(sr=sr, n_fft=N_FFT, n_mels=N_MELS)
+    return scipy.sparse.csr_matrix(librosa.filters.mel(sr=sr, n_fft=N_FFT, n_mels=N_MELS))
 
 
 def compute_frames(y: np.ndarray, sr: int = SAMPLE_RATE) -> Frames:
@@ -657,7 +660,7 @@ def compute_frames(y: np.ndarray, sr: int = SAMPLE_RATE) -> Frames:
 
     y = _validate_signal(y, sr)
     S = np.abs(librosa.stft(y, n_fft=N_FFT, hop_length=HOP_LENGTH))
-    mel = _mel_filters(sr) @ (S * S)
+    mel = np.ascontiguousarray(_mel_filters(sr) @ (S * S))
     log_mel = librosa.power_to_db(mel, ref=1.0, top_db=80.0)  # floor 80 dB under the peak: no flux from numerical noise
     onset_env = librosa.onset.onset_strength(S=log_mel, sr=sr, hop_length=HOP_LENGTH)
     # The median over bands ignores flux confined to a few bands (vibrato, one legato voice) and

@@ -1,5 +1,5 @@
 """The feature extraction's faster computations agree with the librosa functions they replace:
-the cached constant-Q transform, the peak-only tuning estimate, the tempogram, spectral shape
+the rectangular STFT, the constant-Q filter bank and transform, the peak-only tuning estimate, the tempogram, spectral shape
 and flatness, and the channel mix."""
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import pytest
 
 from index.audio import (CHROMA_HOP, CQT_BINS_PER_OCTAVE, HOP_LENGTH, N_FFT, SAMPLE_RATE, _mono, spectral_flatness,
                          spectral_shape, tempogram)
-from index.cqt import cqt_magnitude, tuning_from_stft
+from index.cqt import _octave_basis, cqt_magnitude, stft, tuning_from_stft
 
 SR = SAMPLE_RATE
 CQT_ARGS = dict(hop_length=CHROMA_HOP, fmin=float(librosa.note_to_hz("C1")), n_bins=CQT_BINS_PER_OCTAVE * 7,
@@ -31,6 +31,35 @@ def detuned_chords(cents: float, seconds: float = 6.0, seed: int = 0) -> np.ndar
             for h, a in ((1, 1.0), (2, 0.5), (3, 0.25)):
                 y[seg] += 0.1 * a * np.sin(2 * np.pi * f * h * t[seg])
     return y.astype(np.float32)
+
+
+@pytest.mark.parametrize("n_fft,hop", [(1024, 2048), (1024, 256), (512, 128)])
+def test_rectangular_stft_matches_librosa(n_fft, hop):
+    y = detuned_chords(0.0, seconds=2.0)
+    ours = stft(y, n_fft, hop)
+    theirs = librosa.stft(y, n_fft=n_fft, hop_length=hop, window="ones", pad_mode="constant")
+    assert ours.shape == theirs.shape and ours.dtype == np.complex64
+    assert np.max(np.abs(ours - theirs)) <= 1e-5 * np.abs(theirs).max()
+    with pytest.raises(ValueError, match="1-D"):
+        stft(np.stack([y, y]), n_fft, hop)
+
+
+@pytest.mark.parametrize("tuning", [0.0, 0.23])
+def test_octave_filter_bank_is_librosas(tuning):
+    freqs = librosa.interval_frequencies(n_bins=CQT_BINS_PER_OCTAVE, intervals="equal", sort=True,
+                                         fmin=1046.5 * 2.0 ** (tuning / CQT_BINS_PER_OCTAVE),
+                                         bins_per_octave=CQT_BINS_PER_OCTAVE)
+    ours, n_fft = _octave_basis(float(SR), tuple(freqs.tolist()), CQT_BINS_PER_OCTAVE)
+    r = 2.0 ** (1.0 / CQT_BINS_PER_OCTAVE)
+    alpha = np.full(freqs.size, (r * r - 1.0) / (r * r + 1.0))
+    wavelets, lengths = librosa.filters.wavelet(freqs=freqs, sr=SR, filter_scale=1, norm=1, pad_fft=True,
+                                                window="hann", gamma=0, alpha=alpha)
+    wavelets *= lengths[:, None] / float(wavelets.shape[1])
+    spectra = np.fft.fft(wavelets, n=wavelets.shape[1], axis=1)[:, : wavelets.shape[1] // 2 + 1]
+    theirs = librosa.util.sparsify_rows(spectra, quantile=0.01, dtype=np.complex64)
+    assert n_fft == wavelets.shape[1]
+    assert np.array_equal(ours.toarray() != 0, theirs.toarray() != 0)
+    assert np.max(np.abs(ours.toarray() - theirs.toarray())) <= 1e-6 * np.abs(theirs.toarray()).max()
 
 
 @pytest.mark.parametrize("tuning", [0.0, -0.31, 0.17])
