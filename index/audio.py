@@ -38,8 +38,12 @@ PITCH_CLASSES: tuple[str, ...] = ("C", "C#", "D", "D#", "E", "F", "F#", "G", "G#
 
 # Below this peak level (about -70 dBFS) a signal is treated as silence.
 SILENCE_PEAK: float = 3e-4
-# Tempo prior: log-normal around 120 BPM, one octave wide (librosa's default shape).
+# Tempo prior: log-normal around 120 BPM with a spread of 1.5 octaves (librosa's default is one):
+# uploads range from 40 to 220 BPM. On 189 rendered works outside the benchmark's reported draw
+# it raised Accuracy2 from 0.78 to 0.82 and Accuracy1 from 0.48 to 0.54; two octaves scored
+# higher there but read a plain 120 BPM pulse with accented bars as 60 BPM.
 TEMPO_PRIOR_BPM: float = 120.0
+TEMPO_PRIOR_OCTAVES: float = 1.5
 
 # ---------------------------------------------------------------------------------------------
 # Key profiles: 12 weights from the tonic upwards, (major, minor).
@@ -79,7 +83,7 @@ AUDIO_EXTENSIONS: tuple[str, ...] = (".mp3", ".ogg", ".oga", ".opus", ".flac", "
 # An excerpt shorter than this share of what the header promised means the file was cut off.
 TRUNCATED_FRACTION: float = 0.9
 # Bump when the feature vector or its descriptors change: it keys the feature cache of index builds.
-FEATURES_VERSION: int = 2
+FEATURES_VERSION: int = 3
 
 
 class AudioError(ValueError):
@@ -452,8 +456,9 @@ def tempogram(onset_env: np.ndarray, win_length: int) -> np.ndarray:
 def estimate_tempo(onset_env: np.ndarray, sr: int = SAMPLE_RATE, hop_length: int = HOP_LENGTH) -> tuple[float, np.ndarray]:
     """Tempo (BPM) and beat times (s) from an onset-strength envelope, via librosa's beat tracker.
 
-    The global tempo uses a log-normal prior centred on 120 BPM (one octave wide), which keeps
-    the estimate in the 60-200 BPM range people use for songs.
+    The global tempo is the peak of the mean autocorrelation tempogram weighted by a log-normal
+    prior centred on 120 BPM with a spread of 1.5 octaves: it breaks near-ties between metrical
+    levels without pulling fast or slow pieces to the middle.
     """
     import librosa
 
@@ -463,7 +468,8 @@ def estimate_tempo(onset_env: np.ndarray, sr: int = SAMPLE_RATE, hop_length: int
     if env.size < 8 or not np.any(env > 0):
         return 0.0, np.zeros(0)
     tg = tempogram(env, int(librosa.time_to_frames(8.0, sr=sr, hop_length=hop_length)))  # librosa's 8 s window
-    tempo = librosa.feature.tempo(tg=tg, sr=sr, hop_length=hop_length, start_bpm=TEMPO_PRIOR_BPM, aggregate=np.mean)
+    tempo = librosa.feature.tempo(tg=tg, sr=sr, hop_length=hop_length, start_bpm=TEMPO_PRIOR_BPM,
+                                std_bpm=TEMPO_PRIOR_OCTAVES, aggregate=np.mean)
     bpm = float(np.atleast_1d(tempo)[0])
     _, beats = librosa.beat.beat_track(onset_envelope=env, sr=sr, hop_length=hop_length,
                                        bpm=bpm, units="time", trim=False)
