@@ -571,7 +571,7 @@ def _analyse_signal(y: np.ndarray, sr: int, *, name: str, duration: float, trunc
     # Middle 30 s through the catalog feature extractor: embedding + descriptors comparable with the catalog.
     excerpt = _excerpt_features(y, sr, frames.rms)
 
-    tempo, beats = estimate_tempo(frames.tempo_env, sr=sr, hop_length=HOP_LENGTH)
+    tempo, beats = estimate_tempo(frames.tempo_env, sr=sr, hop_length=HOP_LENGTH, bass_env=frames.bass_env)
     onsets = librosa.onset.onset_detect(onset_envelope=frames.onset_env, sr=sr, hop_length=HOP_LENGTH)
     if onsets.size < max(4, MIN_ONSETS_PER_SECOND * analysed):
         # A drone, a held chord or a single tone: the beat tracker would invent a pulse.

@@ -139,3 +139,18 @@ def test_spectral_shape_and_flatness_match_librosa():
     assert np.allclose(bandwidth[loud], librosa.feature.spectral_bandwidth(S=S, sr=SR)[0][loud], rtol=1e-4)
     assert np.allclose(rolloff[loud], librosa.feature.spectral_rolloff(S=S, sr=SR)[0][loud])
     assert np.allclose(spectral_flatness(S), librosa.feature.spectral_flatness(S=S)[0], rtol=1e-4, atol=1e-7)
+
+
+def test_tempo_from_one_tempogram_is_librosas():
+    from index.audio import TEMPO_PRIOR_BPM, TEMPO_PRIOR_OCTAVES, tempo_from_tempograms
+
+    rng = np.random.default_rng(3)
+    env = np.maximum(rng.standard_normal(1500), 0.0)
+    env[::21] += 3.0  # a pulse at 123 BPM in noise
+    tg = tempogram(env, 344)
+    theirs = librosa.feature.tempo(tg=tg, sr=SR, hop_length=HOP_LENGTH, start_bpm=TEMPO_PRIOR_BPM,
+                                   std_bpm=TEMPO_PRIOR_OCTAVES, aggregate=np.mean)[0]
+    assert tempo_from_tempograms([tg]) == pytest.approx(theirs)
+    assert tempo_from_tempograms([tg]) == pytest.approx(60.0 * SR / HOP_LENGTH / 21, rel=0.01)
+    with pytest.raises(ValueError, match="same number of lags"):
+        tempo_from_tempograms([tg, tg[:100]])
