@@ -8,6 +8,7 @@ import re
 from collections import Counter
 from typing import Any
 
+from index.melody import OPENING_NOTES
 from index.vocabulary import brightness_word, energy_word, tempo_word
 
 # intent -> words that ask for it
@@ -32,9 +33,6 @@ def detect_intents(message: str) -> set[str]:
     """The questions a message asks about an uploaded song (may be empty)."""
     text = message.lower()
     return {name for name, pattern in _INTENTS.items() if re.search(pattern, text)}
-
-
-OPENING_NOTES: int = 8  # notes named when asked how the melody starts
 
 
 def _fmt_time(seconds: float) -> str:

@@ -1,7 +1,8 @@
 """Index benchmarks.
 
 1. Audio feature speed per track on one core (decode and features, after the first file; the
-   code under test and the baseline timed in turn, three rounds, medians), and build speed on the demo catalog (tracks per second, per stage), cold (no feature cache) and warm.
+   code under test and the baseline timed in turn, three rounds, medians), and build speed on
+   the demo catalog (tracks per second, per stage), cold (no feature cache) and warm.
 2. FAISS query latency at 10k, 100k and 1M tracks with synthetic vectors of the real dimensions:
    flat against IVF (and IVF-PQ with its float16 re-ranking store at 1M), with recall@10 of the
    approximate index against flat and the memory each needs: the FAISS index plus the stored

@@ -9,7 +9,7 @@ of an upload and of a catalog track compare directly.
 Methods, in one line each:
 
 - tempo and beats: librosa beat tracking on a log-mel spectral-flux envelope (median over bands),
-  log-normal prior at 120 BPM;
+  the tempo from its tempogram and the low bands' voting together, log-normal prior at 120 BPM;
 - key: log-compressed CQT chroma (tuning-corrected, C2-C7) averaged over the song and correlated
   with a key profile (``index.audio.DEFAULT_KEY_PROFILE``);
 - chords: chroma against 60 binary templates (maj, min, maj7, min7, dom7 on 12 roots) plus "N"
@@ -50,7 +50,7 @@ from index.audio import (
     estimate_tempo,
     load_audio,
 )
-from index.melody import Note, notes_range, notes_to_midi, segment_notes, strong_onsets, track_pitch
+from index.melody import OPENING_NOTES, Note, notes_range, notes_to_midi, segment_notes, strong_onsets, track_pitch
 
 MAX_SECONDS: float = 600.0
 MAX_BYTES: int = 50 * 1024 * 1024
@@ -127,7 +127,7 @@ class Analysis:
         if self.melody_range:
             facts.append(f"Melody range: {self.melody_range}")
         if self.melody_notes:
-            facts.append(f"Melody opens: {' '.join(n['name'] for n in self.melody_notes[:8])} "
+            facts.append(f"Melody opens: {' '.join(n['name'] for n in self.melody_notes[:OPENING_NOTES])} "
                          f"({len(self.melody_notes)} notes)")
         if self.segments:
             facts.append(f"Structure: {self.structure_summary()} ({len(self.segments)} sections)")

@@ -26,6 +26,7 @@ PITCH_FRAME: int = 512  # 46 ms: two periods of E2, and short enough for sixteen
 PITCH_HOP: int = 128  # 12 ms
 LOWEST_NOTE: str = "E2"  # the lowest common sung note
 HIGHEST_NOTE: str = "C7"
+OPENING_NOTES: int = 8  # notes named when a summary or an answer says how the tune starts
 MIN_NOTE_SECONDS: float = 0.07
 MAX_GAP_SECONDS: float = 0.05
 YIN_THRESHOLD: float = 0.15  # first dip of the normalised difference under this is the period
