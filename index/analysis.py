@@ -9,7 +9,8 @@ of an upload and of a catalog track compare directly.
 Methods, in one line each:
 
 - tempo and beats: librosa beat tracking on a log-mel spectral-flux envelope (median over bands),
-  the tempo from its tempogram and the low bands' voting together, log-normal prior at 120 BPM;
+  the tempo from its autocorrelation and Fourier tempograms, the low bands' envelope voting
+  with it, log-normal prior at 120 BPM;
 - key: log-compressed CQT chroma (tuning-corrected, C2-C7) averaged over the song and correlated
   with a key profile (``index.audio.DEFAULT_KEY_PROFILE``);
 - chords: chroma against 60 binary templates (maj, min, maj7, min7, dom7 on 12 roots) plus "N"

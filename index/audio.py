@@ -49,6 +49,12 @@ TEMPO_PRIOR_OCTAVES: float = 1.5
 # them. Adding this envelope's tempogram raised Accuracy2 on the same 189 works from 0.82 to 0.85
 # (0.84 with the lowest 16 or 32 bands).
 BASS_MEL_BANDS: int = 24
+# The autocorrelation of an envelope peaks at every multiple of its period, so it cannot tell a
+# jig's three eighths from four; a Fourier tempogram peaks at the period's harmonics instead, not
+# at its multiples. Their product (Peeters 2007), the Fourier side weighted by this exponent,
+# keeps the period both agree on. On the same 189 works it raised Accuracy2 from 0.85 to 0.88
+# and Accuracy1 from 0.53 to 0.61 (0.89 and 0.62 for exponents 0.1 and 0.2, 0.87 at 0.3).
+FOURIER_TEMPO_WEIGHT: float = 0.15
 MAX_TEMPO_BPM: float = 320.0
 
 # ---------------------------------------------------------------------------------------------
@@ -89,7 +95,7 @@ AUDIO_EXTENSIONS: tuple[str, ...] = (".mp3", ".ogg", ".oga", ".opus", ".flac", "
 # An excerpt shorter than this share of what the header promised means the file was cut off.
 TRUNCATED_FRACTION: float = 0.9
 # Bump when the feature vector or its descriptors change: it keys the feature cache of index builds.
-FEATURES_VERSION: int = 4
+FEATURES_VERSION: int = 5
 
 
 class AudioError(ValueError):
@@ -459,25 +465,63 @@ def tempogram(onset_env: np.ndarray, win_length: int) -> np.ndarray:
     return (ac / np.where(peak > 0, peak, 1)).T
 
 
-def tempo_from_tempograms(tempograms: list[np.ndarray], sr: int = SAMPLE_RATE, hop_length: int = HOP_LENGTH) -> float:
+def fourier_tempo_magnitude(onset_env: np.ndarray, win_length: int, hop: int = 4) -> np.ndarray:
+    """Time-averaged magnitude of the Fourier tempogram: ``np.abs(librosa.feature.fourier_tempogram(
+    onset_envelope=..., win_length=...)).mean(axis=1)``, but with windows every ``hop`` frames
+    rather than every frame (an average over time needs no more).
+
+    Returns
+    -------
+    np.ndarray
+        (win_length // 2 + 1,): bin k is ``k / win_length`` cycles per frame
+        (``librosa.fourier_tempo_frequencies``).
+    """
+    import librosa
+    import scipy.fft
+
+    env = np.asarray(onset_env, dtype=np.float32)
+    if env.ndim != 1 or win_length < 2 or hop < 1:
+        raise ValueError(f"need a 1-D envelope, win_length >= 2 and hop >= 1, got shape {env.shape}, "
+                         f"win_length {win_length}, hop {hop}")
+    half = win_length // 2
+    padded = np.pad(env, (half, half))
+    frames = np.lib.stride_tricks.sliding_window_view(padded, win_length)[: env.size : hop]
+    window = librosa.filters.get_window("hann", win_length, fftbins=True).astype(np.float32)
+    return np.abs(scipy.fft.rfft(frames * window, axis=-1)).mean(axis=0)
+
+
+def tempo_from_tempograms(tempograms: list[np.ndarray], sr: int = SAMPLE_RATE, hop_length: int = HOP_LENGTH,
+                          fourier: list[np.ndarray] = ()) -> float:
     """The tempo (BPM) at which the time-averaged tempograms, log-compressed and averaged, weighted
     by the log-normal tempo prior, peak: ``librosa.feature.tempo(tg=..., start_bpm=TEMPO_PRIOR_BPM,
-    std_bpm=TEMPO_PRIOR_OCTAVES)`` for one tempogram, extended to several envelopes.
+    std_bpm=TEMPO_PRIOR_OCTAVES)`` for one tempogram, extended to several envelopes and, with
+    ``fourier``, to the product with their Fourier tempograms (``FOURIER_TEMPO_WEIGHT``).
 
     Parameters
     ----------
     tempograms : list of np.ndarray
         (win_length, T) autocorrelation tempograms of equal ``win_length`` (``tempogram``).
+    fourier : list of np.ndarray
+        Time-averaged Fourier tempogram magnitudes over the same ``win_length``
+        (``fourier_tempo_magnitude``), one per envelope or none.
     """
     import librosa
 
     if not tempograms or len({t.shape[0] for t in tempograms}) != 1:
         raise ValueError("need one or more tempograms with the same number of lags")
-    bpms = librosa.tempo_frequencies(tempograms[0].shape[0], sr=sr, hop_length=hop_length)
+    win_length = tempograms[0].shape[0]
+    if any(f.shape != (win_length // 2 + 1,) for f in fourier):
+        raise ValueError(f"Fourier tempogram magnitudes must have {win_length // 2 + 1} bins for win_length {win_length}")
+    bpms = librosa.tempo_frequencies(win_length, sr=sr, hop_length=hop_length)
     with np.errstate(divide="ignore"):
         score = -0.5 * ((np.log2(bpms) - np.log2(TEMPO_PRIOR_BPM)) / TEMPO_PRIOR_OCTAVES) ** 2
     score[: int(np.argmax(bpms < MAX_TEMPO_BPM))] = -np.inf  # lag 0 (infinite tempo) and anything too fast
     score += np.mean([np.log1p(1e6 * t.mean(axis=1)) for t in tempograms], axis=0)
+    if len(fourier):
+        bin_bpms = librosa.fourier_tempo_frequencies(sr=sr, hop_length=hop_length, win_length=win_length)
+        # Each spectrum scaled to a peak of 1, so the floor is relative and the envelopes weigh alike.
+        logs = [np.log(np.interp(bpms[1:], bin_bpms, f / max(float(f.max()), 1e-12)) + 1e-6) for f in fourier]
+        score[1:] += FOURIER_TEMPO_WEIGHT * np.mean(logs, axis=0)
     return float(bpms[int(np.argmax(score))])
 
 
@@ -487,8 +531,10 @@ def estimate_tempo(onset_env: np.ndarray, sr: int = SAMPLE_RATE, hop_length: int
 
     The global tempo is the peak of the mean autocorrelation tempogram weighted by a log-normal
     prior centred on 120 BPM with a spread of 1.5 octaves: it breaks near-ties between metrical
-    levels without pulling fast or slow pieces to the middle. With ``bass_env`` (the onset
-    strength of the low bands, ``Frames.bass_env``) both tempograms vote.
+    levels without pulling fast or slow pieces to the middle. The Fourier tempogram multiplies in
+    (``FOURIER_TEMPO_WEIGHT``) to keep the period the envelope repeats at rather than a multiple
+    of it. With ``bass_env`` (the onset strength of the low bands, ``Frames.bass_env``) both
+    envelopes vote.
     """
     import librosa
 
@@ -498,14 +544,15 @@ def estimate_tempo(onset_env: np.ndarray, sr: int = SAMPLE_RATE, hop_length: int
     if env.size < 8 or not np.any(env > 0):
         return 0.0, np.zeros(0)
     win = int(librosa.time_to_frames(8.0, sr=sr, hop_length=hop_length))  # librosa's 8 s window
-    tempograms = [tempogram(env, win)]
+    envelopes = [env]
     if bass_env is not None:
         bass = np.asarray(bass_env, dtype=np.float64)
         if bass.shape != env.shape:
             raise ValueError(f"bass envelope must match the onset envelope's shape {env.shape}, got {bass.shape}")
         if np.any(bass > 0):
-            tempograms.append(tempogram(bass, win))
-    bpm = tempo_from_tempograms(tempograms, sr=sr, hop_length=hop_length)
+            envelopes.append(bass)
+    bpm = tempo_from_tempograms([tempogram(e, win) for e in envelopes], sr=sr, hop_length=hop_length,
+                                fourier=[fourier_tempo_magnitude(e, win) for e in envelopes])
     _, beats = librosa.beat.beat_track(onset_envelope=env, sr=sr, hop_length=hop_length,
                                        bpm=bpm, units="time", trim=False)
     return bpm, np.asarray(beats, dtype=np.float64)

@@ -154,3 +154,36 @@ def test_tempo_from_one_tempogram_is_librosas():
     assert tempo_from_tempograms([tg]) == pytest.approx(60.0 * SR / HOP_LENGTH / 21, rel=0.01)
     with pytest.raises(ValueError, match="same number of lags"):
         tempo_from_tempograms([tg, tg[:100]])
+
+
+def test_fourier_tempo_magnitude_is_librosas_time_average():
+    from index.audio import fourier_tempo_magnitude
+
+    env = np.maximum(np.random.default_rng(4).standard_normal(900), 0.0)
+    theirs = np.abs(librosa.feature.fourier_tempogram(onset_envelope=env, sr=SR, hop_length=HOP_LENGTH,
+                                                      win_length=344)).mean(axis=1)
+    ours = fourier_tempo_magnitude(env, 344, hop=1)
+    assert ours.shape == theirs.shape
+    assert np.allclose(ours, theirs, rtol=0, atol=1e-3 * theirs.max())
+    # Every fourth window averages to nearly the same spectrum.
+    assert np.allclose(fourier_tempo_magnitude(env, 344), theirs, rtol=0, atol=0.05 * theirs.max())
+    with pytest.raises(ValueError, match="1-D"):
+        fourier_tempo_magnitude(env[None], 344)
+
+
+def test_fourier_tempogram_keeps_a_jigs_beat():
+    # A jig's long-short figure (quarter, eighth) at 215 dotted-quarter beats per minute: the
+    # autocorrelation alone prefers every other beat, nearer the prior; the Fourier side does not.
+    from index.audio import fourier_tempo_magnitude, tempo_from_tempograms
+
+    eighth = 4  # frames
+    env = np.zeros(1500)
+    env[:: 3 * eighth] = 1.0
+    env[2 * eighth :: 3 * eighth] = 1.0
+    env = np.convolve(env, [0.3, 1.0, 0.5, 0.2], mode="same") + 0.01
+    beat_bpm = 60.0 * SR / HOP_LENGTH / (3 * eighth)
+    tg = tempogram(env, 344)
+    assert tempo_from_tempograms([tg]) == pytest.approx(beat_bpm / 2, rel=0.02)
+    assert tempo_from_tempograms([tg], fourier=[fourier_tempo_magnitude(env, 344)]) == pytest.approx(beat_bpm, rel=0.02)
+    with pytest.raises(ValueError, match="bins"):
+        tempo_from_tempograms([tg], fourier=[np.ones(10)])
