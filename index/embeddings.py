@@ -121,10 +121,16 @@ def playlist_embedding(
     return l2_normalise(emb)
 
 
+# Below this many rows the SVD is dense (LAPACK): ARPACK draws restart vectors from a seed it
+# keeps between calls, so on a small matrix with repeated singular values two builds of the same
+# catalog got different bases of the same subspace, and then different codes.
+DENSE_SVD_MAX_ROWS = 1000
+
+
 def _svd_reduce(m, dim: int) -> np.ndarray:
     """Rows of U * sqrt(S) of a rank-``dim`` SVD (dense or sparse input), zero-padded to ``dim``."""
     k = min(dim, min(m.shape) - 1)
-    if sparse.issparse(m) and k >= 1:
+    if sparse.issparse(m) and k >= 1 and min(m.shape) > DENSE_SVD_MAX_ROWS:
         u, s, _ = sparse.linalg.svds(m.astype(np.float64), k=k, random_state=0)
     else:
         dense = m.toarray() if sparse.issparse(m) else np.asarray(m, np.float64)

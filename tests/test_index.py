@@ -317,3 +317,15 @@ def test_only_training_playlists_feed_the_embedding_and_code_descriptions(built,
     assert idx.heldout_playlists.keys() == MusicIndex.load(index_dir).heldout_playlists.keys()
     assert seen["describe"] == idx.playlists
     assert seen["embedding"] == [sorted(idx.row_of[i] for i in m) for m in idx.playlists.values()]
+
+
+def test_playlist_embedding_is_the_same_every_time_despite_repeated_singular_values():
+    # Four disjoint playlists of four give one singular value seven times over: any basis of its
+    # subspace is an answer, and a build must still give the same one every time.
+    from index.embeddings import playlist_embedding
+
+    playlists = [[0, 1, 2, 3], [4, 5, 6, 7], [12, 13, 14, 15], [4, 1]]
+    content = np.random.default_rng(0).standard_normal((17, 8))
+    first = playlist_embedding(17, playlists, content)
+    for _ in range(3):
+        assert np.array_equal(playlist_embedding(17, playlists, content), first)
