@@ -121,9 +121,9 @@ def playlist_embedding(
     return l2_normalise(emb)
 
 
-# Below this many rows the SVD is dense (LAPACK): ARPACK draws restart vectors from a seed it
-# keeps between calls, so on a small matrix with repeated singular values two builds of the same
-# catalog got different bases of the same subspace, and then different codes.
+# Below this many rows the SVD is dense (LAPACK): ARPACK keeps state between calls, so on a small
+# matrix with repeated singular values two builds of the same catalog got different bases of the
+# same subspace (even with random_state or v0 fixed), and then different codes.
 DENSE_SVD_MAX_ROWS = 1000
 
 
