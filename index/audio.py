@@ -440,6 +440,22 @@ def estimate_key(chroma: np.ndarray, profile: str = DEFAULT_KEY_PROFILE) -> KeyE
                        confidence=float(np.clip(scores[best], 0.0, 1.0)), scores=scores)
 
 
+def _hann_windows(onset_env: np.ndarray, win_length: int, hop: int, pad_mode: str) -> np.ndarray:
+    """(ceil(T / hop), win_length) float32 Hann-windowed views of an envelope, one centred on every
+    ``hop``-th frame, the ends padded as librosa's tempograms pad them (``pad_mode`` for np.pad,
+    "linear_ramp" ramping to 0)."""
+    import librosa
+
+    env = np.asarray(onset_env, dtype=np.float32)
+    if env.ndim != 1 or win_length < 1 or hop < 1:
+        raise ValueError(f"need a 1-D envelope, win_length >= 1 and hop >= 1, got shape {env.shape}, "
+                         f"win_length {win_length}, hop {hop}")
+    half = win_length // 2
+    padded = np.pad(env, (half, half), mode=pad_mode)  # linear_ramp's end value defaults to 0
+    frames = np.lib.stride_tricks.sliding_window_view(padded, win_length)[: env.size : hop]
+    return frames * librosa.filters.get_window("hann", win_length, fftbins=True).astype(np.float32)
+
+
 def tempogram(onset_env: np.ndarray, win_length: int, hop: int = 1) -> np.ndarray:
     """Autocorrelation tempogram: ``librosa.feature.tempogram(onset_envelope=..., win_length=...)``
     (centred Hann windows, each lag column scaled to a peak of 1), computed in float32 with the
@@ -453,17 +469,9 @@ def tempogram(onset_env: np.ndarray, win_length: int, hop: int = 1) -> np.ndarra
     np.ndarray
         (win_length, ceil(T / hop)): row k is lag k frames; a transposed view (frames are contiguous).
     """
-    import librosa
     import scipy.fft
 
-    env = np.asarray(onset_env, dtype=np.float32)
-    if env.ndim != 1 or win_length < 1 or hop < 1:
-        raise ValueError(f"need a 1-D envelope, win_length >= 1 and hop >= 1, got shape {env.shape}, "
-                         f"win_length {win_length}, hop {hop}")
-    half = win_length // 2
-    padded = np.pad(env, (half, half), mode="linear_ramp", end_values=[0, 0])
-    frames = np.lib.stride_tricks.sliding_window_view(padded, win_length)[: env.size : hop]
-    windowed = frames * librosa.filters.get_window("hann", win_length, fftbins=True).astype(np.float32)
+    windowed = _hann_windows(onset_env, win_length, hop, pad_mode="linear_ramp")
     n_fft = scipy.fft.next_fast_len(2 * win_length - 1, real=True)
     spectrum = scipy.fft.rfft(windowed, n=n_fft, axis=-1)
     power = spectrum.real ** 2 + spectrum.imag ** 2
@@ -472,10 +480,10 @@ def tempogram(onset_env: np.ndarray, win_length: int, hop: int = 1) -> np.ndarra
     return (ac / np.where(peak > 0, peak, 1)).T
 
 
-def fourier_tempo_magnitude(onset_env: np.ndarray, win_length: int, hop: int = 4) -> np.ndarray:
+def fourier_tempo_magnitude(onset_env: np.ndarray, win_length: int, hop: int = 1) -> np.ndarray:
     """Time-averaged magnitude of the Fourier tempogram: ``np.abs(librosa.feature.fourier_tempogram(
-    onset_envelope=..., win_length=...)).mean(axis=1)``, but with windows every ``hop`` frames
-    rather than every frame (an average over time needs no more).
+    onset_envelope=..., win_length=...)).mean(axis=1)``; with ``hop`` > 1 from every ``hop``-th
+    frame's window only.
 
     Returns
     -------
@@ -483,18 +491,9 @@ def fourier_tempo_magnitude(onset_env: np.ndarray, win_length: int, hop: int = 4
         (win_length // 2 + 1,): bin k is ``k / win_length`` cycles per frame
         (``librosa.fourier_tempo_frequencies``).
     """
-    import librosa
     import scipy.fft
 
-    env = np.asarray(onset_env, dtype=np.float32)
-    if env.ndim != 1 or win_length < 2 or hop < 1:
-        raise ValueError(f"need a 1-D envelope, win_length >= 2 and hop >= 1, got shape {env.shape}, "
-                         f"win_length {win_length}, hop {hop}")
-    half = win_length // 2
-    padded = np.pad(env, (half, half))
-    frames = np.lib.stride_tricks.sliding_window_view(padded, win_length)[: env.size : hop]
-    window = librosa.filters.get_window("hann", win_length, fftbins=True).astype(np.float32)
-    return np.abs(scipy.fft.rfft(frames * window, axis=-1)).mean(axis=0)
+    return np.abs(scipy.fft.rfft(_hann_windows(onset_env, win_length, hop, pad_mode="constant"), axis=-1)).mean(axis=0)
 
 
 def tempo_from_tempograms(tempograms: list[np.ndarray], sr: int = SAMPLE_RATE, hop_length: int = HOP_LENGTH,
