@@ -23,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from .cqt import cqt_magnitude, tuning_from_stft
+from .cqt import cqt_magnitude, resample, stft_magnitude, tuning_from_stft
 
 SAMPLE_RATE: int = 22050
 EXCERPT_SECONDS: float = 30.0
@@ -317,9 +317,7 @@ def load_audio(path: str | os.PathLike, sr: int = SAMPLE_RATE, offset: float = 0
         except Exception as av_err:
             raise _decode_failure(p, av_err if _looks_like_audio(p) else sf_err) from None
     if y.size and native_sr != sr:
-        import librosa
-
-        y = librosa.resample(y, orig_sr=native_sr, target_sr=sr, res_type="soxr_hq")
+        y = resample(y, native_sr, sr)
     return _require_sound(np.ascontiguousarray(y, dtype=np.float32), p)
 
 
@@ -608,15 +606,41 @@ def spectral_shape(S: np.ndarray, sr: int, roll_percent: float = 0.85) -> tuple[
     versions normalise the whole spectrogram several times, which dominates on long songs).
     """
     freqs = np.linspace(0, sr / 2, S.shape[0])
-    # the spectrum's first three raw moments in one product; the spread about the centroid follows
-    # from them (in float64 the cancellation costs nothing that float32 features keep)
-    mass, first, second = np.vstack([np.ones_like(freqs), freqs, freqs * freqs]) @ S.astype(np.float64)
+    # the spectrum's first three raw moments in one pass; the spread about the centroid follows
+    # from them (in float64 the cancellation costs nothing that float32 features keep). einsum,
+    # not a matrix product: OpenBLAS takes 15 times longer over a 3-row matrix.
+    mass, first, second = np.einsum("kf,ft->kt", np.vstack([np.ones_like(freqs), freqs, freqs * freqs]),
+                                    S.astype(np.float64))
     total = mass + 1e-10
     centroid = first / total
     spread = second / total - centroid * centroid * (2.0 - mass / total)
     bandwidth = np.sqrt(np.maximum(spread, 0.0))
-    rolloff = freqs[np.argmax(np.cumsum(S, axis=0) >= roll_percent * total[None, :], axis=0)]
+    rolloff = freqs[_first_bin_reaching(S, roll_percent * total)]
     return centroid, bandwidth, rolloff
+
+
+def _first_bin_reaching(S: np.ndarray, threshold: np.ndarray, block: int = 32) -> np.ndarray:
+    """Per frame, the first bin at which the cumulative sum of ``S`` (bins, frames) reaches
+    ``threshold`` (0 where it never does): ``argmax(cumsum(S, axis=0) >= threshold, axis=0)``.
+
+    Blocks of bins are summed first and only the block where the sum crosses is accumulated bin
+    by bin: three times quicker than the running sum over every bin, which is one long chain of
+    dependent additions. Summed in another order, a frame whose sum lands within float32
+    rounding of the threshold can come out one bin off (2 frames in 20,000 of real music).
+    """
+    frames = np.ascontiguousarray(S.T)  # (T, F); the STFT's magnitude already is, so no copy
+    n_frames, n_bins = frames.shape
+    block = max(1, min(block, n_bins))
+    n_blocks = n_bins // block
+    ends = np.cumsum(frames[:, :n_blocks * block].reshape(n_frames, n_blocks, block).sum(axis=2), axis=1)
+    crossing = np.count_nonzero(ends < threshold[:, None], axis=1)  # the block the sum crosses in (or the tail)
+    rows = np.arange(n_frames)
+    before = np.where(crossing > 0, ends[rows, np.maximum(crossing - 1, 0)], 0.0)
+    cols = crossing[:, None] * block + np.arange(block)
+    inside = frames[rows[:, None], np.minimum(cols, n_bins - 1)] * (cols < n_bins)
+    reached = before[:, None] + np.cumsum(inside, axis=1) >= threshold[:, None]
+    first = np.argmax(reached, axis=1)
+    return np.where(reached[rows, first], crossing * block + first, 0)
 
 
 def spectral_flatness(S: np.ndarray, amin: float = 1e-10) -> np.ndarray:
@@ -628,6 +652,51 @@ def spectral_flatness(S: np.ndarray, amin: float = 1e-10) -> np.ndarray:
     log_power = 2.0 * np.log(mag).mean(axis=0, dtype=np.float64)
     power = mag * mag
     return (np.exp(log_power) / power.mean(axis=0, dtype=np.float64)).astype(np.float32)
+
+
+def spectral_contrast(S: np.ndarray, sr: int, *, fmin: float = 200.0, n_bands: int = 6,
+                      quantile: float = 0.02) -> np.ndarray:
+    """Octave-band spectral contrast in dB: ``librosa.feature.spectral_contrast(S=S, sr=sr)`` with
+    its defaults. Each band is sorted one frame at a time over contiguous memory (librosa sorts
+    across frames' strides, five times slower); its peak and valley are the means of its largest
+    and of its smallest ``quantile`` of bins.
+
+    The valley of a band that a lossy encoder emptied is rounding noise, so it depends on the
+    precision of the STFT: ``S`` should come from a float64 transform, as librosa's does.
+
+    Returns
+    -------
+    np.ndarray
+        (n_bands + 1, T) contrast, lowest band first.
+    """
+    import librosa
+
+    S = np.asarray(S)
+    if S.ndim != 2:
+        raise ValueError(f"S must be a (bins, frames) magnitude, got shape {S.shape}")
+    if not 0.0 < quantile < 1.0 or fmin <= 0 or n_bands < 1:
+        raise ValueError("need 0 < quantile < 1, fmin > 0 and n_bands >= 1")
+    edges = np.zeros(n_bands + 2)
+    edges[1:] = fmin * 2.0 ** np.arange(n_bands + 1)
+    if np.any(edges[:-1] >= 0.5 * sr):
+        raise ValueError("a band starts above Nyquist: lower fmin or n_bands")
+    freq = librosa.fft_frequencies(sr=sr, n_fft=2 * (S.shape[0] - 1))
+    frames = np.ascontiguousarray(S.T)  # one frame per row: each band is a contiguous slice
+    peak = np.empty((n_bands + 1, S.shape[1]))
+    valley = np.empty_like(peak)
+    for k, (lo, hi) in enumerate(zip(edges[:-1], edges[1:])):
+        idx = np.flatnonzero((freq >= lo) & (freq <= hi))
+        # librosa's band: one bin below the range (above the first band), up to the range's last
+        # bin excluded, except that the top band runs to Nyquist
+        first = idx[0] - 1 if k > 0 else idx[0]
+        n_marked = idx[-1] + 1 - first if k < n_bands else S.shape[0] - first
+        stop = first + n_marked - 1 if k < n_bands else S.shape[0]
+        band = frames[:, first:stop]
+        take = max(int(np.rint(quantile * n_marked)), 1)
+        ordered = np.sort(band, axis=1)
+        valley[k] = ordered[:, :take].mean(axis=1)
+        peak[k] = ordered[:, -take:].mean(axis=1)
+    return librosa.power_to_db(peak) - librosa.power_to_db(valley)
 
 
 def zero_crossing_rate(y: np.ndarray, frame_length: int = N_FFT, hop_length: int = HOP_LENGTH) -> np.ndarray:
@@ -669,14 +738,17 @@ def hpss_percussive_ratio(mel_power: np.ndarray, harmonic_width: int = 31, percu
     ``centred_median``; run on the mel spectrogram (96 bins) rather than the STFT (1025 bins):
     the same split, ten times cheaper.
     """
-    import librosa
-
-    harm = centred_median(mel_power, harmonic_width, axis=1)
-    perc = centred_median(mel_power, percussive_width, axis=0)
-    h = mel_power * librosa.util.softmask(harm, perc, power=2.0, split_zeros=True)
-    p = mel_power * librosa.util.softmask(perc, harm, power=2.0, split_zeros=True)
-    total = float(h.sum() + p.sum())
-    return float(p.sum() / total) if total > 0 else 0.0
+    harm = centred_median(mel_power, harmonic_width, axis=1).astype(np.float64)
+    perc = centred_median(mel_power, percussive_width, axis=0).astype(np.float64)
+    # The two soft masks sum to one in every bin (a half each where both filters are zero), so the
+    # harmonic and percussive parts add up to the whole and only the percussive mask is needed.
+    # float64 keeps the squares of quiet bins from underflowing, as librosa's rescaling does.
+    h2, p2 = harm * harm, perc * perc
+    both = h2 + p2
+    with np.errstate(invalid="ignore", divide="ignore"):
+        mask = np.where(both > 0, p2 / both, 0.5)
+    total = float(mel_power.sum(dtype=np.float64))
+    return float((mel_power * mask).sum() / total) if total > 0 else 0.0
 
 
 def vocal_band_modulation(mel_power: np.ndarray, mel_freqs: np.ndarray, frame_rate: float) -> float:
@@ -755,7 +827,7 @@ def compute_frames(y: np.ndarray, sr: int = SAMPLE_RATE) -> Frames:
     import librosa
 
     y = _validate_signal(y, sr)
-    S = np.abs(librosa.stft(y, n_fft=N_FFT, hop_length=HOP_LENGTH))
+    S = stft_magnitude(y, N_FFT, HOP_LENGTH)
     mel = np.ascontiguousarray(_mel_filters(sr) @ (S * S))
     log_mel = librosa.power_to_db(mel, ref=1.0, top_db=80.0)  # floor 80 dB under the peak: no flux from numerical noise
     onset_env = librosa.onset.onset_strength(S=log_mel, sr=sr, hop_length=HOP_LENGTH)
@@ -803,8 +875,8 @@ def audio_features(y: np.ndarray, sr: int = SAMPLE_RATE) -> AudioFeatures:
     """
     import librosa
 
-    y = _validate_signal(y, sr)
-    fr = compute_frames(y, sr)
+    fr = compute_frames(y, sr)  # validates y
+    y = np.asarray(y, dtype=np.float32)
     S, mel, log_mel, onset_env, rms, chroma = fr.S, fr.mel, fr.log_mel, fr.onset_env, fr.rms, fr.chroma
     frame_rate = sr / HOP_LENGTH
     mel_freqs = librosa.mel_frequencies(n_mels=N_MELS, fmax=sr / 2)
@@ -814,9 +886,7 @@ def audio_features(y: np.ndarray, sr: int = SAMPLE_RATE) -> AudioFeatures:
     centroid, bandwidth, rolloff = spectral_shape(S, sr)
     flatness = spectral_flatness(S)
     zcr = zero_crossing_rate(y)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        contrast = librosa.feature.spectral_contrast(S=S, sr=sr)
+    contrast = spectral_contrast(S, sr)
     spectral = np.vstack([np.log2(centroid + 1.0), np.log2(bandwidth + 1.0), np.log2(rolloff + 1.0), flatness, zcr])
 
     # Harmony: CQT chroma (better pitch resolution in the bass than STFT chroma)

@@ -1,5 +1,8 @@
 """Short-time Fourier and constant-Q transforms, computed as librosa computes them, faster.
 
+``stft_magnitude`` is ``np.abs(librosa.stft(y))`` with its Hann window, in float32 and a block of
+frames at a time.
+
 ``stft`` is ``librosa.stft`` with a rectangular window as one real FFT over a strided view of
 the signal, without librosa's per-call checks and block loop, which cost more than the
 transform itself on the CQT's small per-octave spectrograms.
@@ -48,6 +51,71 @@ def stft(y: np.ndarray, n_fft: int, hop_length: int) -> np.ndarray:
                          f"n_fft {n_fft}, hop_length {hop_length}")
     frames = np.lib.stride_tricks.sliding_window_view(np.pad(y, n_fft // 2), n_fft)[::hop_length]
     return scipy.fft.rfft(frames, axis=-1).T
+
+
+def resample(y: np.ndarray, orig_sr: float, target_sr: float, *, scale: bool = False) -> np.ndarray:
+    """``librosa.resample(y, orig_sr=..., target_sr=..., res_type="soxr_hq", scale=...)`` for a 1-D
+    float32 signal, without librosa's checks of every sample on each call (the constant-Q
+    transform halves the signal six times a track).
+
+    Returns
+    -------
+    np.ndarray
+        ``ceil(len(y) * target_sr / orig_sr)`` float32 samples (soxr's output, zero-padded or cut
+        to that length, as librosa does).
+    """
+    import soxr
+
+    if orig_sr <= 0 or target_sr <= 0:
+        raise ValueError(f"sample rates must be positive, got {orig_sr} and {target_sr}")
+    y = np.asarray(y, dtype=np.float32)
+    if y.ndim != 1:
+        raise ValueError(f"y must be 1-D, got shape {y.shape}")
+    ratio = float(target_sr) / orig_sr
+    out = soxr.resample(y, orig_sr, target_sr, quality=RESAMPLER)
+    size = int(np.ceil(y.size * ratio))
+    if out.size != size:
+        out = np.pad(out, (0, size - out.size)) if out.size < size else out[:size]
+    if scale:
+        out /= np.float32(np.sqrt(ratio))
+    return out
+
+
+@lru_cache(maxsize=8)
+def _hann(n_fft: int) -> np.ndarray:
+    import scipy.signal
+
+    return scipy.signal.get_window("hann", n_fft, fftbins=True)
+
+
+def stft_magnitude(y: np.ndarray, n_fft: int, hop_length: int, *, frames_per_block: int = 128) -> np.ndarray:
+    """STFT magnitude with a periodic Hann window: ``np.abs(librosa.stft(y, n_fft=..., hop_length=...))``
+    (centred frames, zero padding), transformed in float64 as librosa does and returned in float32.
+
+    The frames are transformed and their magnitudes taken a block at a time, so each block's
+    spectra are still in cache when the absolute value reads them (librosa stores the complex
+    spectrogram and takes the magnitude in a second pass). float64 matters: in a band a lossy
+    encoder emptied, a float32 transform's rounding noise is larger than what is left there, and
+    features that read the quietest bins (the spectral contrast's valleys) move by several dB.
+
+    Returns
+    -------
+    np.ndarray
+        (1 + n_fft // 2, 1 + len(y) // hop_length) float32, one frame per column (Fortran order,
+        as librosa returns it, so each frame is contiguous).
+    """
+    y = np.asarray(y, dtype=np.float32)
+    if y.ndim != 1 or n_fft < 2 or hop_length < 1 or frames_per_block < 1:
+        raise ValueError(f"need a 1-D signal, n_fft >= 2, hop_length >= 1 and frames_per_block >= 1; got shape "
+                         f"{y.shape}, n_fft {n_fft}, hop_length {hop_length}, frames_per_block {frames_per_block}")
+    if y.size < n_fft // 2 + 1:
+        raise ValueError(f"a signal of {y.size} samples is too short for n_fft={n_fft}")
+    window = _hann(n_fft)
+    frames = np.lib.stride_tricks.sliding_window_view(np.pad(y, n_fft // 2), n_fft)[::hop_length]
+    out = np.empty((frames.shape[0], n_fft // 2 + 1), dtype=np.float32)
+    for i in range(0, frames.shape[0], frames_per_block):
+        np.abs(scipy.fft.rfft(frames[i:i + frames_per_block] * window, axis=-1), out=out[i:i + frames_per_block])
+    return out.T
 
 
 def _wavelets(freqs: np.ndarray, sr: float, bins_per_octave: int) -> tuple[np.ndarray, np.ndarray]:
@@ -153,7 +221,7 @@ def cqt_magnitude(y: np.ndarray, sr: int, *, hop_length: int, fmin: float, n_bin
     halvings = _early_downsamples(sr / 2, cutoff, hop_length, n_octaves)
     if halvings:
         factor = 2 ** halvings
-        y = librosa.resample(y, orig_sr=factor, target_sr=1, res_type=RESAMPLER, scale=True)
+        y = resample(y, factor, 1, scale=True)
         rate, hop = rate / factor, hop // factor
     top_rate = rate  # librosa scales by the filters' lengths at this rate, after the early halvings
     lengths, _ = librosa.filters.wavelet_lengths(freqs=freqs, sr=top_rate, window="hann", filter_scale=1,
@@ -169,7 +237,7 @@ def cqt_magnitude(y: np.ndarray, sr: int, *, hop_length: int, fmin: float, n_bin
         if i + 1 < n_octaves:
             hop //= 2
             rate /= 2.0
-            y = librosa.resample(y, orig_sr=2, target_sr=1, res_type=RESAMPLER, scale=True)
+            y = resample(y, 2, 1, scale=True)
 
     frames = min(o.shape[1] for o in octaves)
     out = np.empty((n_bins, frames), dtype=np.float32)

@@ -1,6 +1,6 @@
 """The feature extraction's faster computations agree with the librosa functions they replace:
-the rectangular STFT, the constant-Q filter bank and transform, the peak-only tuning estimate, the tempogram, spectral shape
-and flatness, and the channel mix."""
+the rectangular STFT, the constant-Q filter bank and transform, the peak-only tuning estimate, the tempogram, spectral shape,
+flatness and contrast, the percussive share, and the channel mix."""
 from __future__ import annotations
 
 import warnings
@@ -8,10 +8,11 @@ import warnings
 import librosa
 import numpy as np
 import pytest
+import scipy.ndimage
 
-from index.audio import (CHROMA_HOP, CQT_BINS_PER_OCTAVE, HOP_LENGTH, N_FFT, SAMPLE_RATE, _mono, spectral_flatness,
-                         spectral_shape, tempogram)
-from index.cqt import _octave_basis, cqt_magnitude, stft, tuning_from_stft
+from index.audio import (CHROMA_HOP, CQT_BINS_PER_OCTAVE, HOP_LENGTH, N_FFT, SAMPLE_RATE, _mono,
+                         hpss_percussive_ratio, spectral_contrast, spectral_flatness, spectral_shape, tempogram)
+from index.cqt import _octave_basis, cqt_magnitude, resample, stft, stft_magnitude, tuning_from_stft
 
 SR = SAMPLE_RATE
 CQT_ARGS = dict(hop_length=CHROMA_HOP, fmin=float(librosa.note_to_hz("C1")), n_bins=CQT_BINS_PER_OCTAVE * 7,
@@ -117,6 +118,33 @@ def test_mono_is_the_channel_average():
         assert _mono(y).dtype == np.float32
 
 
+@pytest.mark.parametrize("n_fft,hop,seconds", [(N_FFT, HOP_LENGTH, 3.0), (512, 128, 1.0), (N_FFT, HOP_LENGTH, 0.06)])
+def test_hann_stft_magnitude_matches_librosa(n_fft, hop, seconds):
+    y = detuned_chords(5.0, seconds=seconds)
+    theirs = np.abs(librosa.stft(y, n_fft=n_fft, hop_length=hop))
+    for block in (64, 5):
+        ours = stft_magnitude(y, n_fft, hop, frames_per_block=block)
+        assert ours.shape == theirs.shape and ours.dtype == np.float32
+        assert ours.flags.f_contiguous  # one frame per contiguous column, as librosa's
+        assert np.max(np.abs(ours - theirs)) < 1e-5 * theirs.max()
+    with pytest.raises(ValueError, match="too short"):
+        stft_magnitude(y[:10], 2048, 512)
+
+
+def test_resample_is_librosas_soxr_hq():
+    rng = np.random.default_rng(7)
+    for n in (1000, 1001, 1003, 22051):
+        y = rng.standard_normal(n).astype(np.float32)
+        for orig, target, scale in ((2, 1, True), (4, 1, True), (44100, 22050, False), (48000, 22050, False),
+                                    (8000, 22050, True)):
+            theirs = librosa.resample(y, orig_sr=orig, target_sr=target, res_type="soxr_hq", scale=scale)
+            ours = resample(y, orig, target, scale=scale)
+            assert ours.shape == theirs.shape and ours.dtype == np.float32
+            assert np.max(np.abs(ours - theirs)) < 1e-6
+    with pytest.raises(ValueError, match="1-D"):
+        resample(np.zeros((2, 100), np.float32), 2, 1)
+
+
 def test_tempogram_matches_librosa():
     y = detuned_chords(0.0, seconds=12.0)
     env = librosa.onset.onset_strength(y=y, sr=SR, hop_length=HOP_LENGTH)
@@ -143,6 +171,68 @@ def test_spectral_shape_and_flatness_match_librosa():
     assert np.allclose(bandwidth[loud], librosa.feature.spectral_bandwidth(S=S, sr=SR)[0][loud], rtol=1e-4)
     assert np.allclose(rolloff[loud], librosa.feature.spectral_rolloff(S=S, sr=SR)[0][loud])
     assert np.allclose(spectral_flatness(S), librosa.feature.spectral_flatness(S=S)[0], rtol=1e-4, atol=1e-7)
+
+
+def test_first_bin_reaching_is_the_running_sums_argmax():
+    from index.audio import _first_bin_reaching
+
+    rng = np.random.default_rng(6)
+    for n_bins, n_frames in ((1025, 300), (70, 40), (20, 15), (1, 5)):
+        # eighths: every sum is exact in float32, so the order of summation cannot matter
+        S = (rng.integers(0, 16, size=(n_bins, n_frames)) * rng.integers(0, 2, size=(n_bins, n_frames)) / 8.0)
+        S = S.astype(np.float32)
+        S[:, :2] = 0.0  # silent frames: never reached, 0 as argmax gives
+        total = S.sum(axis=0, dtype=np.float64)
+        for share in (0.0, 0.3, 0.85, 1.0):
+            threshold = share * total + 1e-12
+            expected = np.argmax(np.cumsum(S, axis=0) >= threshold[None, :], axis=0)
+            assert np.array_equal(_first_bin_reaching(S, threshold), expected)
+            assert np.array_equal(_first_bin_reaching(np.asfortranarray(S), threshold, block=7), expected)
+
+
+def test_spectral_contrast_matches_librosa():
+    y = detuned_chords(-20.0, seconds=3.0)
+    S = np.abs(librosa.stft(y, n_fft=N_FFT, hop_length=HOP_LENGTH))
+    S[:, :2] = 0.0
+    for n_fft, spectrum in ((N_FFT, S), (512, np.abs(librosa.stft(y, n_fft=512, hop_length=HOP_LENGTH)))):
+        for kwargs in ({}, {"fmin": 100.0, "n_bands": 4, "quantile": 0.1}):
+            theirs = librosa.feature.spectral_contrast(S=spectrum, sr=SR, n_fft=n_fft, **kwargs)
+            ours = spectral_contrast(spectrum, SR, **kwargs)
+            assert ours.shape == theirs.shape
+            assert np.allclose(ours, theirs, rtol=1e-5, atol=1e-4)
+    with pytest.raises(ValueError, match="Nyquist"):
+        spectral_contrast(S, SR, fmin=2000.0)
+    with pytest.raises(ValueError, match="bins, frames"):
+        spectral_contrast(S[0], SR)
+
+
+def test_contrast_of_an_emptied_band_is_librosas():
+    # Noise with nothing above 5 kHz, as a lossy encoder leaves a file: the top band's valley is
+    # rounding noise, so it takes a float64 transform to read it as librosa does.
+    rng = np.random.default_rng(8)
+    spectrum = np.fft.rfft(rng.standard_normal(4 * SR))
+    spectrum[np.fft.rfftfreq(4 * SR, 1 / SR) > 5000] = 0.0
+    y = np.fft.irfft(spectrum)
+    y = (0.1 * y / np.abs(y).max()).astype(np.float32)
+    theirs = librosa.feature.spectral_contrast(S=np.abs(librosa.stft(y, n_fft=N_FFT, hop_length=HOP_LENGTH)), sr=SR)
+    assert np.max(np.abs(spectral_contrast(stft_magnitude(y, N_FFT, HOP_LENGTH), SR) - theirs)) < 0.05
+
+
+def test_percussive_share_is_librosas_soft_mask_split():
+    rng = np.random.default_rng(5)
+    mel = rng.gamma(0.5, size=(96, 400)).astype(np.float32)
+    mel[:, ::25] *= 40.0  # clicks: percussive columns
+    mel[10] *= 30.0  # a held note: a harmonic row
+    mel[50:60, 100:140] = 0.0  # silence, where both filters are zero
+    mel[70] *= 1e-22  # a band so quiet that its squares would underflow in float32
+    harm = scipy.ndimage.median_filter(mel, size=(1, 31), mode="reflect")
+    perc = scipy.ndimage.median_filter(mel, size=(9, 1), mode="reflect")
+    h = mel * librosa.util.softmask(harm, perc, power=2.0, split_zeros=True)
+    p = mel * librosa.util.softmask(perc, harm, power=2.0, split_zeros=True)
+    expected = float(p.sum() / (h.sum() + p.sum()))
+    assert hpss_percussive_ratio(mel) == pytest.approx(expected, rel=1e-5)
+    assert 0.1 < expected < 0.9
+    assert hpss_percussive_ratio(np.zeros((96, 50), np.float32)) == 0.0
 
 
 def test_tempo_from_one_tempogram_is_librosas():
