@@ -104,6 +104,25 @@ def test_load_excerpt_takes_the_middle(tmp_path):
     assert short.size == y.size
 
 
+def test_load_excerpt_of_a_silent_middle_takes_the_opening(tmp_path):
+    # A song, a long pause, a hidden track: the middle 4 s are silent, so the opening stands in.
+    y = np.concatenate([tone(330, 4.0), np.zeros(6 * SR, np.float32), tone(660, 4.0)])
+    path = tmp_path / "hidden.ogg"
+    sf.write(path, y, SR)
+    opening = load_excerpt(path, seconds=4.0)
+    peak_hz = np.argmax(np.abs(np.fft.rfft(opening))) * SR / opening.size
+    assert opening.size == pytest.approx(4 * SR, abs=SR // 100)
+    assert peak_hz == pytest.approx(330, abs=3)
+
+
+def test_load_excerpt_resamples_the_middle_as_load_audio_does(tmp_path):
+    rate = 44100
+    t = np.arange(12 * rate) / rate
+    path = tmp_path / "cd.flac"
+    sf.write(path, np.stack([0.3 * np.sin(2 * np.pi * 440 * t), 0.2 * np.sin(2 * np.pi * 550 * t)], axis=1), rate)
+    assert np.array_equal(load_excerpt(path, seconds=5.0), load_audio(path, offset=3.5, duration=5.0))
+
+
 def test_silent_file_is_rejected(tmp_path):
     path = tmp_path / "quiet.wav"
     sf.write(path, np.zeros(SR * 3, dtype=np.float32), SR)
