@@ -45,7 +45,10 @@ EXAMPLE_PROMPTS = ("calm piano music", "fast electronic with a driving beat", "a
 FILE_ROUTE = "/gradio_api/file="  # Gradio's file route; it serves only allowed_paths and its own uploads
 SESSION_TTL_S = 4 * 3600  # a session left alone this long is dropped (bounds server memory)
 DEFAULT_MAX_UPLOAD_MB = 50
-DEFAULT_CONCURRENCY = 4
+# Turns in flight at once: their decoding steps share forward passes (assistant.batching), and eight
+# rows cost about what four do, so more turns at once wait less in the queue (bench/load.py).
+DEFAULT_CONCURRENCY = 8
+UNBATCHED_CONCURRENCY = 4  # with --no-batching, more turns at once only contend for the cores
 DEFAULT_THREADS = 2
 STREAM_INTERVAL_S = 0.25  # the streamed reply reaches the page in steps this far apart, at most
 # The audio "play" event does not bubble, so it is caught on the way down and sent as a click.
@@ -451,11 +454,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="no language model: answer with the catalog's search (word match, session, request facts)")
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default: %(default)s, this machine only)")
     p.add_argument("--port", type=int, default=7860, help="port (default: %(default)s)")
-    p.add_argument("--concurrency", type=int, default=DEFAULT_CONCURRENCY,
-                   help="chat turns processed at once; others queue (default: %(default)s)")
+    p.add_argument("--concurrency", type=int, default=None,
+                   help=f"chat turns processed at once; others queue (default: {DEFAULT_CONCURRENCY}, or "
+                        f"{UNBATCHED_CONCURRENCY} with --no-batching)")
     p.add_argument("--threads", type=int, default=DEFAULT_THREADS,
                    help="CPU threads each chat turn computes with (default: %(default)s); turns run side by side "
                         "up to --concurrency")
+    p.add_argument("--no-batching", action="store_true",
+                   help="decode each turn on its own instead of sharing the model's steps between the turns "
+                        "running at once")
     p.add_argument("--max-upload-mb", type=float, default=DEFAULT_MAX_UPLOAD_MB,
                    help="largest song a person may upload, in MB (default: %(default)s)")
     args = p.parse_args(argv)
@@ -463,6 +470,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         p.error("--model needs --index (the model is trained for one index)")
     if args.model and args.no_model:
         p.error("--model and --no-model contradict each other")
+    if args.concurrency is None:
+        args.concurrency = UNBATCHED_CONCURRENCY if args.no_batching else DEFAULT_CONCURRENCY
     if args.concurrency < 1:
         p.error("--concurrency must be at least 1")
     if args.threads < 1:
@@ -496,7 +505,7 @@ def main(argv: list[str] | None = None) -> int:
         print("No --model given: answering with the catalog's search (word match, session, request facts).")
     print(f"Loading {index_dir}" + (f" and {model_dir}" if model_dir else ""))
     try:
-        assistant = MusicAssistant.load(index_dir, model_dir)
+        assistant = MusicAssistant.load(index_dir, model_dir, batch_sessions=not args.no_batching)
     except Exception as e:  # a clear sentence, not a traceback, for the usual mistakes
         print(f"Could not load the assistant: {e}", file=sys.stderr)
         return 1

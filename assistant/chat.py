@@ -168,16 +168,20 @@ class MusicAssistant:
     reranker : Reranker, optional
         Fuse with this learned re-ranker instead of ``fusion_weights`` (``assistant.rerank``);
         a model directory that holds one sets it when loaded.
+    batch_sessions : bool
+        Let the sessions whose turns run at the same time (in other threads: a server's) share
+        one forward pass per decoding step (``assistant.batching``).
     """
 
     def __init__(self, index: MusicIndex, model=None, tokenizer=None, vocab=None, *, system_prompt: str | None = None,
                  max_context_tokens: int = 768, max_new_tokens: int = 60, name: str = "assistant",
                  text_fusion: bool = True, fusion_weights: dict[str, float] | None = None,
-                 block_ranking: str = "codes", reranker: Reranker | None = None):
+                 block_ranking: str = "codes", reranker: Reranker | None = None, batch_sessions: bool = False):
         if block_ranking not in BLOCK_RANKINGS:
             raise ValueError(f"block_ranking must be one of {BLOCK_RANKINGS}, got {block_ranking!r}")
         self.block_ranking = block_ranking
         self.reranker = reranker
+        self.batch_sessions = batch_sessions  # sessions decoding at once share each step (a server)
         self.weights = DEFAULT_WEIGHTS  # how load_model keeps a model's weights
         self.index = index
         self.catalog_note: str | None = None  # how the catalog changed since the loaded model was trained
@@ -219,7 +223,7 @@ class MusicAssistant:
 
             system_prompt = DEFAULT_SYSTEM_PROMPT
         self.tokenizer, self.vocab, self.system_prompt = tokenizer, vocab, system_prompt
-        self.decoder = Decoder(model, tokenizer, vocab, max_words_tokens=self.max_new_tokens)
+        self.decoder = Decoder(model, tokenizer, vocab, max_words_tokens=self.max_new_tokens, batched=self.batch_sessions)
         self.model = model
 
     def load_model(self, model_dir: str | Path, *, weights: str | None = None) -> None:

@@ -23,6 +23,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from .batching import StepBatcher, detach_cache
+
 MAX_WORDS_TOKENS = 60  # a reply is one or two sentences
 
 
@@ -62,14 +64,20 @@ class Decoder:
         Its tokenizer and ``MusicVocab``.
     max_words_tokens : int
         Longest reply, in tokens.
+    batched : bool
+        Run the model's steps through a ``batching.StepBatcher``, so that sessions decoding in
+        other threads at the same time share each forward pass.
     """
 
-    def __init__(self, model, tokenizer, vocab, *, max_words_tokens: int = MAX_WORDS_TOKENS):
+    def __init__(self, model, tokenizer, vocab, *, max_words_tokens: int = MAX_WORDS_TOKENS,
+                 batched: bool = False):
         from tokenizer.hf import music_token_ids
 
         if max_words_tokens < 1:
             raise ValueError(f"max_words_tokens must be at least 1, got {max_words_tokens}")
         self.model, self.tokenizer, self.vocab = model, tokenizer, vocab
+        # Sessions decoding at the same time (a server's) share one forward pass per step.
+        self.batcher = StepBatcher(model) if batched else None
         self.max_words_tokens = max_words_tokens
         ids = music_token_ids(tokenizer, vocab)
         self.start_id, self.end_id = ids["start"], ids["end"]
@@ -90,9 +98,14 @@ class Decoder:
         elif keep < len(state.ids):
             state.cache.crop(keep - len(state.ids))
         # The cache is filled in place; only the last position's logits are needed.
-        out = self.model(input_ids=torch.tensor([ids[keep:]]), cache=state.cache, use_cache=True, logits_to_keep=1)
+        if self.batcher is not None:
+            logits = self.batcher.run(ids[keep:], state.cache)
+        else:
+            out = self.model(input_ids=torch.tensor([ids[keep:]]), cache=state.cache, use_cache=True,
+                             logits_to_keep=1)
+            logits = out.logits[0, -1].float()
         state.ids = list(ids)
-        return out.logits[0, -1].float()
+        return logits
 
     def block(self, prompt_ids: Sequence[int], state: DecodeState | None = None) -> tuple[Block, list[int]]:
         """Decode a music block after ``prompt_ids`` (which end where the assistant's reply begins).
@@ -113,14 +126,18 @@ class Decoder:
         """Yield the reply's text as it grows, one decoded token at a time, after ``prompt_ids``."""
         state = state if state is not None else DecodeState()
         ids, new, text = list(prompt_ids), [], ""
-        for _ in range(self.max_words_tokens):
-            logits = self._feed(ids + new, state)
-            logits[self._banned] = float("-inf")
-            token = int(torch.argmax(logits))
-            if token in self._stop:
-                break
-            new.append(token)
-            now = self.tokenizer.decode(new, skip_special_tokens=True)
-            if now != text and not now.endswith("\ufffd"):  # wait out a character split over tokens
-                text = now
-                yield text
+        try:
+            for _ in range(self.max_words_tokens):
+                logits = self._feed(ids + new, state)
+                logits[self._banned] = float("-inf")
+                token = int(torch.argmax(logits))
+                if token in self._stop:
+                    break
+                new.append(token)
+                now = self.tokenizer.decode(new, skip_special_tokens=True)
+                if now != text and not now.endswith("\ufffd"):  # wait out a character split over tokens
+                    text = now
+                    yield text
+        finally:
+            if self.batcher is not None:  # the turn is over: the session's cache stops sharing a batch's memory
+                detach_cache(state.cache)

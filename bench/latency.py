@@ -5,7 +5,7 @@ sent in order and the assistant answers with its own picks, as in the chat. For 
 two times are taken from the moment the message is sent: until the tracks are chosen (the
 cards can be drawn) and until the reply is complete. They are measured twice in the same
 run: on the engine (``MusicAssistant.stream``) and through the app's controller (the code
-the Gradio page runs, ``app.ChatController.respond``). Printed: p50 and p95 of both, and the
+the Gradio page runs, ``app.ChatController.respond``, with the app's batched decoding). Printed: p50 and p95 of both, and the
 same for the engine without a model as the baseline.
 
     python bench/latency.py                       # the demo index and model
@@ -136,9 +136,12 @@ def main(argv: list[str] | None = None) -> int:
     print(f"{len(conversations)} conversations from {path}, {sum(len(user_turns(c)) for c in conversations)} turns")
     tuned = MusicAssistant.load(args.index, args.model, weights=args.weights)
     tuned.reply(tuned.new_session(), "a warm-up turn")  # first-call costs are not a person's wait
+    # the app's assistant sends its steps through the batching thread, as app.py does by default
+    served = MusicAssistant.load(args.index, args.model, weights=args.weights, batch_sessions=True)
+    served.reply(served.new_session(), "a warm-up turn")
     engine = MusicAssistant(tuned.index, name="engine")
     rows = [summarize("assistant (engine)", time_engine(tuned, conversations)),
-            summarize("assistant (app)", time_app(tuned, conversations)),
+            summarize("assistant (app)", time_app(served, conversations)),
             summarize("no model (engine)", time_engine(engine, conversations))]
     print(format_table(rows))
     if args.json:

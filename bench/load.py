@@ -8,6 +8,7 @@ whether any session's played list holds a track that was never returned to that 
     python bench/load.py                         # starts a server on a tiny synthetic catalog
     python bench/load.py --index DIR --model DIR # ... or on a given index and model
     python bench/load.py --url http://127.0.0.1:7860 --json
+    python bench/load.py --batching on           # only the app's default (both: with and without, in turn)
 
 Loopback only: ``--url`` must name this machine. Bounded: ``--sessions`` at most 64, ``--turns``
 at most 20, and every turn and the whole run have time limits.
@@ -150,7 +151,8 @@ def format_table(s: dict) -> str:
         ("sessions isolated", "yes" if s["isolated"] else f"NO: {s['foreign_tracks']}"),
     ]
     width = max(len(k) for k, _ in rows)
-    lines = [f"Chat load against {s['url']}", "-" * (width + 20)]
+    how = {True: ", decoding steps shared between turns", False: ", each turn decoded on its own"}.get(s.get("batched"), "")
+    lines = [f"Chat load against {s['url']}{how}", "-" * (width + 20)]
     lines += [f"{k:<{width}}  {v}" for k, v in rows]
     lines += [f"  error: {e}" for e in s["error_messages"]]
     return "\n".join(lines)
@@ -162,10 +164,10 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def start_server(index: Path | None, model: Path | None, concurrency: int, workdir: Path, log=print,
-                 threads: int | None = None, weights: str | None = None):
+def start_server(index: Path | None, model: Path | None, concurrency: int | None, workdir: Path, log=print,
+                 threads: int | None = None, weights: str | None = None, batch_sessions: bool = True):
     """Serve the app in this process on a free loopback port; return (blocks, url)."""
-    from app import DEFAULT_THREADS, build_app, launch, set_turn_threads
+    from app import DEFAULT_CONCURRENCY, DEFAULT_THREADS, UNBATCHED_CONCURRENCY, build_app, launch, set_turn_threads
 
     set_turn_threads(threads or DEFAULT_THREADS)
     from assistant.chat import MusicAssistant
@@ -176,8 +178,8 @@ def start_server(index: Path | None, model: Path | None, concurrency: int, workd
 
         log(f"Building a tiny synthetic catalog and model in {workdir} (about a minute)")
         index, model = build_tiny_assistant(workdir)
-    assistant = MusicAssistant.load(index, model, weights=weights)
-    demo = build_app(assistant, concurrency=concurrency)
+    assistant = MusicAssistant.load(index, model, weights=weights, batch_sessions=batch_sessions)
+    demo = build_app(assistant, concurrency=concurrency or (DEFAULT_CONCURRENCY if batch_sessions else UNBATCHED_CONCURRENCY))
     port = free_port()
     launch(demo, host="127.0.0.1", port=port, prevent_thread_lock=True, quiet=True)
     return demo, f"http://127.0.0.1:{port}"
@@ -190,11 +192,17 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--model", type=Path, help="model directory for --index (default: none, dense retrieval)")
     p.add_argument("--sessions", type=int, default=8, help="concurrent sessions (default: %(default)s)")
     p.add_argument("--turns", type=int, default=5, help="turns per session (default: %(default)s)")
-    p.add_argument("--concurrency", type=int, default=4, help="server queue concurrency when this starts the server")
+    p.add_argument("--concurrency", type=int, default=None,
+                   help="server queue concurrency when this starts the server (default: the app's, which "
+                        "depends on --batching)")
     p.add_argument("--threads", type=int, default=None, help="CPU threads per turn in the server this starts "
                                                             "(default: the app's)")
     p.add_argument("--weights", choices=("float32", "int8"), default=None,
                    help="how the model of the server this starts keeps its weights (default: the app's)")
+    p.add_argument("--batching", choices=("on", "off", "both"), default="both",
+                   help="whether the server this starts shares decoding steps between the turns running at once "
+                        "(the app's default), decodes each turn on its own, or both, one after the other "
+                        "(default: %(default)s)")
     p.add_argument("--turn-timeout-s", type=float, default=120.0, help="limit on one turn (default: %(default)s)")
     p.add_argument("--total-timeout-s", type=float, default=600.0, help="limit on the whole run (default: %(default)s)")
     p.add_argument("--json", action="store_true", help="print the summary as JSON instead of a table")
@@ -215,23 +223,37 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     log = (lambda s: print(s, file=sys.stderr)) if args.json else print
-    demo = None
+    modes = [None] if args.url else {"on": [True], "off": [False], "both": [True, False]}[args.batching]
+    summaries = []
     with tempfile.TemporaryDirectory(prefix="tonearm-load-") as tmp:
-        try:
-            url = args.url
-            if url is None:
-                demo, url = start_server(args.index, args.model, args.concurrency, Path(tmp), log=log,
-                                         threads=args.threads, weights=args.weights)
-            log(f"{args.sessions} sessions x {args.turns} turns against {url}")
-            summary = run_load(url, args.sessions, args.turns, args.turn_timeout_s, args.total_timeout_s)
-        finally:
-            if demo is not None:
-                demo.close()
+        index, model = args.index, args.model
+        if args.url is None and index is None:
+            sys.path.insert(0, str(ROOT / "tests"))
+            from tiny_catalog import build_tiny_assistant
+
+            log(f"Building a tiny synthetic catalog and model in {tmp} (about a minute)")
+            index, model = build_tiny_assistant(Path(tmp))
+        for batched in modes:
+            demo = None
+            try:
+                url = args.url
+                if url is None:
+                    demo, url = start_server(index, model, args.concurrency, Path(tmp), log=log,
+                                             threads=args.threads, weights=args.weights, batch_sessions=batched)
+                label = "" if batched is None else (" (steps shared between turns)" if batched else
+                                                     " (each turn decoded on its own)")
+                log(f"{args.sessions} sessions x {args.turns} turns against {url}{label}")
+                summary = run_load(url, args.sessions, args.turns, args.turn_timeout_s, args.total_timeout_s)
+                summary["batched"] = batched
+                summaries.append(summary)
+            finally:
+                if demo is not None:
+                    demo.close()
+            if not args.json:
+                print(format_table(summary))
     if args.json:
-        print(json.dumps(summary, indent=2))
-    else:
-        print(format_table(summary))
-    return 0 if summary["errors"] == 0 and summary["isolated"] else 1
+        print(json.dumps(summaries if len(summaries) > 1 else summaries[0], indent=2))
+    return 0 if all(s["errors"] == 0 and s["isolated"] for s in summaries) else 1
 
 
 if __name__ == "__main__":

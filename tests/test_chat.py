@@ -555,3 +555,27 @@ def test_two_turns_at_once_decode_as_they_would_alone(assistant):
             assert g.codes == alone[i].codes and not g.errors
             assert set(g.codes) == set(assistant.index.codebook_sizes)
             assert all(0 <= c < assistant.index.codebook_sizes[m] for m, c in g.codes.items())
+
+
+def test_sessions_answered_at_once_with_shared_steps_get_the_replies_they_would_alone(dirs, assistant, one_torch_thread):
+    import threading
+
+    index_dir, model_dir = dirs
+    shared = MusicAssistant.load(index_dir, model_dir, batch_sessions=True)
+    messages = ["calm piano music please", "something fast with drums", "a sad folk song"]
+    expected = [assistant.reply(assistant.new_session(), m) for m in messages]
+    got: list = [None] * len(messages)
+    start = threading.Barrier(len(messages))
+
+    def turn(i):
+        start.wait()
+        got[i] = shared.reply(shared.new_session(), messages[i])
+
+    threads = [threading.Thread(target=turn, args=(i,)) for i in range(len(messages))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=120)
+    assert [r.text for r in got] == [r.text for r in expected]
+    assert [[c.id for c in r.tracks] for r in got] == [[c.id for c in r.tracks] for r in expected]
+    assert shared.decoder.batcher.batched_steps > 0
