@@ -16,6 +16,7 @@ at most 20, and every turn and the whole run have time limits.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import socket
@@ -225,7 +226,10 @@ def main(argv: list[str] | None = None) -> int:
     log = (lambda s: print(s, file=sys.stderr)) if args.json else print
     modes = [None] if args.url else {"on": [True], "off": [False], "both": [True, False]}[args.batching]
     summaries = []
-    with tempfile.TemporaryDirectory(prefix="tonearm-load-") as tmp:
+    stdout = sys.stdout
+    # with --json, stdout carries the JSON alone: what training and Gradio print goes to stderr
+    quiet = contextlib.redirect_stdout(sys.stderr) if args.json else contextlib.nullcontext()
+    with quiet, tempfile.TemporaryDirectory(prefix="tonearm-load-") as tmp:
         index, model = args.index, args.model
         if args.url is None and index is None:
             sys.path.insert(0, str(ROOT / "tests"))
@@ -252,7 +256,7 @@ def main(argv: list[str] | None = None) -> int:
             if not args.json:
                 print(format_table(summary))
     if args.json:
-        print(json.dumps(summaries if len(summaries) > 1 else summaries[0], indent=2))
+        print(json.dumps(summaries if len(summaries) > 1 else summaries[0], indent=2), file=stdout)
     return 0 if all(s["errors"] == 0 and s["isolated"] for s in summaries) else 1
 
 
