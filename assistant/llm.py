@@ -167,3 +167,14 @@ def chat_prompt(tokenizer, messages: list[dict], add_generation_prompt: bool = T
     return tokenizer.apply_chat_template(
         clean, chat_template=template, tokenize=False, add_generation_prompt=add_generation_prompt
     )
+
+
+def native_bf16(device: torch.device | str = "cpu") -> bool:
+    """Whether ``device`` computes bfloat16 matrix products in hardware."""
+    device = torch.device(device)
+    if device.type == "cuda":
+        return torch.cuda.is_bf16_supported()
+    try:  # private probes, absent from some torch builds
+        return bool(torch.cpu._is_amx_tile_supported() or torch.cpu._is_avx512_bf16_supported())
+    except AttributeError:
+        return False

@@ -32,7 +32,7 @@ from typing import Any
 import torch
 
 from assistant.examples import IGNORE, build_examples, collate
-from assistant.llm import DEFAULT_BASE, ensure_pad_token, load_base
+from assistant.llm import DEFAULT_BASE, ensure_pad_token, load_base, native_bf16
 from assistant.model_dir import DEFAULT_SYSTEM_PROMPT, MODEL_RECORD, REPLY_FORMAT, FactsFor, SAVED_BASE_DIR, read_model_record, untie_output_rows
 from tokenizer.hf import add_music_tokens, music_token_ids
 from tokenizer.vocab import MusicVocab
@@ -314,16 +314,6 @@ def _lr_scale(step: int, planned: int, warmup: int) -> float:
         return (step + 1) / (warmup + 1)
     progress = min(1.0, (step - warmup) / max(1, planned - warmup))
     return 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * progress))
-
-
-def native_bf16(device: torch.device) -> bool:
-    """Whether ``device`` computes bfloat16 matrix products in hardware."""
-    if device.type == "cuda":
-        return torch.cuda.is_bf16_supported()
-    try:  # private probes, absent from some torch builds
-        return bool(torch.cpu._is_amx_tile_supported() or torch.cpu._is_avx512_bf16_supported())
-    except AttributeError:
-        return False
 
 
 def _autocast(device: torch.device, enabled: bool):

@@ -99,8 +99,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--screenshot", type=Path, help="save a screenshot of the page at the end here")
     p.add_argument("--json", type=Path, help="write the transcript and times here")
     p.add_argument("--turn-timeout-s", type=float, default=60.0)
-    p.add_argument("--weights", choices=("float32", "int8"), default="float32",
-                   help="how the model keeps its weights (default: %(default)s)")
+    p.add_argument("--weights", choices=("auto", "float32", "bfloat16", "int8"), default="auto",
+                   help="how the model keeps its weights; auto as the app chooses (default: %(default)s)")
     p.add_argument("--threads", type=int, default=None,
                    help="CPU threads each turn computes with (default: the app's)")
     args = p.parse_args(argv)
@@ -115,7 +115,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     from playwright.sync_api import sync_playwright
 
-    from app import DEFAULT_THREADS, build_app, launch, set_turn_threads
+    from app import DEFAULT_THREADS, build_app, launch, serving_weights, set_turn_threads
     from assistant.chat import MusicAssistant
     from bench.load import free_port
 
@@ -124,7 +124,8 @@ def main(argv: list[str] | None = None) -> int:
 
         args.index, args.model = ensure_demo()
     set_turn_threads(args.threads or DEFAULT_THREADS)
-    assistant = MusicAssistant.load(args.index, args.model, weights=args.weights)
+    # the assistant as app.py serves it: its weights and its batched decoding
+    assistant = MusicAssistant.load(args.index, args.model, weights=serving_weights(args.weights), batch_sessions=True)
     assistant.reply(assistant.new_session(), "a warm-up turn")  # first-call costs are not a person's wait
     demo = build_app(assistant)
     port = free_port()

@@ -1,12 +1,12 @@
-"""Float32 against int8 weights for the chat's generation: speed, and how often they agree.
+"""Float32 against bfloat16 and int8 weights for the chat's generation: speed, and how often they agree.
 
-Loads one model directory twice, with float32 weights and with int8 ones
-(``assistant.model_dir.quantize_int8``), and answers every turn of some conversations with
-each, statelessly (the history as written, each turn alone, as the evaluation does). Printed per
-weight format: the seconds to the tracks (prompt, block and retrieval) and to the whole reply,
-the seconds per word token, and nDCG@10 on the turns; and for int8 against float32 on the same
-turns: whole blocks identical, codes identical per modality, the first card identical, the
-three cards overlapping, and the replies' words identical.
+Loads one model directory once per weight format (``assistant.model_dir.WEIGHT_FORMATS``:
+float32, bfloat16, and int8 by ``quantize_int8``) and answers every turn of some conversations
+with each, statelessly (the history as written, each turn alone, as the evaluation does).
+Printed per weight format: the seconds to the tracks (prompt, block and retrieval) and to the
+whole reply, the seconds per word token, and nDCG@10 on the turns; and for each against float32
+on the same turns: whole blocks identical, codes identical per modality, the first card
+identical, the three cards overlapping, and the replies' words identical.
 
 Choose on the validation conversations (the default), not on test ones:
 
@@ -89,7 +89,7 @@ def agreement(reference: list[dict], other: list[dict]) -> dict:
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description="Float32 against int8 weights: generation speed and agreement.")
+    p = argparse.ArgumentParser(description="Float32 against bfloat16 and int8 weights: generation speed and agreement.")
     add_model_arguments(p, "val", 30)
     return check_model_arguments(p, p.parse_args(argv))
 
@@ -112,13 +112,15 @@ def main(argv: list[str] | None = None) -> int:
     for r in rows:
         print(f"{r['weights']:<10}{r['tracks_p50_s']:>11.2f}s{r['end_p50_s']:>10.2f}s{r['end_p95_s']:>10.2f}s"
               f"{r['token_p50_ms']:>10.1f}{r['ndcg10']:>9.3f}")
-    agree = agreement(results["float32"], results["int8"])
-    codes = ", ".join(f"{m} {v:.3f}" for m, v in agree["codes_identical"].items())
-    print(f"int8 against float32: blocks identical {agree['blocks_identical']:.3f} (codes: {codes}); first card "
-          f"identical {agree['first_card_identical']:.3f}; three cards overlap {agree['three_cards_overlap']:.3f}; "
-          f"words identical {agree['words_identical']:.3f}")
+    agreements = {}
+    for weights in WEIGHT_FORMATS[1:]:
+        agree = agreements[f"{weights}_vs_float32"] = agreement(results["float32"], results[weights])
+        codes = ", ".join(f"{m} {v:.3f}" for m, v in agree["codes_identical"].items())
+        print(f"{weights} against float32: blocks identical {agree['blocks_identical']:.3f} (codes: {codes}); first "
+              f"card identical {agree['first_card_identical']:.3f}; three cards overlap "
+              f"{agree['three_cards_overlap']:.3f}; words identical {agree['words_identical']:.3f}")
     if args.json:
-        args.json.write_text(json.dumps({"rows": rows, "int8_vs_float32": agree}, indent=2) + "\n")
+        args.json.write_text(json.dumps({"rows": rows, **agreements}, indent=2) + "\n")
     return 0
 
 

@@ -123,8 +123,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description="Time to the first tracks and to the whole reply, per chat turn, "
                                             "on the engine and through the app, with and without the model.")
     add_model_arguments(p, "test", 20)
-    p.add_argument("--weights", choices=("float32", "int8"), default="float32",
-                   help="how the model keeps its weights (default: %(default)s)")
+    p.add_argument("--weights", choices=("auto", "float32", "bfloat16", "int8"), default="auto",
+                   help="how the model keeps its weights; auto as the app chooses (default: %(default)s)")
     return check_model_arguments(p, p.parse_args(argv))
 
 
@@ -134,10 +134,14 @@ def main(argv: list[str] | None = None) -> int:
 
     path, conversations = model_and_conversations(args, "test")
     print(f"{len(conversations)} conversations from {path}, {sum(len(user_turns(c)) for c in conversations)} turns")
-    tuned = MusicAssistant.load(args.index, args.model, weights=args.weights)
+    from app import serving_weights
+
+    weights = serving_weights(args.weights)
+    print(f"weights: {weights}")
+    tuned = MusicAssistant.load(args.index, args.model, weights=weights)
     tuned.reply(tuned.new_session(), "a warm-up turn")  # first-call costs are not a person's wait
     # the app's assistant sends its steps through the batching thread, as app.py does by default
-    served = MusicAssistant.load(args.index, args.model, weights=args.weights, batch_sessions=True)
+    served = MusicAssistant.load(args.index, args.model, weights=weights, batch_sessions=True)
     served.reply(served.new_session(), "a warm-up turn")
     engine = MusicAssistant(tuned.index, name="engine")
     rows = [summarize("assistant (engine)", time_engine(tuned, conversations)),

@@ -168,7 +168,8 @@ def free_port() -> int:
 def start_server(index: Path | None, model: Path | None, concurrency: int | None, workdir: Path, log=print,
                  threads: int | None = None, weights: str | None = None, batch_sessions: bool = True):
     """Serve the app in this process on a free loopback port; return (blocks, url)."""
-    from app import DEFAULT_CONCURRENCY, DEFAULT_THREADS, UNBATCHED_CONCURRENCY, build_app, launch, set_turn_threads
+    from app import (DEFAULT_CONCURRENCY, DEFAULT_THREADS, UNBATCHED_CONCURRENCY, build_app, launch, serving_weights,
+                     set_turn_threads)
 
     set_turn_threads(threads or DEFAULT_THREADS)
     from assistant.chat import MusicAssistant
@@ -179,7 +180,8 @@ def start_server(index: Path | None, model: Path | None, concurrency: int | None
 
         log(f"Building a tiny synthetic catalog and model in {workdir} (about a minute)")
         index, model = build_tiny_assistant(workdir)
-    assistant = MusicAssistant.load(index, model, weights=weights, batch_sessions=batch_sessions)
+    assistant = MusicAssistant.load(index, model, weights=serving_weights(weights or "auto"),
+                                    batch_sessions=batch_sessions)
     demo = build_app(assistant, concurrency=concurrency or (DEFAULT_CONCURRENCY if batch_sessions else UNBATCHED_CONCURRENCY))
     port = free_port()
     launch(demo, host="127.0.0.1", port=port, prevent_thread_lock=True, quiet=True)
@@ -198,8 +200,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         "depends on --batching)")
     p.add_argument("--threads", type=int, default=None, help="CPU threads per turn in the server this starts "
                                                             "(default: the app's)")
-    p.add_argument("--weights", choices=("float32", "int8"), default=None,
-                   help="how the model of the server this starts keeps its weights (default: the app's)")
+    p.add_argument("--weights", choices=("auto", "float32", "bfloat16", "int8"), default="auto",
+                   help="how the model of the server this starts keeps its weights; auto as the app chooses "
+                        "(default: %(default)s)")
     p.add_argument("--batching", choices=("on", "off", "both"), default="both",
                    help="whether the server this starts shares decoding steps between the turns running at once "
                         "(the app's default), decodes each turn on its own, or both, one after the other "

@@ -343,3 +343,14 @@ def test_the_page_shows_the_model_status(assistant):
     texts = [c.get("props", {}).get("value") for c in config["components"]]
     assert "The language model is training in the background." in texts
     assert any(c.get("type") == "timer" for c in config["components"])
+
+
+def test_served_weights_follow_the_cpu_unless_named():
+    from app import parse_args, serving_weights
+    from assistant.llm import native_bf16
+
+    assert serving_weights("auto") == ("bfloat16" if native_bf16("cpu") else "float32")
+    assert [serving_weights(w) for w in ("float32", "bfloat16", "int8")] == ["float32", "bfloat16", "int8"]
+    assert parse_args([]).weights == "auto" and parse_args([]).concurrency == 8
+    assert parse_args(["--no-batching"]).concurrency == 4
+    assert parse_args(["--no-batching", "--concurrency", "2"]).concurrency == 2

@@ -58,6 +58,22 @@ def test_int8_weights_answer_from_the_same_model_with_quantized_linear_layers(di
         MusicAssistant.load(index_dir, model_dir, weights="int4")
 
 
+def test_bfloat16_weights_answer_from_the_same_model_cast(dirs, assistant, one_torch_thread):
+    import torch
+
+    index_dir, model_dir = dirs
+    half = MusicAssistant.load(index_dir, model_dir, weights="bfloat16")
+    assert half.weights == "bfloat16"
+    assert {p.dtype for p in half.model.parameters()} == {torch.bfloat16}
+    reply = half.reply(half.new_session(), "calm piano music please")
+    assert reply.source == "model" and len(reply.tracks) == 3
+    history = [{"role": "user", "content": "calm piano music please"}]
+    exact, rounded = assistant._generate(history), half._generate(history)
+    for modality, scores in exact.code_log_probs.items():
+        assert rounded.code_log_probs[modality].dtype == np.float32  # logits come back as float32
+        assert np.abs(np.exp(scores) - np.exp(rounded.code_log_probs[modality])).max() < 0.05
+
+
 def test_played_and_rejected_tracks_are_not_repeated(assistant):
     session = assistant.new_session()
     first = assistant.reply(session, "something fast and electronic")
