@@ -679,7 +679,12 @@ class MusicAssistant:
         low = _norm(sentence)
         allowed = shown + ([reference] if reference is not None else [])
         subject = next((t for t in named if t in shown), None) or (shown[0] if shown else None)
-        about = [t for t in [subject, reference] if t is not None]  # what its facts may come from
+        claim = read_request(sentence, CatalogWords())
+        # The track before lends its facts only to a sentence about it or set against it: "a piece
+        # in C minor at about 112 BPM" said of a card in G# major at 185 is false, even when the
+        # track before was in C minor at 112.
+        compares = reference is not None and (reference in named or bool(claim.relative) or _COMPARING.search(low))
+        about = [t for t in [subject, reference if compares else None] if t is not None]  # its facts' sources
         titles = {_norm(t.title) for t in allowed}
         quoted = [_norm(q) for q in re.findall(r'"([^"]+)"', sentence)]
         if sentence.count('"') % 2 or any(q not in titles for q in quoted):
@@ -707,9 +712,11 @@ class MusicAssistant:
         keys = {str(t.descriptors.get("key", "")).lower() for t in about}
         if any(k not in keys for k in re.findall(r"\b[a-g][#b]? (?:major|minor)\b(?!-)", claims)):
             return "facts"  # not "a minor-key piece"
-        claim = read_request(sentence, CatalogWords())
-        if claim.relative and (reference is None or subject is None or not satisfies(subject, reference, claim)):
-            return "facts"  # "it's calmer" must be true of its track against the reference
+        # "it's calmer" must be true of its track against the reference; the numbers quoted with it
+        # ("172 vs 66 BPM") were checked above, and are not a request for 66 BPM
+        if claim.relative and (reference is None or subject is None
+                               or not satisfies(subject, reference, Refinement(relative=claim.relative))):
+            return "facts"
         if claim.same_artist is not None and (reference is None or subject is None or
                                               satisfies(subject, reference, Refinement(same_artist=claim.same_artist)) is False):
             return "facts"
@@ -818,6 +825,8 @@ _BY_ARTIST = re.compile(r"\bby ([A-Z][^,.;:!?]*?)(?= from\b| with\b| in\b| at\b|
 # A sentence that leans on the one before it ("It's calm.", "This one ...").
 _DEPENDENT = re.compile(r"^\W*(?:it|it's|its|this|that|these|they|they're|the track|the piece|the song|the tune|"
                         r"both|all three|also|and)\b", re.IGNORECASE)
+# Words that set a sentence against the track played before (its facts may then be quoted).
+_COMPARING = re.compile(r"\b(?:than|vs|versus|compared|same|like the|before|previous|last one|earlier|first one)\b")
 _VOCAL_WORDS = re.compile(r"\b(vocals?|vocalist|sung|sings?|singer|singing|voices?)\b")
 
 

@@ -156,6 +156,13 @@ def test_text_never_names_tracks_that_were_not_retrieved(assistant):
     for said in (f'Try "{fastest.title}": a minor-key piece.', f'"{fastest.title}" by {fastest.artist} fits: a piece.'):
         assert assistant.grounded_sentences(said, [card(fastest)]) == said
     assert assistant.grounded_sentences(claim, [card(slowest)], reference=fastest) == ""
+    # The track before lends its numbers to a comparison, never to a plain claim about the card.
+    slow_bpm, fast_bpm = (round(float(t.descriptors["tempo_bpm"])) for t in (slowest, fastest))
+    if abs(slow_bpm - fast_bpm) > 2:
+        plain = f"It moves at about {slow_bpm} BPM."
+        assert assistant.grounded_sentences(plain, [card(fastest)], reference=slowest) == ""
+        versus = f"It is faster than the last one ({fast_bpm} vs {slow_bpm} BPM)."
+        assert assistant.grounded_sentences(versus, [card(fastest)], reference=slowest) == versus
     # Fragments of echoed track cards are not sentences, even when every fact in them is true.
     year = next((c.year for c in reply.tracks if c.year), "")
     echoed = f'1, {year}): piano; about. a fine one by the same Piano'
