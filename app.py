@@ -516,10 +516,12 @@ def main(argv: list[str] | None = None) -> int:
         model_dir = None
     elif model_dir is None and train_later is None:
         print("No --model given: answering with the catalog's search (word match, session, request facts).")
-    print(f"Loading {index_dir}" + (f" and {model_dir}" if model_dir else ""))
+    weights = serving_weights(args.weights)
+    print(f"Loading {index_dir}" + (f" and {model_dir}" if model_dir else "") +
+          f" (model weights in {weights}; up to {args.concurrency} turns at once, "
+          + ("each decoded on its own)" if args.no_batching else "sharing each decoding step)"))
     try:
-        assistant = MusicAssistant.load(index_dir, model_dir, weights=serving_weights(args.weights),
-                                        batch_sessions=not args.no_batching)
+        assistant = MusicAssistant.load(index_dir, model_dir, weights=weights, batch_sessions=not args.no_batching)
     except Exception as e:  # a clear sentence, not a traceback, for the usual mistakes
         print(f"Could not load the assistant: {e}", file=sys.stderr)
         return 1
