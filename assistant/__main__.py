@@ -192,8 +192,9 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--no-live", action="store_true",
                    help="skip the live replay that measures refinement-following (it regenerates the assistant's turns)")
     e.add_argument("--weights", choices=WEIGHT_FORMATS, default=DEFAULT_WEIGHTS,
-                   help="how the model keeps its weights: float32 as trained (the chat's), or int8 quantized "
-                        "linear layers, to measure them (bench/decode_weights.py) (default: %(default)s)")
+                   help="how the model keeps its weights: float32 as trained, bfloat16 (what the chat serves "
+                        "where the CPU computes it natively), or int8 quantized linear layers, to measure them "
+                        "(bench/decode_weights.py) (default: %(default)s)")
     e.add_argument("--limit", type=int, default=None, help="evaluate only the first N conversations")
     e.add_argument("--out", default=None, help="write the JSON report here")
     e.add_argument("--predictions", default=None, metavar="PATH",

@@ -830,9 +830,13 @@ _COMPARING = re.compile(r"\b(?:than|vs|versus|compared|same|like the|before|prev
 _VOCAL_WORDS = re.compile(r"\b(vocals?|vocalist|sung|sings?|singer|singing|voices?)\b")
 
 
+_ABBREVIATIONS = {"st", "mr", "mrs", "ms", "dr", "jr", "sr", "vs", "no", "op", "vol", "feat"}
+
+
 def _sentences(text: str) -> list[str]:
     """Split at sentence ends outside double quotes (titles such as "Reel No. 2" stay whole),
-    and not before a digit or a small letter ("from Préludes, Op. 28 by ...")."""
+    not before a digit or a small letter ("from Préludes, Op. 28 by ..."), and not after an
+    initial or a common abbreviation ("by Joseph G. Toscano", "St. Louis Blues")."""
     out, start, quoted = [], 0, False
     for i, ch in enumerate(text):
         if ch == '"':
@@ -840,6 +844,10 @@ def _sentences(text: str) -> list[str]:
         elif ch in ".!?" and not quoted and (i + 1 == len(text) or text[i + 1].isspace()):
             after = text[i + 1:].lstrip()[:1]
             if after and (after.isdigit() or after.islower()):
+                continue
+            word = re.search(r"(\w+)$", text[start:i])
+            if after and ch == "." and word and ((len(word.group(1)) == 1 and word.group(1).isupper())
+                                                 or word.group(1).lower() in _ABBREVIATIONS):
                 continue
             out.append(text[start : i + 1])
             start = i + 1

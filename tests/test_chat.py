@@ -602,3 +602,14 @@ def test_sessions_answered_at_once_with_shared_steps_get_the_replies_they_would_
     assert [r.text for r in got] == [r.text for r in expected]
     assert [[c.id for c in r.tracks] for r in got] == [[c.id for c in r.tracks] for r in expected]
     assert shared.decoder.batcher.batched_steps > 0
+
+
+def test_sentences_split_at_ends_not_at_initials_abbreviations_or_titles():
+    from assistant.chat import _sentences
+
+    assert _sentences('Try "Revelation" by Joseph G. Toscano (Zhaytee): a cinematic piece. It is fast!') == [
+        'Try "Revelation" by Joseph G. Toscano (Zhaytee): a cinematic piece.', "It is fast!"]
+    assert _sentences("J. S. Bach wrote it. It is calm.") == ["J. S. Bach wrote it.", "It is calm."]
+    assert _sentences('Play St. Louis Blues. Or "Reel No. 2". From Op. 28 too?') == [
+        "Play St. Louis Blues.", 'Or "Reel No. 2".', "From Op. 28 too?"]
+    assert _sentences("It is by Chopin. A mazurka.") == ["It is by Chopin.", "A mazurka."]
