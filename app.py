@@ -444,6 +444,11 @@ def set_turn_threads(threads: int) -> None:
     torch.set_num_threads(threads)
 
 
+def default_concurrency(batched: bool) -> int:
+    """Turns in flight at once by default: more where they share decoding steps."""
+    return DEFAULT_CONCURRENCY if batched else UNBATCHED_CONCURRENCY
+
+
 def serving_weights(choice: str) -> str:
     """The weight format to serve with: ``choice``, or for "auto" bfloat16 where the CPU computes
     it natively and float32 elsewhere (emulated bfloat16 is slower than float32)."""
@@ -484,7 +489,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     if args.model and args.no_model:
         p.error("--model and --no-model contradict each other")
     if args.concurrency is None:
-        args.concurrency = UNBATCHED_CONCURRENCY if args.no_batching else DEFAULT_CONCURRENCY
+        args.concurrency = default_concurrency(batched=not args.no_batching)
     if args.concurrency < 1:
         p.error("--concurrency must be at least 1")
     if args.threads < 1:

@@ -39,6 +39,14 @@ class _Step:
         return len(self.ids) == 1 and self.cache.get_seq_length() > 0
 
 
+@torch.no_grad()
+def feed(model, ids: Sequence[int], cache) -> torch.Tensor:
+    """Run ``model`` over ``ids`` after what ``cache`` holds (filling it in place); the last
+    position's logits, as float32."""
+    out = model(input_ids=torch.tensor([list(ids)]), cache=cache, use_cache=True, logits_to_keep=1)
+    return out.logits[0, -1].float()
+
+
 def stack_caches(caches: Sequence[Any], rows: int | None = None) -> tuple[Any, torch.Tensor, torch.Tensor]:
     """Left-pad and stack one-sequence caches into one batch cache.
 
@@ -199,11 +207,9 @@ class StepBatcher:
         for s in steps:
             s.done.set()
 
-    @torch.no_grad()
     def _step_one(self, steps: list[_Step]) -> None:
         (s,) = steps
-        out = self.model(input_ids=torch.tensor([s.ids]), cache=s.cache, use_cache=True, logits_to_keep=1)
-        s.logits = out.logits[0, -1].float()
+        s.logits = feed(self.model, s.ids, s.cache)
 
     @torch.no_grad()
     def _step_batch(self, steps: list[_Step]) -> None:

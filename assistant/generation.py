@@ -18,12 +18,13 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 import numpy as np
 import torch
 
-from .batching import StepBatcher, detach_cache
+from .batching import StepBatcher, detach_cache, feed
 
 MAX_WORDS_TOKENS = 60  # a reply is one or two sentences
 
@@ -98,12 +99,8 @@ class Decoder:
         elif keep < len(state.ids):
             state.cache.crop(keep - len(state.ids))
         # The cache is filled in place; only the last position's logits are needed.
-        if self.batcher is not None:
-            logits = self.batcher.run(ids[keep:], state.cache)
-        else:
-            out = self.model(input_ids=torch.tensor([ids[keep:]]), cache=state.cache, use_cache=True,
-                             logits_to_keep=1)
-            logits = out.logits[0, -1].float()
+        run = self.batcher.run if self.batcher is not None else partial(feed, self.model)
+        logits = run(ids[keep:], state.cache)
         state.ids = list(ids)
         return logits
 

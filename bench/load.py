@@ -165,24 +165,16 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def start_server(index: Path | None, model: Path | None, concurrency: int | None, workdir: Path, log=print,
-                 threads: int | None = None, weights: str | None = None, batch_sessions: bool = True):
-    """Serve the app in this process on a free loopback port; return (blocks, url)."""
-    from app import (DEFAULT_CONCURRENCY, DEFAULT_THREADS, UNBATCHED_CONCURRENCY, build_app, launch, serving_weights,
-                     set_turn_threads)
-
-    set_turn_threads(threads or DEFAULT_THREADS)
+def start_server(index: Path, model: Path | None, concurrency: int | None, threads: int | None = None,
+                 weights: str = "auto", batch_sessions: bool = True):
+    """Serve the app in this process on a free loopback port, configured as app.py configures it
+    unless told otherwise; return (blocks, url)."""
+    from app import DEFAULT_THREADS, build_app, default_concurrency, launch, serving_weights, set_turn_threads
     from assistant.chat import MusicAssistant
 
-    if index is None:
-        sys.path.insert(0, str(ROOT / "tests"))
-        from tiny_catalog import build_tiny_assistant
-
-        log(f"Building a tiny synthetic catalog and model in {workdir} (about a minute)")
-        index, model = build_tiny_assistant(workdir)
-    assistant = MusicAssistant.load(index, model, weights=serving_weights(weights or "auto"),
-                                    batch_sessions=batch_sessions)
-    demo = build_app(assistant, concurrency=concurrency or (DEFAULT_CONCURRENCY if batch_sessions else UNBATCHED_CONCURRENCY))
+    set_turn_threads(threads or DEFAULT_THREADS)
+    assistant = MusicAssistant.load(index, model, weights=serving_weights(weights), batch_sessions=batch_sessions)
+    demo = build_app(assistant, concurrency=concurrency or default_concurrency(batch_sessions))
     port = free_port()
     launch(demo, host="127.0.0.1", port=port, prevent_thread_lock=True, quiet=True)
     return demo, f"http://127.0.0.1:{port}"
@@ -245,8 +237,8 @@ def main(argv: list[str] | None = None) -> int:
             try:
                 url = args.url
                 if url is None:
-                    demo, url = start_server(index, model, args.concurrency, Path(tmp), log=log,
-                                             threads=args.threads, weights=args.weights, batch_sessions=batched)
+                    demo, url = start_server(index, model, args.concurrency, threads=args.threads,
+                                             weights=args.weights, batch_sessions=batched)
                 label = "" if batched is None else (" (steps shared between turns)" if batched else
                                                      " (each turn decoded on its own)")
                 log(f"{args.sessions} sessions x {args.turns} turns against {url}{label}")

@@ -1,7 +1,7 @@
 """Short-time Fourier and constant-Q transforms, computed as librosa computes them, faster.
 
-``stft_magnitude`` is ``np.abs(librosa.stft(y))`` with its Hann window, in float32 and a block of
-frames at a time.
+``stft_magnitude`` is ``np.abs(librosa.stft(y))`` with its Hann window, transformed in float64
+a block of frames at a time.
 
 ``stft`` is ``librosa.stft`` with a rectangular window as one real FFT over a strided view of
 the signal, without librosa's per-call checks and block loop, which cost more than the
