@@ -1,6 +1,6 @@
 """The feature extraction's faster computations agree with the librosa functions they replace:
 the rectangular STFT, the constant-Q filter bank and transform, the peak-only tuning estimate, the tempogram, spectral shape,
-flatness and contrast, the percussive share, and the channel mix."""
+flatness and contrast, the zero-crossing rate, the onset envelopes, the frame RMS, the percussive share, and the channel mix."""
 from __future__ import annotations
 
 import warnings
@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 import scipy.ndimage
 
-from index.audio import (CHROMA_HOP, CQT_BINS_PER_OCTAVE, HOP_LENGTH, N_FFT, SAMPLE_RATE, _mono,
-                         hpss_percussive_ratio, spectral_contrast, spectral_flatness, spectral_shape, tempogram)
+from index.audio import (CHROMA_HOP, CQT_BINS_PER_OCTAVE, HOP_LENGTH, N_FFT, SAMPLE_RATE, _mono, frame_rms,
+                         hpss_percussive_ratio, onset_envelopes, zero_crossing_rate, spectral_contrast, spectral_flatness, spectral_shape, tempogram)
 from index.cqt import _octave_basis, cqt_magnitude, resample, stft, stft_magnitude, tuning_from_stft
 
 SR = SAMPLE_RATE
@@ -159,6 +159,41 @@ def test_tempogram_matches_librosa():
         tempogram(np.stack([env, env]), 384)
     with pytest.raises(ValueError, match="hop"):
         tempogram(env, 384, hop=0)
+
+
+def test_zero_crossing_rate_is_librosas():
+    y = detuned_chords(0.0, seconds=2.0) - 0.02
+    y[100:400] = 0.0
+    y[400:700:2], y[401:700:2] = 1e-11, -1e-11  # at most 1e-10 from zero counts as zero, either sign
+    y[700:1000:2] = -0.0
+    ours = zero_crossing_rate(y)
+    assert np.array_equal(ours, librosa.feature.zero_crossing_rate(y, frame_length=N_FFT, hop_length=HOP_LENGTH)[0])
+
+
+def test_onset_envelopes_are_librosas_onset_strengths():
+    y = detuned_chords(5.0, seconds=8.0)
+    mel = librosa.feature.melspectrogram(y=y, sr=SR, n_fft=N_FFT, hop_length=HOP_LENGTH, n_mels=96)
+    log_mel = librosa.power_to_db(mel, ref=1.0, top_db=80.0)
+    mean, median, bass = onset_envelopes(log_mel, bass_bands=24)
+    kw = dict(S=log_mel, sr=SR, hop_length=HOP_LENGTH)
+    assert np.array_equal(mean, librosa.onset.onset_strength(**kw))
+    assert np.array_equal(median, librosa.onset.onset_strength(**kw, aggregate=np.median))
+    assert np.array_equal(bass, librosa.onset.onset_strength(S=log_mel[:24], sr=SR, hop_length=HOP_LENGTH,
+                                                             aggregate=np.median))
+    short = onset_envelopes(log_mel[:, :2], bass_bands=24)  # fewer frames than the centring lead
+    assert all(np.array_equal(e, np.zeros(2, np.float32)) for e in short)
+    with pytest.raises(ValueError, match="bass_bands"):
+        onset_envelopes(log_mel, bass_bands=0)
+
+
+def test_frame_rms_is_librosas():
+    y = detuned_chords(0.0, seconds=3.0)
+    S = np.abs(librosa.stft(y, n_fft=N_FFT, hop_length=HOP_LENGTH))
+    ours = frame_rms((S * S).T, N_FFT)
+    assert ours.dtype == np.float32
+    assert np.allclose(ours, librosa.feature.rms(S=S, frame_length=N_FFT)[0], rtol=1e-5, atol=1e-9)
+    with pytest.raises(ValueError, match="shape"):
+        frame_rms(S * S, N_FFT)  # bins as rows
 
 
 def test_spectral_shape_and_flatness_match_librosa():
