@@ -30,21 +30,24 @@ GATHER_WAIT_S = 0.01  # how long a step waits for the sessions of the last batch
 class _Step:
     ids: list[int]
     cache: Any  # transformers.DynamicCache, filled in place
+    positions: int = 1  # how many of the last positions' logits to return
     done: threading.Event = field(default_factory=threading.Event)
     logits: torch.Tensor | None = None
     error: BaseException | None = None
 
     @property
     def batchable(self) -> bool:
-        return len(self.ids) == 1 and self.cache.get_seq_length() > 0
+        return len(self.ids) == 1 and self.positions == 1 and self.cache.get_seq_length() > 0
 
 
 @torch.no_grad()
-def feed(model, ids: Sequence[int], cache) -> torch.Tensor:
-    """Run ``model`` over ``ids`` after what ``cache`` holds (filling it in place); the last
-    position's logits, as float32."""
-    out = model(input_ids=torch.tensor([list(ids)]), cache=cache, use_cache=True, logits_to_keep=1)
-    return out.logits[0, -1].float()
+def feed(model, ids: Sequence[int], cache, *, positions: int = 1) -> torch.Tensor:
+    """Run ``model`` over ``ids`` after what ``cache`` holds (filling it in place); the logits of
+    the last ``positions`` positions, (positions, vocab) float32."""
+    if not 1 <= positions <= len(ids):
+        raise ValueError(f"positions must be between 1 and len(ids) = {len(ids)}, got {positions}")
+    out = model(input_ids=torch.tensor([list(ids)]), cache=cache, use_cache=True, logits_to_keep=positions)
+    return out.logits[0, -positions:].float()
 
 
 def stack_caches(caches: Sequence[Any], rows: int | None = None) -> tuple[Any, torch.Tensor, torch.Tensor]:
@@ -157,11 +160,12 @@ class StepBatcher:
         self.stacked_steps = 0  # of those, the ones that had to stack the caches anew
         threading.Thread(target=self._serve, name="step-batcher", daemon=True).start()
 
-    def run(self, ids: Sequence[int], cache) -> torch.Tensor:
-        """Feed ``ids`` after what ``cache`` holds (filling it) and return the last position's logits."""
-        if len(ids) == 0:
-            raise ValueError("nothing to feed")
-        step = _Step(list(ids), cache)
+    def run(self, ids: Sequence[int], cache, *, positions: int = 1) -> torch.Tensor:
+        """Feed ``ids`` after what ``cache`` holds (filling it) and return the logits of the last
+        ``positions`` positions, (positions, vocab), as ``feed`` does."""
+        if not 1 <= positions <= len(ids):
+            raise ValueError(f"positions must be between 1 and len(ids) = {len(ids)}, got {positions}")
+        step = _Step(list(ids), cache, positions)
         with self._ready:
             self._pending.append(step)
             self._ready.notify()
@@ -209,7 +213,7 @@ class StepBatcher:
 
     def _step_one(self, steps: list[_Step]) -> None:
         (s,) = steps
-        s.logits = feed(self.model, s.ids, s.cache)
+        s.logits = feed(self.model, s.ids, s.cache, positions=s.positions)
 
     @torch.no_grad()
     def _step_batch(self, steps: list[_Step]) -> None:
@@ -229,7 +233,7 @@ class StepBatcher:
                          use_cache=True, logits_to_keep=1)
         unstack_cache(batch, caches, lengths)
         self._last = (caches, [c.layers[0].keys for c in caches], batch, mask, positions)
-        logits = out.logits[:, -1].float()
+        logits = out.logits[:, -1:].float()
         for row, s in enumerate(steps):
             s.logits = logits[row]
 

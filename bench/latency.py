@@ -6,7 +6,8 @@ two times are taken from the moment the message is sent: until the tracks are ch
 cards can be drawn) and until the reply is complete. They are measured twice in the same
 run: on the engine (``MusicAssistant.stream``) and through the app's controller (the code
 the Gradio page runs, ``app.ChatController.respond``, with the app's batched decoding). Printed: p50 and p95 of both, and the
-same for the engine without a model as the baseline.
+same for the engine without a model as the baseline, and for the engine decoding one token a
+pass (no guesses from the context: ``generation.Decoder(draft_tokens=0)``).
 
     python bench/latency.py                       # the demo index and model
     python bench/latency.py --index DIR --model DIR --conversations FILE --limit 20
@@ -76,9 +77,9 @@ def summarize(name: str, times: dict[str, list[float]]) -> dict:
 
 
 def format_table(rows: list[dict]) -> str:
-    lines = [f"{'system':<22}{'turns':>7}{'tracks p50':>12}{'tracks p95':>12}{'reply p50':>11}{'reply p95':>11}"]
+    lines = [f"{'system':<27}{'turns':>7}{'tracks p50':>12}{'tracks p95':>12}{'reply p50':>11}{'reply p95':>11}"]
     for r in rows:
-        lines.append(f"{r['system']:<22}{r['turns']:>7}{r['tracks_p50_s']:>11.2f}s{r['tracks_p95_s']:>11.2f}s"
+        lines.append(f"{r['system']:<27}{r['turns']:>7}{r['tracks_p50_s']:>11.2f}s{r['tracks_p95_s']:>11.2f}s"
                      f"{r['end_p50_s']:>10.2f}s{r['end_p95_s']:>10.2f}s")
     return "\n".join(lines)
 
@@ -145,8 +146,10 @@ def main(argv: list[str] | None = None) -> int:
     served.reply(served.new_session(), "a warm-up turn")
     engine = MusicAssistant(tuned.index, name="engine")
     rows = [summarize("assistant (engine)", time_engine(tuned, conversations)),
-            summarize("assistant (app)", time_app(served, conversations)),
-            summarize("no model (engine)", time_engine(engine, conversations))]
+            summarize("assistant (app)", time_app(served, conversations))]
+    tuned.decoder.draft_tokens = 0
+    rows += [summarize("one token a pass (engine)", time_engine(tuned, conversations)),
+             summarize("no model (engine)", time_engine(engine, conversations))]
     print(format_table(rows))
     if args.json:
         args.json.write_text(json.dumps(rows, indent=2) + "\n")

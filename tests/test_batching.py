@@ -109,8 +109,9 @@ def test_a_failing_step_reaches_its_session_and_the_batcher_keeps_serving(tiny_m
     batcher = StepBatcher(tiny_model)
     with pytest.raises(IndexError):
         batcher.run([10 ** 9], DynamicCache())  # a token id beyond the vocabulary
-    assert batcher.run([5, 6], DynamicCache()).shape == (tiny_model.config.vocab_size,)
-    with pytest.raises(ValueError, match="nothing"):
+    assert batcher.run([5, 6], DynamicCache()).shape == (1, tiny_model.config.vocab_size)
+    assert batcher.run([5, 6, 7], DynamicCache(), positions=3).shape == (3, tiny_model.config.vocab_size)
+    with pytest.raises(ValueError, match="positions"):
         batcher.run([], DynamicCache())
     with pytest.raises(ValueError, match="max_batch"):
         StepBatcher(tiny_model, max_batch=0)

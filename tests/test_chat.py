@@ -460,6 +460,26 @@ def test_the_decoder_reuses_its_cache_and_decodes_the_same(assistant):
     assert common_prefix([1, 2, 3], [1, 2, 4]) == 2 and common_prefix([], [1]) == 0
 
 
+def test_words_guessed_from_the_context_are_the_greedy_words(assistant):
+    from assistant.generation import DecodeState, Decoder, lookup_draft
+
+    ids = assistant._prompt_ids(assistant._messages([{"role": "user", "content": "calm piano"}]))
+    _, block_ids = assistant.decoder.block(ids, DecodeState())
+    one_a_pass = Decoder(assistant.model, assistant.tokenizer, assistant.vocab, draft_tokens=0)
+    guessing = Decoder(assistant.model, assistant.tokenizer, assistant.vocab, draft_tokens=8)
+    expected = list(one_a_pass.words(block_ids, DecodeState()))
+    assert list(guessing.words(block_ids, DecodeState())) == expected  # the same text, token by token
+    assert one_a_pass.drafted == 0 and one_a_pass.passes >= len(expected)
+    assert guessing.drafted > 0 and guessing.passes < one_a_pass.passes  # guesses were kept: fewer passes
+    # the guess: what followed the latest earlier occurrence of the last three tokens, else of the last two
+    assert lookup_draft([5, 1, 2, 3, 4, 9, 1, 2], max_tokens=2) == [3, 4]
+    assert lookup_draft([2, 8, 1, 2, 8, 4, 2, 8], max_tokens=5) == [4, 2, 8]
+    assert lookup_draft([2, 8, 1, 3, 2, 8], max_tokens=5, ngrams=(3, 2)) == [1, 3, 2, 8]
+    assert lookup_draft([1, 2, 3], max_tokens=4) == [] and lookup_draft([], max_tokens=4) == []
+    with pytest.raises(ValueError):
+        lookup_draft([1, 2], max_tokens=0)
+
+
 # ---- the session means what the person means -----------------------------------------------------
 
 def test_faster_is_against_the_first_card_or_the_one_played(assistant):
