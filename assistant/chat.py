@@ -15,7 +15,7 @@ from __future__ import annotations
 import logging
 import re
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -31,6 +31,7 @@ from index import vocabulary
 from .conversations import played_tracks
 from .facts import has_vocals as vocal_state
 from .generation import DecodeState
+from .grounding import COMPARING, KEY_CLAIM, NUMBER_CLAIM, ClaimGuard, norm, numbers_of, sentences, well_formed
 from .rerank import Reranker, candidate_features
 from .refine import Refinement, apply_refinement, reference_track, satisfies
 from .request import CatalogWords, artist_patterns, fold, read_request
@@ -137,10 +138,6 @@ class Session:
     decode: DecodeState = field(default_factory=DecodeState, repr=False)  # the model's cache for this session
 
 
-def _norm(s: str) -> str:
-    return re.sub(r"\s+", " ", s.lower()).strip()
-
-
 class MusicAssistant:
     """Conversational recommender over one index, with an optional fine-tuned model.
 
@@ -195,7 +192,7 @@ class MusicAssistant:
         self.max_context_tokens = max_context_tokens
         self.max_new_tokens = max_new_tokens
         self.name = name
-        self._titles = {_norm(t.title): t.id for t in index.tracks if len(t.title) > 3}
+        self._titles = {norm(t.title): t.id for t in index.tracks if len(t.title) > 3}
         # Whole-word title matching, longest first, so "Reel" is not found inside "Reeling".
         self._title_re = re.compile(r"(?<!\w)(?:" + "|".join(
             re.escape(t) for t in sorted(self._titles, key=len, reverse=True)) + r")(?!\w)") if self._titles else None
@@ -314,7 +311,9 @@ class MusicAssistant:
         yield TurnUpdate("", tracks=cards)
         generated = ""
         if self.model is not None and cards and source != "upload":
-            for generated in self._words(history, cards[0].id, session.decode):
+            shown = [self.index.by_id[c.id] for c in cards]
+            guard = ClaimGuard.for_tracks(shown[0], self.reference_for(session, refinement), shown)
+            for generated in self._words(history, cards[0].id, session.decode, allows=guard.allows):
                 yield TurnUpdate(generated)
         reply = self._compose(generated, cards, refinement, source, session)
         reply.ranked, reply.notes = [t for t, _ in ranked], notes
@@ -570,15 +569,18 @@ class MusicAssistant:
         block, _ = self.decoder.block(self._prompt_ids(self._messages(history)), state)
         return Generation(self.vocab.format_block(block.codes), dict(block.codes), [], block.log_probs)
 
-    def _words(self, history: list[dict], shown_id: str, state: DecodeState | None = None) -> Iterator[str]:
+    def _words(self, history: list[dict], shown_id: str, state: DecodeState | None = None,
+               allows: Callable[[str], bool] | None = None) -> Iterator[str]:
         """The model's reply about the track shown first, as it grows.
 
         The context is the conversation, then this turn's block and facts for ``shown_id`` (the
         track the person will hear, not the one the model guessed), laid out as in training.
+        ``allows`` (``grounding.ClaimGuard.allows``) passes over tokens that would state
+        something untrue.
         """
         turn = {"role": "assistant", "content": "", "tracks": [shown_id]}
         messages = self._messages(list(history) + [turn])
-        yield from self.decoder.words(self._prompt_ids(messages), state)
+        yield from self.decoder.words(self._prompt_ids(messages), state, allows=allows)
 
     # ---- grounded text ---------------------------------------------------------------------------
 
@@ -649,9 +651,9 @@ class MusicAssistant:
         shown = [self.index.by_id[c.id] for c in cards]
         kept, dropped = [], []
         previous_why = None
-        for sentence in _sentences(generated):
+        for sentence in sentences(generated):
             s = sentence.strip()
-            if not _norm(s):
+            if not norm(s):
                 continue
             named = self._tracks_named(s, shown + ([reference] if reference is not None else []))
             why = self._why_false(s, named, shown, reference)
@@ -663,10 +665,10 @@ class MusicAssistant:
 
     def _tracks_named(self, sentence: str, tracks: list[Track]) -> list[Track]:
         """The tracks among ``tracks`` whose title the sentence names (whole words)."""
-        low = _norm(sentence)
+        low = norm(sentence)
         out = []
         for t in tracks:
-            title = _norm(t.title)
+            title = norm(t.title)
             if len(title) > 2 and re.search(rf"(?<!\w){re.escape(title)}(?!\w)", low) and t not in out:
                 out.append(t)
         return out
@@ -674,30 +676,30 @@ class MusicAssistant:
     def _why_false(self, sentence: str, named: list[Track], shown: list[Track], reference: Track | None) -> str | None:
         """None when the sentence holds; else "form", "names" (a title or artist not on screen
         or not its track's) or "facts" (a number, key or comparison that is not its track's)."""
-        if not _well_formed(sentence):
+        if not well_formed(sentence):
             return "form"
-        low = _norm(sentence)
+        low = norm(sentence)
         allowed = shown + ([reference] if reference is not None else [])
         subject = next((t for t in named if t in shown), None) or (shown[0] if shown else None)
         claim = read_request(sentence, CatalogWords())
         # The track before lends its facts only to a sentence about it or set against it: "a piece
         # in C minor at about 112 BPM" said of a card in G# major at 185 is false, even when the
         # track before was in C minor at 112.
-        compares = reference is not None and (reference in named or bool(claim.relative) or _COMPARING.search(low))
+        compares = reference is not None and (reference in named or bool(claim.relative) or COMPARING.search(low))
         about = [t for t in [subject, reference if compares else None] if t is not None]  # its facts' sources
-        titles = {_norm(t.title) for t in allowed}
-        quoted = [_norm(q) for q in re.findall(r'"([^"]+)"', sentence)]
+        titles = {norm(t.title) for t in allowed}
+        quoted = [norm(q) for q in re.findall(r'"([^"]+)"', sentence)]
         if sentence.count('"') % 2 or any(q not in titles for q in quoted):
             return "names"
         if self._title_re is not None and any(m.group(0) not in titles for m in self._title_re.finditer(low)):
             return "names"  # a catalog title that is not on screen
         folded = fold(sentence)
-        artists = {_norm(t.artist) for t in about if t.artist}
+        artists = {norm(t.artist) for t in about if t.artist}
         for name, pattern in artist_patterns(self.words.artists):
-            if pattern.search(folded) and _norm(name) not in artists:
+            if pattern.search(folded) and norm(name) not in artists:
                 return "names"  # a catalog artist who is not the one it is said of
         for said in _BY_ARTIST.findall(sentence):
-            if _norm(said) not in artists and _norm(said) not in {_norm(t.artist) for t in allowed}:
+            if norm(said) not in artists and norm(said) not in {norm(t.artist) for t in allowed}:
                 return "names"  # "by Irving Berliner" for Irving Berlin's song
         # Numbers and keys inside the tracks' own names ("Sonata No. 16 in C major") are names,
         # not claims: they are checked with those names taken out of the sentence.
@@ -705,12 +707,12 @@ class MusicAssistant:
         for t in allowed:
             for name in (t.title, t.album, t.artist):
                 if name and len(name) > 2:
-                    claims = claims.replace(_norm(name), " ")
-        numbers = set().union(*(_numbers_of(t) for t in about))
-        if any(int(n) not in numbers for n in re.findall(r"\b\d{2,4}\b", claims)):
+                    claims = claims.replace(norm(name), " ")
+        numbers = set().union(*(numbers_of(t) for t in about))
+        if any(int(n) not in numbers for n in NUMBER_CLAIM.findall(claims)):
             return "facts"
         keys = {str(t.descriptors.get("key", "")).lower() for t in about}
-        if any(k not in keys for k in re.findall(r"\b[a-g][#b]? (?:major|minor)\b(?!-)", claims)):
+        if any(k not in keys for k in KEY_CLAIM.findall(claims)):
             return "facts"  # not "a minor-key piece"
         # "it's calmer" must be true of its track against the reference; the numbers quoted with it
         # ("172 vs 66 BPM") were checked above, and are not a request for 66 BPM
@@ -790,7 +792,7 @@ def _named_first(ranked: list[tuple[str, float]], refinement: Refinement,
     def key(item: tuple[str, float]) -> tuple[int, int]:
         t = by_id[item[0]]
         labels = {x.lower() for x in t.tags} | {t.genre.lower()}
-        text = _norm(f"{t.title} {t.album}")
+        text = norm(f"{t.title} {t.album}")
         content = sum(tag in labels or re.search(rf"(?<!\w){re.escape(tag)}(?!\w)", text) is not None
                       for tag in refinement.content)
         feel = sum(vocabulary.band_word(d, t.descriptors.get(d)) == word for d, word in refinement.feel.items())
@@ -807,64 +809,12 @@ def _derived_tags(t: Track) -> list[str]:
     return descriptor_tags(t.descriptors) if t.descriptors else []
 
 
-def _numbers_of(t: Track | None) -> set[int]:
-    """The numbers a sentence may give about ``t``: its tempo (give or take 2 BPM) and year."""
-    if t is None:
-        return set()
-    numbers = set()
-    if t.descriptors.get("tempo_bpm"):
-        bpm = round(float(t.descriptors["tempo_bpm"]))
-        numbers.update(range(bpm - 2, bpm + 3))
-    if str(t.year).isdigit():
-        numbers.add(int(t.year))
-    return numbers
-
-
 # "by <Name>" up to "from", punctuation or the end: the artist a sentence names.
 _BY_ARTIST = re.compile(r"\bby ([A-Z][^,.;:!?]*?)(?= from\b| with\b| in\b| at\b| fits\b| is\b| has\b|[,.;:!?]|$)")
 # A sentence that leans on the one before it ("It's calm.", "This one ...").
 _DEPENDENT = re.compile(r"^\W*(?:it|it's|its|this|that|these|they|they're|the track|the piece|the song|the tune|"
                         r"both|all three|also|and)\b", re.IGNORECASE)
-# Words that set a sentence against the track played before (its facts may then be quoted).
-_COMPARING = re.compile(r"\b(?:than|vs|versus|compared|same|like the|before|previous|last one|earlier|first one)\b")
 _VOCAL_WORDS = re.compile(r"\b(vocals?|vocalist|sung|sings?|singer|singing|voices?)\b")
-
-
-_ABBREVIATIONS = {"st", "mr", "mrs", "ms", "dr", "jr", "sr", "vs", "no", "op", "vol", "feat"}
-
-
-def _sentences(text: str) -> list[str]:
-    """Split at sentence ends outside double quotes (titles such as "Reel No. 2" stay whole),
-    not before a digit or a small letter ("from Préludes, Op. 28 by ..."), and not after an
-    initial or a common abbreviation ("by Joseph G. Toscano", "St. Louis Blues")."""
-    out, start, quoted = [], 0, False
-    for i, ch in enumerate(text):
-        if ch == '"':
-            quoted = not quoted
-        elif ch in ".!?" and not quoted and (i + 1 == len(text) or text[i + 1].isspace()):
-            after = text[i + 1:].lstrip()[:1]
-            if after and (after.isdigit() or after.islower()):
-                continue
-            word = re.search(r"(\w+)$", text[start:i])
-            if after and ch == "." and word and ((len(word.group(1)) == 1 and word.group(1).isupper())
-                                                 or word.group(1).lower() in _ABBREVIATIONS):
-                continue
-            out.append(text[start : i + 1])
-            start = i + 1
-    out.append(text[start:])
-    return [s.strip() for s in out if s.strip()]
-
-
-def _well_formed(sentence: str) -> bool:
-    """A whole sentence: opens with a capital or a quote, ends with its stop, brackets balanced.
-
-    A model that echoes the track cards writes fragments such as ``1, 1831): romantic, piano;
-    about``, which no fact check catches but no one should read.
-    """
-    s = sentence.strip()
-    opens = s[:1].isupper() or s[:1] in "\"'"
-    ends = s.rstrip("\"'").endswith((".", "!", "?"))
-    return opens and ends and s.count("(") == s.count(")") and s.count("[") == s.count("]")
 
 
 def _rrf(rankings: Sequence[Sequence[tuple[str, float]]], k: int = 60,

@@ -24,7 +24,7 @@ is the greedy decode's; only rounding differs between a pass over one token and 
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from functools import partial
 from typing import Any
@@ -37,6 +37,7 @@ from .batching import StepBatcher, detach_cache, feed
 MAX_WORDS_TOKENS = 60  # a reply is one or two sentences
 DRAFT_TOKENS = 8  # most tokens guessed from the context for one pass
 DRAFT_NGRAMS = (3, 2)  # the context is searched for the last three tokens, then the last two
+GUARD_CANDIDATES = 64  # tokens tried, likeliest first, when a guard passes over untrue ones
 
 
 @dataclass
@@ -161,15 +162,20 @@ class Decoder:
             ids.append(int(token_ids[code]))
         return Block(codes, log_probs), ids + [self.end_id]
 
-    def words(self, prompt_ids: Sequence[int], state: DecodeState | None = None) -> Iterator[str]:
-        """Yield the reply's text as it grows, one decoded token at a time, after ``prompt_ids``."""
+    def words(self, prompt_ids: Sequence[int], state: DecodeState | None = None,
+              allows: Callable[[str], bool] | None = None) -> Iterator[str]:
+        """Yield the reply's text as it grows, one decoded token at a time, after ``prompt_ids``.
+
+        With ``allows``, each token is the model's most likely one whose text ``allows`` accepts
+        (of its ``GUARD_CANDIDATES`` likeliest); where none is, the reply ends.
+        """
         state = state if state is not None else DecodeState()
         ids, new, text = list(prompt_ids), [], ""
         with self._decoding_lock:
             self._decoding += 1
         try:
             while len(new) < self.max_words_tokens:
-                for token in self._next_tokens(ids + new, state, self.max_words_tokens - len(new)):
+                for token in self._next_tokens(ids, new, state, self.max_words_tokens - len(new), allows):
                     if token in self._stop:
                         return
                     new.append(token)
@@ -183,15 +189,32 @@ class Decoder:
             if self.batcher is not None:  # the turn is over: the session's cache stops sharing a batch's memory
                 detach_cache(state.cache)
 
-    def _next_tokens(self, ids: list[int], state: DecodeState, room: int) -> list[int]:
-        """The greedy continuation of ``ids`` from one pass: one token, or, when a guess from the
-        context was checked in the same pass, every guessed token the model agrees with and the
-        model's own token after them (at most ``room``)."""
+    def _next_tokens(self, prompt: list[int], new: list[int], state: DecodeState, room: int,
+                     allows: Callable[[str], bool] | None) -> list[int]:
+        """The greedy continuation of the reply ``new`` after ``prompt`` from one pass: one token,
+        or, when a guess from the context was checked in the same pass, every guessed token the
+        model agrees with and the model's own token after them (at most ``room``)."""
+        ids = prompt + new
         alone = self._decoding <= 1
         draft = lookup_draft(ids, min(self.draft_tokens, room - 1)) if alone and self.draft_tokens and room > 1 else []
         logits = self._feed(ids + draft, state, positions=len(draft) + 1)
         logits[:, self._banned] = float("-inf")
-        chosen = torch.argmax(logits, dim=-1).tolist()
+        if allows is None:
+            chosen = torch.argmax(logits, dim=-1).tolist()
+        else:
+            chosen = []
+            for row in logits:  # row i follows the guess's first i tokens: a choice after what is kept
+                chosen.append(self._allowed(row, new + chosen, allows))
+                if len(chosen) > len(draft) or chosen[-1] != draft[len(chosen) - 1]:
+                    break
         agreed = next((i for i, (guess, token) in enumerate(zip(draft, chosen)) if guess != token), len(draft))
         self.passes, self.drafted, self.accepted = self.passes + 1, self.drafted + len(draft), self.accepted + agreed
         return chosen[:agreed + 1]
+
+    def _allowed(self, logits: torch.Tensor, new: list[int], allows: Callable[[str], bool]) -> int:
+        """The likeliest token after ``new`` whose text ``allows`` accepts; a stop token where none
+        of the likeliest is (the reply ends rather than say something untrue)."""
+        for token in torch.topk(logits, GUARD_CANDIDATES).indices.tolist():
+            if token in self._stop or allows(self.tokenizer.decode(new + [token], skip_special_tokens=True)):
+                return token
+        return min(self._stop) if self._stop else int(torch.argmax(logits))

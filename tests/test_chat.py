@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from assistant.chat import MusicAssistant
+from assistant.chat import MusicAssistant, TrackCard
 from assistant.refine import parse_refinement, satisfies
 from tiny_catalog import SR, synth_track
 
@@ -480,6 +480,35 @@ def test_words_guessed_from_the_context_are_the_greedy_words(assistant):
         lookup_draft([1, 2], max_tokens=0)
 
 
+def test_what_the_claim_guard_allows_the_check_after_the_fact_keeps(assistant):
+    from assistant.grounding import ClaimGuard
+
+    track = next(t for t in assistant.index.tracks if t.descriptors.get("tempo_bpm") and t.descriptors.get("key"))
+    card = TrackCard(id=track.id, title=track.title, artist=track.artist, album=track.album, year=track.year,
+                     reason="", audio_path=None, score=1.0)
+    guard = ClaimGuard.for_tracks(track)
+    bpm, key = round(float(track.descriptors["tempo_bpm"])), str(track.descriptors["key"])
+    for said in (f"It runs at about {bpm} BPM.", f"It is in {key}.", f"It runs at about {bpm + 40} BPM."):
+        assert guard.allows(said) == (assistant.grounded_sentences(said, [card]) == said), said
+    assert not guard.allows(f"It runs at about {bpm + 40} BPM.")
+
+
+def test_a_guarded_reply_says_only_what_its_guard_allows(assistant):
+    import re
+
+    from assistant.generation import DecodeState, Decoder
+
+    ids = assistant._prompt_ids(assistant._messages([{"role": "user", "content": "calm piano"}]))
+    _, block_ids = assistant.decoder.block(ids, DecodeState())
+    no_digits = lambda text: not re.search(r"[0-9]", text)  # noqa: E731
+    texts = {}
+    for draft in (0, 8):
+        decoder = Decoder(assistant.model, assistant.tokenizer, assistant.vocab, draft_tokens=draft)
+        texts[draft] = list(decoder.words(block_ids, DecodeState(), allows=no_digits))
+        assert texts[draft] and all(no_digits(t) for t in texts[draft])
+    assert texts[0] == texts[8]  # guessing changes the passes, not the words
+
+
 # ---- the session means what the person means -----------------------------------------------------
 
 def test_faster_is_against_the_first_card_or_the_one_played(assistant):
@@ -625,7 +654,7 @@ def test_sessions_answered_at_once_with_shared_steps_get_the_replies_they_would_
 
 
 def test_sentences_split_at_ends_not_at_initials_abbreviations_or_titles():
-    from assistant.chat import _sentences
+    from assistant.grounding import sentences as _sentences
 
     assert _sentences('Try "Revelation" by Joseph G. Toscano (Zhaytee): a cinematic piece. It is fast!') == [
         'Try "Revelation" by Joseph G. Toscano (Zhaytee): a cinematic piece.', "It is fast!"]

@@ -1,0 +1,191 @@
+"""What a reply may state about the tracks it shows: sentences, the numbers and keys a track
+lends a sentence, and a guard that keeps the model from writing a title, artist, number or key
+that is not on screen.
+
+The check after the fact (``MusicAssistant.grounded_sentences``) drops a finished sentence
+that contradicts the cards. The guard works while the reply is written: before a token is
+taken, the text it would make is read as the check reads it, and a token that starts or ends
+a title, artist, number or key that is not the track's is passed over for the model's next
+choice. A reply streamed to the page therefore never shows a quoted title, a tempo, a year or a
+key that is not on the cards.
+
+    guard = ClaimGuard.for_tracks(first_card, reference, shown)
+    guard.allows('Here is "Reel", a piece in C major at about 11')   # False when C major is wrong
+"""
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from index.track import Track
+
+# Words that set a sentence against the track played before (its facts may then be quoted).
+COMPARING = re.compile(r"\b(?:than|vs|versus|compared|same|like the|before|previous|last one|earlier|first one)\b")
+# A key as a claim ("c major"), not "a minor-key piece"; on lowercased text.
+KEY_CLAIM = re.compile(r"\b[a-g][#b]? (?:major|minor)\b(?!-)")
+# A number as a claim: two to four digits standing alone ("112 BPM", "1931").
+NUMBER_CLAIM = re.compile(r"\b\d{2,4}\b")
+_ABBREVIATIONS = {"st", "mr", "mrs", "ms", "dr", "jr", "sr", "vs", "no", "op", "vol", "feat"}
+
+
+def norm(s: str) -> str:
+    """Lowercased, whitespace collapsed: the form sentences and names are compared in."""
+    return re.sub(r"\s+", " ", s.lower()).strip()
+
+
+def sentences(text: str) -> list[str]:
+    """Split at sentence ends outside double quotes (titles such as "Reel No. 2" stay whole),
+    not before a digit or a small letter ("from Préludes, Op. 28 by ..."), and not after an
+    initial or a common abbreviation ("by Joseph G. Toscano", "St. Louis Blues")."""
+    out, start, quoted = [], 0, False
+    for i, ch in enumerate(text):
+        if ch == '"':
+            quoted = not quoted
+        elif ch in ".!?" and not quoted and (i + 1 == len(text) or text[i + 1].isspace()):
+            after = text[i + 1:].lstrip()[:1]
+            if after and (after.isdigit() or after.islower()):
+                continue
+            word = re.search(r"(\w+)$", text[start:i])
+            if after and ch == "." and word and ((len(word.group(1)) == 1 and word.group(1).isupper())
+                                                 or word.group(1).lower() in _ABBREVIATIONS):
+                continue
+            out.append(text[start : i + 1])
+            start = i + 1
+    out.append(text[start:])
+    return [s.strip() for s in out if s.strip()]
+
+
+def well_formed(sentence: str) -> bool:
+    """A whole sentence: opens with a capital or a quote, ends with its stop, brackets balanced.
+
+    A model that echoes the track cards writes fragments such as ``1, 1831): romantic, piano;
+    about``, which no fact check catches but no one should read.
+    """
+    s = sentence.strip()
+    opens = s[:1].isupper() or s[:1] in "\"'"
+    ends = s.rstrip("\"'").endswith((".", "!", "?"))
+    return opens and ends and s.count("(") == s.count(")") and s.count("[") == s.count("]")
+
+
+def numbers_of(t: Track | None) -> set[int]:
+    """The numbers a sentence may give about ``t``: its tempo (give or take 2 BPM) and year."""
+    if t is None:
+        return set()
+    numbers = set()
+    if t.descriptors.get("tempo_bpm"):
+        bpm = round(float(t.descriptors["tempo_bpm"]))
+        numbers.update(range(bpm - 2, bpm + 3))
+    if str(t.year).isdigit():
+        numbers.add(int(t.year))
+    return numbers
+
+
+def key_of(t: Track | None) -> str | None:
+    """The track's measured key as a sentence would state it, lowercased ("a# minor"), or None."""
+    key = norm(str(t.descriptors.get("key") or "")) if t is not None else ""
+    return key or None
+
+
+def names_of(tracks: Sequence[Track]) -> tuple[str, ...]:
+    """The tracks' titles, albums and artists, lowercased, longest first: the words of a sentence
+    that name, and claim nothing."""
+    names = {norm(n) for t in tracks for n in (t.title, t.album, t.artist) if n and len(n.strip()) > 2}
+    return tuple(sorted(names, key=len, reverse=True))
+
+
+@dataclass(frozen=True)
+class ClaimGuard:
+    """The names, numbers and keys a reply about one track may state, checked as it grows.
+
+    Attributes
+    ----------
+    numbers : frozenset of str
+        Numbers a sentence may give (digit strings): its track's tempo and year.
+    keys : frozenset of str
+        Keys it may give, lowercased ("c major").
+    compared_numbers, compared_keys : frozenset of str
+        Added in a sentence that sets the track against the one played before.
+    titles, artists : tuple of str
+        The lowercased titles a sentence may quote and the artists it may say a track is "by":
+        those on screen and the track played before.
+    names : tuple of str
+        Lowercased names (titles, albums, artists) whose numbers and keys are part of the name.
+    reference_names : tuple of str
+        The title of the track played before: a sentence naming it compares (its artist may be
+        the new track's too, and does not).
+    """
+
+    numbers: frozenset[str]
+    keys: frozenset[str]
+    compared_numbers: frozenset[str] = frozenset()
+    compared_keys: frozenset[str] = frozenset()
+    titles: tuple[str, ...] = ()
+    artists: tuple[str, ...] = ()
+    names: tuple[str, ...] = ()
+    reference_names: tuple[str, ...] = ()
+
+    @classmethod
+    def for_tracks(cls, subject: Track, reference: Track | None = None,
+                   shown: Sequence[Track] = ()) -> "ClaimGuard":
+        """The guard for a reply about ``subject`` (the first card, whose facts the model reads),
+        with ``reference`` the track the turn is relative to and ``shown`` every card."""
+        on_screen = [subject, *[t for t in shown if t is not subject]] + ([reference] if reference is not None else [])
+        return cls(numbers=frozenset(str(n) for n in numbers_of(subject)),
+                   keys=frozenset(k for k in [key_of(subject)] if k),
+                   compared_numbers=frozenset(str(n) for n in numbers_of(reference)),
+                   compared_keys=frozenset(k for k in [key_of(reference)] if k),
+                   titles=tuple(sorted({norm(t.title) for t in on_screen if t.title.strip()})),
+                   artists=tuple(sorted({norm(t.artist) for t in on_screen if t.artist.strip()})),
+                   names=names_of(on_screen),
+                   reference_names=(norm(reference.title),) if reference is not None and len(reference.title.strip()) > 2 else ())
+
+    def allows(self, text: str) -> bool:
+        """False when the last sentence of ``text`` states something the tracks do not bear out, or
+        has begun to, with no true way to go on.
+
+        - A quoted title must be one on screen, and is checked letter by letter as it is copied.
+        - "by <Name>" must name an artist on screen, also as it is written.
+        - A number must be its track's: while it is written, the start of one (outside a name
+          being copied); once it ends, one of them.
+        - A key is judged once its mode is written, and "in C" as soon as its pitch is.
+        """
+        parts = sentences(text)
+        if not parts:
+            return True
+        sentence = parts[-1] + (" " if text[-1:].isspace() else "")  # a trailing space ends a word
+        low = sentence.lower()
+        quotes = low.split('"')
+        if any(norm(q) not in self.titles for q in quotes[1:-1:2]):
+            return False  # a finished quote that is not a title on screen
+        if len(quotes) % 2 == 0:  # inside a quote: it must be going on to a title
+            return any(title.startswith(norm(quotes[-1]) if quotes[-1].strip() else "") for title in self.titles)
+        artist = re.search(r"\bby ([A-Z][^,.;:!?()\"]*)$", sentence)
+        if artist and self.artists and not any(a.startswith(artist.group(1).lower().rstrip()) or
+                                               artist.group(1).lower().startswith(a + " ") for a in self.artists):
+            return False
+        comparing = bool(COMPARING.search(low)) or any(n in low for n in self.reference_names)
+        numbers = self.numbers | self.compared_numbers if comparing else self.numbers
+        keys = self.keys | self.compared_keys if comparing else self.keys
+        claims = low
+        for name in self.names:
+            claims = claims.replace(name, " ")
+        pending = re.search(r"\d+$", claims)
+        head = claims[: pending.start()] if pending else claims
+        if any(n not in numbers for n in NUMBER_CLAIM.findall(head)):
+            return False
+        # a key is a claim once the character after it is known ("a minor-key piece" is not one)
+        if any(m.group() not in keys for m in KEY_CLAIM.finditer(head) if m.end() < len(head)):
+            return False
+        if pending and not any(n.startswith(pending.group()) for n in numbers) and not self._copying_name(low):
+            return False
+        stated = re.search(r"(?<=\s)[A-G][#b]? (?:major|minor)$", sentence)  # not "A minor-key ..." opening it
+        if stated and norm(stated.group()) not in keys:
+            return False
+        pitch = re.search(r"\bin ([A-G][#b]?)$", sentence)
+        return not pitch or any(k.startswith(pitch.group(1).lower()) for k in keys)
+
+    def _copying_name(self, low: str) -> bool:
+        """Whether ``low`` ends part-way through one of the names, from one of its words on."""
+        starts = [0] + [m.end() for m in re.finditer(r"\s+", low)]
+        return any(name.startswith(low[i:]) for i in starts if low[i:] for name in self.names)

@@ -1,0 +1,72 @@
+"""The claim guard: while a reply is written, no title, artist, number or key that is not on screen."""
+from __future__ import annotations
+
+from assistant.grounding import ClaimGuard, names_of, sentences
+from index.track import Track
+
+REEL = Track(id="r", title="Reel No. 12", artist="Traditional", album="Ryan's Mammoth Collection", year="1883",
+             descriptors={"tempo_bpm": 172.4, "key": "D major"})
+SLOW = Track(id="s", title="Sonata in C minor", artist="Ludwig van Beethoven",
+             descriptors={"tempo_bpm": 66.0, "key": "C minor"})
+
+
+def guard() -> ClaimGuard:
+    return ClaimGuard.for_tracks(REEL, reference=SLOW, shown=[REEL])
+
+
+def test_a_number_must_be_the_tracks_while_it_is_written_and_when_it_ends():
+    g = guard()
+    assert g.allows('Here is "Reel No. 12" at about 1') and g.allows("It runs at about 17")
+    assert g.allows("It runs at about 172") and g.allows("It runs at about 172 BPM.")
+    assert g.allows("It runs at about 170 BPM.")  # within 2 BPM of the measured 172
+    assert not g.allows("It runs at about 16")  # no allowed number starts so
+    assert not g.allows("It runs at about 17 BPM")  # a start of 172, but it ended there
+    assert g.allows("It was written in 1883.") and not g.allows("It was written in 1884.")
+    assert not g.allows("It runs at about 2")  # no allowed number starts with a 2
+
+
+def test_numbers_in_names_and_titles_being_copied_are_names():
+    g = guard()
+    assert g.allows('Here is "Reel No. 12", a reel.')  # 12 is the title's
+    assert not g.allows("It is number 12 of them.")  # outside the name it is a claim
+    assert g.allows('It is Reel No. 1') and not g.allows('It is Reel No. 3')  # a name being copied, unquoted
+
+
+def test_quoted_titles_and_artists_must_be_on_screen_as_they_are_written():
+    g = guard()
+    assert g.allows('Try "') and g.allows('Try "Reel No. 1') and g.allows('Try "Sonata in C')
+    assert not g.allows('Try "Sonata No. 9') and not g.allows('Try "Reel No. 12 and more", a reel.')
+    assert g.allows('Try "Reel No. 12" by Tradi') and g.allows('Try "Reel No. 12" by Traditional from Ryan')
+    assert not g.allows('Try "Reel No. 12" by Irving')
+
+
+def test_a_key_is_judged_once_its_pitch_or_mode_is_written():
+    g = guard()
+    assert g.allows("It is in D major.") and g.allows("It is in D")
+    assert not g.allows("It is in C") and not g.allows("It is in D minor")
+    assert not g.allows("A reel, E major")
+    assert g.allows("A minor-key piece? No.") and g.allows("It is a minor")  # the article, not the key
+    assert g.allows('Like "Sonata in C minor", it is slower.')  # a name on screen
+
+
+def test_the_track_before_lends_its_facts_only_to_a_comparison():
+    g = guard()
+    assert not g.allows("It runs at 66 BPM.")
+    assert g.allows("It is faster than the last one (172 vs 66 BPM).")
+    assert g.allows('"Sonata in C minor" was at 66 BPM, in C minor; this one is in D major.')
+    assert not g.allows("It is in C minor.")
+    same_artist = ClaimGuard.for_tracks(REEL, reference=Track(id="t", title="Tivoli", artist="Traditional",
+                                                              descriptors={"tempo_bpm": 90.0}))
+    assert not same_artist.allows("A reel by Traditional at about 90 BPM.")  # an artist both share compares nothing
+
+
+def test_only_the_last_sentence_is_still_being_written():
+    g = guard()
+    assert sentences("It is fast. It is at about 17") == ["It is fast.", "It is at about 17"]
+    assert g.allows("It is fast. It is at about 17") and not g.allows("It is fast. It is at about 16")
+    assert g.allows("") and names_of([REEL])[0] == "ryan's mammoth collection"
+
+
+def test_a_track_without_measurements_allows_no_number_claims():
+    bare = ClaimGuard.for_tracks(Track(id="x", title="Untitled"))
+    assert not bare.allows("It runs at about 120 BPM.") and bare.allows("It is a calm piece.")
