@@ -14,7 +14,9 @@ are decoded speculatively when the turn is the only one decoding: the tokens tha
 latest earlier occurrence of the last few tokens are guessed to come next, all of them are
 checked in one forward pass, and the guesses the model agrees with are kept (prompt lookup
 decoding). On a CPU a pass over eight tokens costs about as much as a pass over one. The text
-is the greedy decode's; only rounding differs between a pass over one token and over several.
+is the greedy decode's up to rounding, which differs between a pass over one token and over
+several: with float32 weights every validation reply came out the same (21 of 21), with
+bfloat16 weights, whose rounding is coarser, 17 of 31 did (the rest part at a near-tie).
 
     decoder = Decoder(model, tokenizer, vocab)
     block = decoder.block(prompt_ids, state)
