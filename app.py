@@ -354,8 +354,10 @@ def build_app(assistant: MusicAssistant, *, max_upload_mb: float = DEFAULT_MAX_U
         api_result = gr.JSON(visible=False)
         api_button = gr.Button(visible=False)
 
-        def view(chat, session, cards: list[TrackCard] | None, shown: list[str] | None = None):
-            """Values for the outputs below; cards None leaves the ``shown`` cards as they are."""
+        def view(chat, session, cards: list[TrackCard] | None, shown: list[str] | None = None, *,
+                 streaming: bool = False):
+            """Values for the outputs below; cards None leaves the ``shown`` cards as they are, and
+            ``streaming`` the played list (it changes when a turn ends, not while it is written)."""
             if cards is None:
                 # Visibility is restated, not skipped: Gradio re-shows a hidden group when a later
                 # step of the same generator skips it.
@@ -368,7 +370,7 @@ def build_app(assistant: MusicAssistant, *, max_upload_mb: float = DEFAULT_MAX_U
                     card_updates.append(gr.Group(visible=i < len(cards)))
                 for i in range(N_SHOW):
                     card_updates.append(card_html(cards[i], library_root) if i < len(cards) else "")
-            return [chat, chat, session, *card_updates, played_html(session, assistant)]
+            return [chat, chat, session, *card_updates, gr.skip() if streaming else played_html(session, assistant)]
 
         outputs = [chatbot, chat_state, session_state, cards_state, *slots, *htmls, played]
 
@@ -376,7 +378,8 @@ def build_app(assistant: MusicAssistant, *, max_upload_mb: float = DEFAULT_MAX_U
             try:
                 for chat_now, session, cards in controller.respond(message, chat, session):
                     shown = [c.id for c in cards[:N_SHOW]] if cards else shown
-                    yield [*view(chat_now, session, cards, shown), gr.MultimodalTextbox(value=None, interactive=False)]
+                    yield [*view(chat_now, session, cards, shown, streaming=True),
+                           gr.MultimodalTextbox(value=None, interactive=False)]
             except Exception:  # anything the controller did not catch: say so plainly, log the rest
                 log.exception("chat turn failed")
                 chat = list(chat or []) + [{"role": "assistant", "content": ERROR_MESSAGE}]
