@@ -15,7 +15,7 @@ from __future__ import annotations
 import logging
 import re
 import uuid
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -311,9 +311,7 @@ class MusicAssistant:
         yield TurnUpdate("", tracks=cards)
         generated = ""
         if self.model is not None and cards and source != "upload":
-            shown = [self.index.by_id[c.id] for c in cards]
-            guard = ClaimGuard.for_tracks(shown[0], self.reference_for(session, refinement), shown)
-            for generated in self._words(history, cards[0].id, session.decode, allows=guard.allows):
+            for generated in self._words(history, cards, session, refinement):
                 yield TurnUpdate(generated)
         reply = self._compose(generated, cards, refinement, source, session)
         reply.ranked, reply.notes = [t for t, _ in ranked], notes
@@ -394,7 +392,7 @@ class MusicAssistant:
         cards = [self._card(t, s, session, refinement) for t, s in ranked[:N_SHOW]]
         generated = ""
         if self.model is not None and cards:
-            for generated in self._words(list(history), cards[0].id, session.decode):
+            for generated in self._words(list(history), cards, session, refinement):
                 pass
         reply = self._compose(generated, cards, refinement, source, session)
         reply.ranked, reply.notes = ids, notes
@@ -569,18 +567,20 @@ class MusicAssistant:
         block, _ = self.decoder.block(self._prompt_ids(self._messages(history)), state)
         return Generation(self.vocab.format_block(block.codes), dict(block.codes), [], block.log_probs)
 
-    def _words(self, history: list[dict], shown_id: str, state: DecodeState | None = None,
-               allows: Callable[[str], bool] | None = None) -> Iterator[str]:
+    def _words(self, history: list[dict], cards: list[TrackCard], session: Session,
+               refinement: Refinement) -> Iterator[str]:
         """The model's reply about the track shown first, as it grows.
 
-        The context is the conversation, then this turn's block and facts for ``shown_id`` (the
-        track the person will hear, not the one the model guessed), laid out as in training.
-        ``allows`` (``grounding.ClaimGuard.allows``) passes over tokens that would state
-        something untrue.
+        The context is the conversation, then this turn's block and facts for the first card (the
+        track the person will hear, not the one the model guessed), laid out as in training. A
+        ``grounding.ClaimGuard`` over the cards and the turn's reference track passes over
+        tokens that would state something untrue.
         """
-        turn = {"role": "assistant", "content": "", "tracks": [shown_id]}
+        shown = [self.index.by_id[c.id] for c in cards]
+        guard = ClaimGuard.for_tracks(shown[0], self.reference_for(session, refinement), shown)
+        turn = {"role": "assistant", "content": "", "tracks": [shown[0].id]}
         messages = self._messages(list(history) + [turn])
-        yield from self.decoder.words(self._prompt_ids(messages), state, allows=allows)
+        yield from self.decoder.words(self._prompt_ids(messages), session.decode, allows=guard.allows)
 
     # ---- grounded text ---------------------------------------------------------------------------
 

@@ -38,7 +38,10 @@ from bench.latency import (  # noqa: E402
 
 def answer_turns(assistant, conversations: list[dict]) -> list[dict]:
     """Every assistant turn answered from the history before it: its block, cards, words and times."""
+    from assistant.chat import N_SHOW, Session
+    from assistant.conversations import played_tracks
     from assistant.evaluate import replay_generations
+    from assistant.request import read_request
     from assistant.metrics import ndcg_at_k
 
     replay_generations(assistant)  # the block the turn decoded is read back below, not decoded again
@@ -53,8 +56,11 @@ def answer_turns(assistant, conversations: list[dict]) -> list[dict]:
             reply = assistant.answer_reply(history, with_text=False)
             tracks_s = time.perf_counter() - t0
             generation = assistant._generate(list(history))
+            session = Session(history=[dict(t) for t in history[:-1]], played=played_tracks(history))
+            refinement = read_request(history[-1]["content"], assistant.words)
+            cards = [assistant._card(t, 0.0, session, refinement) for t in reply.ranked[:N_SHOW]]
             words, t1 = "", time.perf_counter()
-            for words in assistant._words(list(history), reply.ranked[0]):
+            for words in assistant._words(list(history), cards, session, refinement):
                 pass
             words_s = time.perf_counter() - t1
             n_tokens = len(assistant.tokenizer(words, add_special_tokens=False)["input_ids"]) if words else 0
