@@ -698,8 +698,10 @@ class MusicAssistant:
         for name, pattern in artist_patterns(self.words.artists):
             if pattern.search(folded) and norm(name) not in artists:
                 return "names"  # a catalog artist who is not the one it is said of
-        for said in _BY_ARTIST.findall(sentence):
-            if norm(said) not in artists and norm(said) not in {norm(t.artist) for t in allowed}:
+        # initials lose their stops first: "by Joseph G. Toscano" names Joseph G. Toscano, not "Joseph G"
+        known = {_without_initials(a) for a in artists | {norm(t.artist) for t in allowed}}
+        for said in _BY_ARTIST.findall(_without_initials(sentence)):
+            if norm(said) not in known:
                 return "names"  # "by Irving Berliner" for Irving Berlin's song
         # Numbers and keys inside the tracks' own names ("Sonata No. 16 in C major") are names,
         # not claims: they are checked with those names taken out of the sentence.
@@ -811,6 +813,11 @@ def _derived_tags(t: Track) -> list[str]:
 
 # "by <Name>" up to "from", punctuation or the end: the artist a sentence names.
 _BY_ARTIST = re.compile(r"\bby ([A-Z][^,.;:!?]*?)(?= from\b| with\b| in\b| at\b| fits\b| is\b| has\b|[,.;:!?]|$)")
+def _without_initials(text: str) -> str:
+    """``text`` with the stop after each initial dropped ("J. S. Bach" -> "J S Bach")."""
+    return re.sub(r"\b([A-Za-z])\.(?=\s)", r"\1", text)
+
+
 # A sentence that leans on the one before it ("It's calm.", "This one ...").
 _DEPENDENT = re.compile(r"^\W*(?:it|it's|its|this|that|these|they|they're|the track|the piece|the song|the tune|"
                         r"both|all three|also|and)\b", re.IGNORECASE)

@@ -493,6 +493,16 @@ def test_what_the_claim_guard_allows_the_check_after_the_fact_keeps(assistant):
     assert not guard.allows(f"It runs at about {bpm + 40} BPM.")
 
 
+def test_an_artist_with_initials_is_named_whole(assistant, monkeypatch):
+    track = assistant.index.tracks[0]
+    monkeypatch.setattr(track, "artist", "Joseph G. Toscano")
+    card = TrackCard(id=track.id, title=track.title, artist=track.artist, album=track.album, year=track.year,
+                     reason="", audio_path=None, score=1.0)
+    said = "It is by Joseph G. Toscano, a calm piece."
+    assert assistant.grounded_sentences(said, [card]) == said
+    assert assistant.grounded_sentences("It is by Joseph K. Toscano, a calm piece.", [card]) == ""
+
+
 def test_a_guarded_reply_says_only_what_its_guard_allows(assistant):
     import re
 
