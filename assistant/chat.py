@@ -577,7 +577,9 @@ class MusicAssistant:
         tokens that would state something untrue.
         """
         shown = [self.index.by_id[c.id] for c in cards]
-        guard = ClaimGuard.for_tracks(shown[0], self.reference_for(session, refinement), shown)
+        reference = self.reference_for(session, refinement)
+        guard = ClaimGuard.for_tracks(shown[0], reference, shown,
+                                      holds=lambda sentence: not _says_false(sentence, shown[0], reference))
         turn = {"role": "assistant", "content": "", "tracks": [shown[0].id]}
         messages = self._messages(list(history) + [turn])
         yield from self.decoder.words(self._prompt_ids(messages), session.decode, allows=guard.allows)
@@ -716,20 +718,7 @@ class MusicAssistant:
         keys = {str(t.descriptors.get("key", "")).lower() for t in about}
         if any(k not in keys for k in KEY_CLAIM.findall(claims)):
             return "facts"  # not "a minor-key piece"
-        # "it's calmer" must be true of its track against the reference; the numbers quoted with it
-        # ("172 vs 66 BPM") were checked above, and are not a request for 66 BPM
-        if claim.relative and (reference is None or subject is None
-                               or not satisfies(subject, reference, Refinement(relative=claim.relative))):
-            return "facts"
-        if claim.same_artist is not None and (reference is None or subject is None or
-                                              satisfies(subject, reference, Refinement(same_artist=claim.same_artist)) is False):
-            return "facts"
-        if subject is not None and _VOCAL_WORDS.search(low) and claim.vocals is not None \
-                and vocal_state(subject) is not claim.vocals:
-            return "facts"  # "a piece with vocals" over an instrumental card
-        if subject is not None and "instrumental" in low and vocal_state(subject) is not False:
-            return "facts"
-        return None
+        return "facts" if _says_false(sentence, subject, reference, claim) else None
 
     # ---- uploads -----------------------------------------------------------------------------------
 
@@ -813,6 +802,25 @@ def _derived_tags(t: Track) -> list[str]:
 
 # "by <Name>" up to "from", punctuation or the end: the artist a sentence names.
 _BY_ARTIST = re.compile(r"\bby ([A-Z][^,.;:!?]*?)(?= from\b| with\b| in\b| at\b| fits\b| is\b| has\b|[,.;:!?]|$)")
+def _says_false(sentence: str, subject: Track | None, reference: Track | None,
+                claim: Refinement | None = None) -> bool:
+    """Whether what ``sentence`` says of ``subject`` against ``reference`` (calmer, faster, the same
+    artist, another) or of its singing is false. The numbers quoted with a comparison ("172 vs
+    66 BPM") are not read as a request for 66 BPM: they are checked as numbers."""
+    claim = claim if claim is not None else read_request(sentence, CatalogWords())
+    low = norm(sentence)
+    if claim.relative and (reference is None or subject is None
+                           or not satisfies(subject, reference, Refinement(relative=claim.relative))):
+        return True
+    if claim.same_artist is not None and (reference is None or subject is None or
+                                          satisfies(subject, reference, Refinement(same_artist=claim.same_artist)) is False):
+        return True
+    if subject is not None and _VOCAL_WORDS.search(low) and claim.vocals is not None \
+            and vocal_state(subject) is not claim.vocals:
+        return True  # "a piece with vocals" over an instrumental card
+    return subject is not None and "instrumental" in low and vocal_state(subject) is not False
+
+
 def _without_initials(text: str) -> str:
     """``text`` with the stop after each initial dropped ("J. S. Bach" -> "J S Bach")."""
     return re.sub(r"\b([A-Za-z])\.(?=\s)", r"\1", text)

@@ -15,7 +15,7 @@ key that is not on the cards.
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from index.track import Track
@@ -114,6 +114,8 @@ class ClaimGuard:
     reference_names : tuple of str
         The title of the track played before: a sentence naming it compares (its artist may be
         the new track's too, and does not).
+    holds : callable, optional
+        ``holds(sentence)`` is False where the sentence so far says something else untrue.
     """
 
     numbers: frozenset[str]
@@ -124,12 +126,15 @@ class ClaimGuard:
     artists: tuple[str, ...] = ()
     names: tuple[str, ...] = ()
     reference_names: tuple[str, ...] = ()
+    holds: Callable[[str], bool] | None = None
 
     @classmethod
-    def for_tracks(cls, subject: Track, reference: Track | None = None,
-                   shown: Sequence[Track] = ()) -> "ClaimGuard":
+    def for_tracks(cls, subject: Track, reference: Track | None = None, shown: Sequence[Track] = (),
+                   holds: Callable[[str], bool] | None = None) -> "ClaimGuard":
         """The guard for a reply about ``subject`` (the first card, whose facts the model reads),
-        with ``reference`` the track the turn is relative to and ``shown`` every card."""
+        with ``reference`` the track the turn is relative to, ``shown`` every card, and
+        ``holds`` whatever else a sentence must bear out (its comparisons, say), read on each
+        sentence as it grows."""
         on_screen = [subject, *[t for t in shown if t is not subject]] + ([reference] if reference is not None else [])
         return cls(numbers=frozenset(str(n) for n in numbers_of(subject)),
                    keys=frozenset(k for k in [key_of(subject)] if k),
@@ -137,7 +142,7 @@ class ClaimGuard:
                    compared_keys=frozenset(k for k in [key_of(reference)] if k),
                    titles=tuple(sorted({norm(t.title) for t in on_screen if t.title.strip()})),
                    artists=tuple(sorted({norm(t.artist) for t in on_screen if t.artist.strip()})),
-                   names=names_of(on_screen),
+                   names=names_of(on_screen), holds=holds,
                    reference_names=(norm(reference.title),) if reference is not None and len(reference.title.strip()) > 2 else ())
 
     def allows(self, text: str) -> bool:
@@ -149,6 +154,7 @@ class ClaimGuard:
         - A number must be its track's: while it is written, the start of one (outside a name
           being copied); once it ends, one of them.
         - A key is judged once its mode is written, and "in C" as soon as its pitch is.
+        - Then ``holds``, if given.
         """
         parts = sentences(text)
         if not parts:
@@ -183,7 +189,9 @@ class ClaimGuard:
         if stated and norm(stated.group()) not in keys:
             return False
         pitch = re.search(r"\bin ([A-G][#b]?)$", sentence)
-        return not pitch or any(k.startswith(pitch.group(1).lower()) for k in keys)
+        if pitch and not any(k.startswith(pitch.group(1).lower()) for k in keys):
+            return False
+        return self.holds is None or self.holds(sentence)
 
     def _copying_name(self, low: str) -> bool:
         """Whether ``low`` ends part-way through one of the names, from one of its words on."""

@@ -503,6 +503,20 @@ def test_an_artist_with_initials_is_named_whole(assistant, monkeypatch):
     assert assistant.grounded_sentences("It is by Joseph K. Toscano, a calm piece.", [card]) == ""
 
 
+def test_the_guard_passes_over_a_comparison_that_is_false(assistant):
+    from assistant.chat import _says_false
+    from assistant.grounding import ClaimGuard
+
+    by_tempo = sorted((t for t in assistant.index.tracks if t.descriptors.get("tempo_bpm")),
+                      key=lambda t: float(t.descriptors["tempo_bpm"]))
+    slowest, fastest = by_tempo[0], by_tempo[-1]
+    guard = ClaimGuard.for_tracks(fastest, slowest, holds=lambda s: not _says_false(s, fastest, slowest))
+    assert guard.allows("It's faster than the last one.") and not guard.allows("It's slower than the last one.")
+    assert not guard.allows("It's faster. It's slower")  # the sentence being written is judged
+    unguarded = ClaimGuard.for_tracks(fastest, slowest)
+    assert unguarded.allows("It's slower than the last one.")
+
+
 def test_a_guarded_reply_says_only_what_its_guard_allows(assistant):
     import re
 
