@@ -701,7 +701,8 @@ class MusicAssistant:
             if pattern.search(folded) and norm(name) not in artists:
                 return "names"  # a catalog artist who is not the one it is said of
         # initials lose their stops first: "by Joseph G. Toscano" names Joseph G. Toscano, not "Joseph G"
-        known = {_without_initials(a) for a in artists | {norm(t.artist) for t in allowed}}
+        known = {_without_initials(v) for a in artists | {norm(t.artist) for t in allowed}
+                 for v in (a, re.sub(r"\s*\(.*?\)", "", a))}  # "Joseph G. Toscano (Zhaytee)" too
         for said in _BY_ARTIST.findall(_without_initials(sentence)):
             if norm(said) not in known:
                 return "names"  # "by Irving Berliner" for Irving Berlin's song

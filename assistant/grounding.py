@@ -106,9 +106,11 @@ class ClaimGuard:
         Keys it may give, lowercased ("c major").
     compared_numbers, compared_keys : frozenset of str
         Added in a sentence that sets the track against the one played before.
-    titles, artists : tuple of str
-        The lowercased titles a sentence may quote and the artists it may say a track is "by":
-        those on screen and the track played before.
+    titles : tuple of str
+        The lowercased titles a sentence may quote: those on screen and the track played before.
+    artists : tuple of (str, str)
+        (title, artist) of those tracks, lowercased, the subject's first: a sentence may say "by"
+        the subject's artist, a named track's, or in a comparison the track before's.
     names : tuple of str
         Lowercased names (titles, albums, artists) whose numbers and keys are part of the name.
     reference_names : tuple of str
@@ -123,7 +125,7 @@ class ClaimGuard:
     compared_numbers: frozenset[str] = frozenset()
     compared_keys: frozenset[str] = frozenset()
     titles: tuple[str, ...] = ()
-    artists: tuple[str, ...] = ()
+    artists: tuple[tuple[str, str], ...] = ()
     names: tuple[str, ...] = ()
     reference_names: tuple[str, ...] = ()
     holds: Callable[[str], bool] | None = None
@@ -141,7 +143,7 @@ class ClaimGuard:
                    compared_numbers=frozenset(str(n) for n in numbers_of(reference)),
                    compared_keys=frozenset(k for k in [key_of(reference)] if k),
                    titles=tuple(sorted({norm(t.title) for t in on_screen if t.title.strip()})),
-                   artists=tuple(sorted({norm(t.artist) for t in on_screen if t.artist.strip()})),
+                   artists=tuple((norm(t.title), norm(t.artist)) for t in on_screen if t.artist.strip()),
                    names=names_of(on_screen), holds=holds,
                    reference_names=(norm(reference.title),) if reference is not None and len(reference.title.strip()) > 2 else ())
 
@@ -166,11 +168,15 @@ class ClaimGuard:
             return False  # a finished quote that is not a title on screen
         if len(quotes) % 2 == 0:  # inside a quote: it must be going on to a title
             return any(title.startswith(norm(quotes[-1]) if quotes[-1].strip() else "") for title in self.titles)
-        artist = re.search(r"\bby ([A-Z][^,.;:!?()\"]*)$", sentence)
-        if artist and self.artists and not any(a.startswith(artist.group(1).lower().rstrip()) or
-                                               artist.group(1).lower().startswith(a + " ") for a in self.artists):
-            return False
         comparing = bool(COMPARING.search(low)) or any(n in low for n in self.reference_names)
+        artist = re.search(r"\bby ([A-Z][^,.;:!?()\"]*)$", sentence)
+        if artist and self.artists:
+            said = artist.group(1).lower().rstrip()
+            named = [a for i, (title, a) in enumerate(self.artists)
+                     if i == 0 or (len(title) > 2 and title in low)
+                     or (comparing and title in self.reference_names)]
+            if not any(a.startswith(said) or said.startswith(a + " ") for a in named):
+                return False
         numbers = self.numbers | self.compared_numbers if comparing else self.numbers
         keys = self.keys | self.compared_keys if comparing else self.keys
         claims = low

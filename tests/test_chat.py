@@ -501,6 +501,8 @@ def test_an_artist_with_initials_is_named_whole(assistant, monkeypatch):
     said = "It is by Joseph G. Toscano, a calm piece."
     assert assistant.grounded_sentences(said, [card]) == said
     assert assistant.grounded_sentences("It is by Joseph K. Toscano, a calm piece.", [card]) == ""
+    monkeypatch.setattr(track, "artist", "Joseph G. Toscano (Zhaytee)")  # the name without its alias
+    assert assistant.grounded_sentences(said, [card]) == said
 
 
 def test_the_guard_passes_over_a_comparison_that_is_false(assistant):

@@ -38,6 +38,8 @@ def test_quoted_titles_and_artists_must_be_on_screen_as_they_are_written():
     assert not g.allows('Try "Sonata No. 9') and not g.allows('Try "Reel No. 12 and more", a reel.')
     assert g.allows('Try "Reel No. 12" by Tradi') and g.allows('Try "Reel No. 12" by Traditional from Ryan')
     assert not g.allows('Try "Reel No. 12" by Irving')
+    assert not g.allows("It is by Ludwig")  # another track's artist, that track not named
+    assert g.allows('Unlike "Sonata in C minor" by Ludwig')  # named
 
 
 def test_a_key_is_judged_once_its_pitch_or_mode_is_written():
