@@ -39,7 +39,7 @@ from .batching import StepBatcher, detach_cache, feed
 MAX_WORDS_TOKENS = 60  # a reply is one or two sentences
 DRAFT_TOKENS = 8  # most tokens guessed from the context for one pass
 DRAFT_NGRAMS = (3, 2)  # the context is searched for the last three tokens, then the last two
-GUARD_CANDIDATES = 64  # tokens tried, likeliest first, when a guard passes over untrue ones
+GUARD_FALLBACK_CANDIDATES = 1024  # tokens tried, likeliest first, when a guard passes over untrue ones
 
 
 @dataclass
@@ -169,7 +169,7 @@ class Decoder:
         """Yield the reply's text as it grows, one decoded token at a time, after ``prompt_ids``.
 
         With ``allows``, each token is the model's most likely one whose text ``allows`` accepts
-        (of its ``GUARD_CANDIDATES`` likeliest); where none is, the reply ends.
+        (of its ``GUARD_FALLBACK_CANDIDATES`` likeliest); where none is, the reply ends.
         """
         state = state if state is not None else DecodeState()
         ids, new, text = list(prompt_ids), [], ""
@@ -216,7 +216,10 @@ class Decoder:
     def _allowed(self, logits: torch.Tensor, new: list[int], allows: Callable[[str], bool]) -> int:
         """The likeliest token after ``new`` whose text ``allows`` accepts; a stop token where none
         of the likeliest is (the reply ends rather than say something untrue)."""
-        for token in torch.topk(logits, GUARD_CANDIDATES).indices.tolist():
+        ranked = torch.topk(logits, min(GUARD_FALLBACK_CANDIDATES, logits.numel())).indices.tolist()
+        # the first few nearly always hold one; the longer tail is read only where they do not
+        # (a title being copied that the model would have ended otherwise, say)
+        for token in ranked:
             if token in self._stop or allows(self.tokenizer.decode(new + [token], skip_special_tokens=True)):
                 return token
-        return min(self._stop) if self._stop else int(torch.argmax(logits))
+        return min(self._stop) if self._stop else ranked[0]
