@@ -165,11 +165,14 @@ class Decoder:
         return Block(codes, log_probs), ids + [self.end_id]
 
     def words(self, prompt_ids: Sequence[int], state: DecodeState | None = None,
-              allows: Callable[[str], bool] | None = None) -> Iterator[str]:
+              allows: Callable[[str], bool] | None = None,
+              may_end: Callable[[str], bool] | None = None) -> Iterator[str]:
         """Yield the reply's text as it grows, one decoded token at a time, after ``prompt_ids``.
 
         With ``allows``, each token is the model's most likely one whose text ``allows`` accepts
-        (of its ``GUARD_FALLBACK_CANDIDATES`` likeliest); where none is, the reply ends.
+        (of its ``GUARD_FALLBACK_CANDIDATES`` likeliest); where none is, the reply ends. With
+        ``may_end``, the reply stops only where ``may_end`` accepts the text so far (a sentence
+        finished, say); elsewhere the model's stop gives way to its next likeliest token.
         """
         state = state if state is not None else DecodeState()
         ids, new, text = list(prompt_ids), [], ""
@@ -177,7 +180,7 @@ class Decoder:
             self._decoding += 1
         try:
             while len(new) < self.max_words_tokens:
-                for token in self._next_tokens(ids, new, state, self.max_words_tokens - len(new), allows):
+                for token in self._next_tokens(ids, new, state, self.max_words_tokens - len(new), allows, may_end):
                     if token in self._stop:
                         return
                     new.append(token)
@@ -192,7 +195,8 @@ class Decoder:
                 detach_cache(state.cache)
 
     def _next_tokens(self, prompt: list[int], new: list[int], state: DecodeState, room: int,
-                     allows: Callable[[str], bool] | None) -> list[int]:
+                     allows: Callable[[str], bool] | None,
+                     may_end: Callable[[str], bool] | None = None) -> list[int]:
         """The greedy continuation of the reply ``new`` after ``prompt`` from one pass: one token,
         or, when a guess from the context was checked in the same pass, every guessed token the
         model agrees with and the model's own token after them (at most ``room``)."""
@@ -201,25 +205,30 @@ class Decoder:
         draft = lookup_draft(ids, min(self.draft_tokens, room - 1)) if alone and self.draft_tokens and room > 1 else []
         logits = self._feed(ids + draft, state, positions=len(draft) + 1)
         logits[:, self._banned] = float("-inf")
-        if allows is None:
+        if allows is None and may_end is None:
             chosen = torch.argmax(logits, dim=-1).tolist()
         else:
             chosen = []
             for row in logits:  # row i follows the guess's first i tokens: a choice after what is kept
-                chosen.append(self._allowed(row, new + chosen, allows))
+                chosen.append(self._allowed(row, new + chosen, allows, may_end))
                 if len(chosen) > len(draft) or chosen[-1] != draft[len(chosen) - 1]:
                     break
         agreed = next((i for i, (guess, token) in enumerate(zip(draft, chosen)) if guess != token), len(draft))
         self.passes, self.drafted, self.accepted = self.passes + 1, self.drafted + len(draft), self.accepted + agreed
         return chosen[:agreed + 1]
 
-    def _allowed(self, logits: torch.Tensor, new: list[int], allows: Callable[[str], bool]) -> int:
-        """The likeliest token after ``new`` whose text ``allows`` accepts; a stop token where none
-        of the likeliest is (the reply ends rather than say something untrue)."""
+    def _allowed(self, logits: torch.Tensor, new: list[int], allows: Callable[[str], bool] | None,
+                 may_end: Callable[[str], bool] | None) -> int:
+        """The likeliest token after ``new`` whose text ``allows`` accepts, or a stop token where
+        ``may_end`` accepts the text so far; a stop token where none of the likeliest is (the
+        reply ends rather than say something untrue)."""
         ranked = torch.topk(logits, min(GUARD_FALLBACK_CANDIDATES, logits.numel())).indices.tolist()
         # the first few nearly always hold one; the longer tail is read only where they do not
         # (a title being copied that the model would have ended otherwise, say)
         for token in ranked:
-            if token in self._stop or allows(self.tokenizer.decode(new + [token], skip_special_tokens=True)):
+            if token in self._stop:
+                if may_end is None or may_end(self.tokenizer.decode(new, skip_special_tokens=True)):
+                    return token
+            elif allows is None or allows(self.tokenizer.decode(new + [token], skip_special_tokens=True)):
                 return token
         return min(self._stop) if self._stop else ranked[0]

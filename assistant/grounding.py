@@ -199,6 +199,13 @@ class ClaimGuard:
             return False
         return self.holds is None or self.holds(sentence)
 
+    @staticmethod
+    def may_end(text: str) -> bool:
+        """Whether a reply may stop after ``text``: nothing written yet, or its last sentence
+        finished (``well_formed``) and no quote left open."""
+        parts = sentences(text)
+        return not parts or (parts[-1].count('"') % 2 == 0 and well_formed(parts[-1]))
+
     def _copying_name(self, low: str) -> bool:
         """Whether ``low`` ends part-way through one of the names, from one of its words on."""
         starts = [0] + [m.end() for m in re.finditer(r"\s+", low)]

@@ -519,6 +519,20 @@ def test_the_guard_passes_over_a_comparison_that_is_false(assistant):
     assert unguarded.allows("It's slower than the last one.")
 
 
+def test_a_stop_the_guard_does_not_allow_gives_way_to_the_next_token(assistant):
+    import torch
+
+    from assistant.generation import Decoder
+
+    decoder = Decoder(assistant.model, assistant.tokenizer, assistant.vocab)
+    stop = min(decoder._stop)
+    logits = torch.full((assistant.model.config.vocab_size,), -10.0)
+    logits[stop], logits[42] = 5.0, 4.0
+    assert decoder._allowed(logits, [], None, lambda text: False) == 42
+    assert decoder._allowed(logits, [], None, lambda text: True) == stop
+    assert decoder._allowed(logits, [], lambda text: False, lambda text: False) == stop  # nothing passes: stop
+
+
 def test_a_guarded_reply_says_only_what_its_guard_allows(assistant):
     import re
 

@@ -72,3 +72,9 @@ def test_only_the_last_sentence_is_still_being_written():
 def test_a_track_without_measurements_allows_no_number_claims():
     bare = ClaimGuard.for_tracks(Track(id="x", title="Untitled"))
     assert not bare.allows("It runs at about 120 BPM.") and bare.allows("It is a calm piece.")
+
+
+def test_a_reply_may_end_only_after_a_finished_sentence():
+    assert ClaimGuard.may_end("") and ClaimGuard.may_end("It is a reel.") and ClaimGuard.may_end('Try "Reel No. 12"!')
+    assert not ClaimGuard.may_end("It runs at about") and not ClaimGuard.may_end('Try "Reel')
+    assert not ClaimGuard.may_end("It is a reel. It runs at")
