@@ -166,8 +166,9 @@ class ClaimGuard:
         quotes = low.split('"')
         if any(norm(q) not in self.titles for q in quotes[1:-1:2]):
             return False  # a finished quote that is not a title on screen
-        if len(quotes) % 2 == 0:  # inside a quote: it must be going on to a title
-            return any(title.startswith(norm(quotes[-1]) if quotes[-1].strip() else "") for title in self.titles)
+        if len(quotes) % 2 == 0:  # inside a quote: it must be going on to a title, spaces and all
+            copied = re.sub(r"\s+", " ", quotes[-1])
+            return any(title.startswith(copied) for title in self.titles)
         comparing = bool(COMPARING.search(low)) or any(n in low for n in self.reference_names)
         artist = re.search(r"\bby ([A-Z][^,.;:!?()\"]*)$", sentence)
         if artist and self.artists:

@@ -36,6 +36,7 @@ def test_quoted_titles_and_artists_must_be_on_screen_as_they_are_written():
     g = guard()
     assert g.allows('Try "') and g.allows('Try "Reel No. 1') and g.allows('Try "Sonata in C')
     assert not g.allows('Try "Sonata No. 9') and not g.allows('Try "Reel No. 12 and more", a reel.')
+    assert g.allows('Try "Reel ') and not g.allows('Try "Re  ')  # spaces must be the title's too
     assert g.allows('Try "Reel No. 12" by Tradi') and g.allows('Try "Reel No. 12" by Traditional from Ryan')
     assert not g.allows('Try "Reel No. 12" by Irving')
     assert not g.allows("It is by Ludwig")  # another track's artist, that track not named
