@@ -31,7 +31,8 @@ from index import vocabulary
 from .conversations import played_tracks
 from .facts import has_vocals as vocal_state
 from .generation import DecodeState
-from .grounding import COMPARING, KEY_CLAIM, NUMBER_CLAIM, ClaimGuard, norm, numbers_of, sentences, well_formed
+from .grounding import (COMPARING, KEY_CLAIM, NUMBER_CLAIM, ClaimGuard, names_of, norm, numbers_of, sentences,
+                        well_formed, without_names)
 from .rerank import Reranker, candidate_features
 from .refine import Refinement, apply_refinement, reference_track, satisfies
 from .request import CatalogWords, artist_patterns, fold, read_request
@@ -709,11 +710,7 @@ class MusicAssistant:
                 return "names"  # "by Irving Berliner" for Irving Berlin's song
         # Numbers and keys inside the tracks' own names ("Sonata No. 16 in C major") are names,
         # not claims: they are checked with those names taken out of the sentence.
-        claims = low
-        for t in allowed:
-            for name in (t.title, t.album, t.artist):
-                if name and len(name) > 2:
-                    claims = claims.replace(norm(name), " ")
+        claims = without_names(low, names_of(allowed))
         numbers = set().union(*(numbers_of(t) for t in about))
         if any(int(n) not in numbers for n in NUMBER_CLAIM.findall(claims)):
             return "facts"

@@ -196,7 +196,7 @@ class Decoder:
 
     def _next_tokens(self, prompt: list[int], new: list[int], state: DecodeState, room: int,
                      allows: Callable[[str], bool] | None,
-                     may_end: Callable[[str], bool] | None = None) -> list[int]:
+                     may_end: Callable[[str], bool] | None) -> list[int]:
         """The greedy continuation of the reply ``new`` after ``prompt`` from one pass: one token,
         or, when a guess from the context was checked in the same pass, every guessed token the
         model agrees with and the model's own token after them (at most ``room``)."""
@@ -222,13 +222,20 @@ class Decoder:
         """The likeliest token after ``new`` whose text ``allows`` accepts, or a stop token where
         ``may_end`` accepts the text so far; a stop token where none of the likeliest is (the
         reply ends rather than say something untrue)."""
-        ranked = torch.topk(logits, min(GUARD_FALLBACK_CANDIDATES, logits.numel())).indices.tolist()
-        # the first few nearly always hold one; the longer tail is read only where they do not
-        # (a title being copied that the model would have ended otherwise, say)
-        for token in ranked:
+        # The likeliest nearly always holds: the longer tail is ranked only where it does not (a
+        # title being copied that the model would have ended otherwise, say).
+        best = int(torch.argmax(logits))
+        for token in self._ranked_from(best, logits):
             if token in self._stop:
                 if may_end is None or may_end(self.tokenizer.decode(new, skip_special_tokens=True)):
                     return token
             elif allows is None or allows(self.tokenizer.decode(new + [token], skip_special_tokens=True)):
                 return token
-        return min(self._stop) if self._stop else ranked[0]
+        return min(self._stop) if self._stop else best
+
+    @staticmethod
+    def _ranked_from(best: int, logits: torch.Tensor) -> Iterator[int]:
+        """``best`` (the argmax), then the rest of the ``GUARD_FALLBACK_CANDIDATES`` likeliest."""
+        yield best
+        tail = torch.topk(logits, min(GUARD_FALLBACK_CANDIDATES, logits.numel())).indices.tolist()
+        yield from (t for t in tail if t != best)

@@ -94,6 +94,14 @@ def names_of(tracks: Sequence[Track]) -> tuple[str, ...]:
     return tuple(sorted(names, key=len, reverse=True))
 
 
+def without_names(text: str, names: Sequence[str]) -> str:
+    """Lowercased ``text`` with each of ``names`` (``names_of``: lowercased, longest first) taken
+    out: what is left are its claims ("sonata no. 16 in c major" names, it does not claim)."""
+    for name in names:
+        text = text.replace(name, " ")
+    return text
+
+
 @dataclass(frozen=True)
 class ClaimGuard:
     """The names, numbers and keys a reply about one track may state, checked as it grows.
@@ -180,9 +188,7 @@ class ClaimGuard:
                 return False
         numbers = self.numbers | self.compared_numbers if comparing else self.numbers
         keys = self.keys | self.compared_keys if comparing else self.keys
-        claims = low
-        for name in self.names:
-            claims = claims.replace(name, " ")
+        claims = without_names(low, self.names)
         pending = re.search(r"\d+$", claims)
         head = claims[: pending.start()] if pending else claims
         if any(n not in numbers for n in NUMBER_CLAIM.findall(head)):
