@@ -579,8 +579,16 @@ class MusicAssistant:
         """
         shown = [self.index.by_id[c.id] for c in cards]
         reference = self.reference_for(session, refinement)
-        guard = ClaimGuard.for_tracks(shown[0], reference, shown,
-                                      holds=lambda sentence: not _says_false(sentence, shown[0], reference))
+
+        def holds(sentence: str) -> bool:
+            # the guard reads quotes, "by", numbers and keys itself; here, comparisons and the
+            # catalog's other names ("from SuperTux Team" of a track by someone else)
+            named = self._tracks_named(sentence, shown + ([reference] if reference is not None else []))
+            subject, about, allowed, claim = self._about(sentence, named, shown, reference)
+            return not self._names_strangers(sentence, about, allowed, growing=True) and \
+                not _says_false(sentence, subject, reference, claim)
+
+        guard = ClaimGuard.for_tracks(shown[0], reference, shown, holds=holds)
         turn = {"role": "assistant", "content": "", "tracks": [shown[0].id]}
         messages = self._messages(list(history) + [turn])
         yield from self.decoder.words(self._prompt_ids(messages), session.decode, allows=guard.allows,
@@ -683,25 +691,14 @@ class MusicAssistant:
         if not well_formed(sentence):
             return "form"
         low = norm(sentence)
-        allowed = shown + ([reference] if reference is not None else [])
-        subject = next((t for t in named if t in shown), None) or (shown[0] if shown else None)
-        claim = read_request(sentence, CatalogWords())
-        # The track before lends its facts only to a sentence about it or set against it: "a piece
-        # in C minor at about 112 BPM" said of a card in G# major at 185 is false, even when the
-        # track before was in C minor at 112.
-        compares = reference is not None and (reference in named or bool(claim.relative) or COMPARING.search(low))
-        about = [t for t in [subject, reference if compares else None] if t is not None]  # its facts' sources
+        subject, about, allowed, claim = self._about(sentence, named, shown, reference)
         titles = {norm(t.title) for t in allowed}
         quoted = [norm(q) for q in re.findall(r'"([^"]+)"', sentence)]
         if sentence.count('"') % 2 or any(q not in titles for q in quoted):
             return "names"
-        if self._title_re is not None and any(m.group(0) not in titles for m in self._title_re.finditer(low)):
-            return "names"  # a catalog title that is not on screen
-        folded = fold(sentence)
+        if self._names_strangers(sentence, about, allowed):
+            return "names"
         artists = {norm(t.artist) for t in about if t.artist}
-        for name, pattern in artist_patterns(self.words.artists):
-            if pattern.search(folded) and norm(name) not in artists:
-                return "names"  # a catalog artist who is not the one it is said of
         # initials lose their stops first: "by Joseph G. Toscano" names Joseph G. Toscano, not "Joseph G"
         known = {_without_initials(v) for a in artists | {norm(t.artist) for t in allowed}
                  for v in (a, re.sub(r"\s*\(.*?\)", "", a))}  # "Joseph G. Toscano (Zhaytee)" too
@@ -718,6 +715,46 @@ class MusicAssistant:
         if any(k not in keys for k in KEY_CLAIM.findall(claims)):
             return "facts"  # not "a minor-key piece"
         return "facts" if _says_false(sentence, subject, reference, claim) else None
+
+    def _about(self, sentence: str, named: list[Track], shown: list[Track], reference: Track | None
+               ) -> tuple[Track | None, list[Track], list[Track], Refinement]:
+        """(the track a sentence is about, the tracks whose facts it may state, the tracks it may
+        name, what it claims read as a request)."""
+        allowed = shown + ([reference] if reference is not None else [])
+        subject = next((t for t in named if t in shown), None) or (shown[0] if shown else None)
+        claim = read_request(sentence, CatalogWords())
+        # The track before lends its facts only to a sentence about it or set against it: "a piece
+        # in C minor at about 112 BPM" said of a card in G# major at 185 is false, even when the
+        # track before was in C minor at 112.
+        compares = reference is not None and (reference in named or bool(claim.relative) or COMPARING.search(norm(sentence)))
+        about = [t for t in [subject, reference if compares else None] if t is not None]
+        return subject, about, allowed, claim
+
+    def _names_strangers(self, sentence: str, about: list[Track], allowed: list[Track], *,
+                         growing: bool = False) -> bool:
+        """Whether ``sentence`` names a catalog title that is not one of ``allowed``, or a catalog
+        artist who is not that of a track in ``about``.
+
+        With ``growing`` the sentence is still being written: a name at its very end that one of
+        the names it may give goes on from ("Joseph" while "Joseph G. Toscano" is being written)
+        is not counted yet.
+        """
+        titles = {norm(t.title) for t in allowed}
+        artists = {norm(t.artist) for t in about if t.artist}
+
+        def unfinished(match: re.Match, text: str, names: set[str]) -> bool:
+            tail = text[match.start():]
+            return growing and match.end() == len(text.rstrip()) and any(n.startswith(tail) and n != tail.rstrip()
+                                                                          for n in names)
+
+        low = re.sub(r"\s+", " ", sentence.lower()).lstrip()
+        if self._title_re is not None and any(m.group(0) not in titles and not unfinished(m, low, titles)
+                                              for m in self._title_re.finditer(low)):
+            return True  # a catalog title that is not on screen
+        folded = re.sub(r"\s+", " ", fold(sentence)).lstrip()
+        own = {fold(a) for a in artists} | {fold(t) for t in titles}
+        return any(norm(name) not in artists and not unfinished(m, folded, own)
+                   for name, pattern in artist_patterns(self.words.artists) for m in pattern.finditer(folded))
 
     # ---- uploads -----------------------------------------------------------------------------------
 

@@ -519,6 +519,25 @@ def test_the_guard_passes_over_a_comparison_that_is_false(assistant):
     assert unguarded.allows("It's slower than the last one.")
 
 
+def test_the_guard_refuses_another_catalog_name_once_it_is_written_whole(assistant, monkeypatch):
+    tracks = assistant.index.tracks
+    subject = next(t for t in tracks if t.artist == "Lena Harrow")
+    other = next(t for t in tracks if t.artist == "Circuit Veil")
+    prefix = next(t for t in tracks if t.artist == "Lena Harrow" and t is not subject)
+    monkeypatch.setattr(subject, "title", prefix.title + "2")  # "Calm Piano No. 12" on screen, "... No. 1" not
+    fresh = MusicAssistant(assistant.index)  # reads the titles as they now are
+    shown = [subject]
+    strangers = lambda text, growing=True: fresh._names_strangers(text, shown, shown, growing=growing)  # noqa: E731
+    assert strangers("A calm piece from Circuit Veil") and strangers("A calm piece from Circuit Veil ")
+    assert not strangers("A calm piece from Circuit") and not strangers("A calm piece by Lena Harrow.")
+    # a title not on screen that the one on screen goes on from counts only once it ends there
+    assert not strangers(f"This is {prefix.title}") and strangers(f"This is {prefix.title},")
+    assert strangers(f"This is {prefix.title}", growing=False) and not strangers(f"This is {subject.title},")
+    card = TrackCard(id=subject.id, title=subject.title, artist=subject.artist, album=subject.album,
+                     year=subject.year, reason="", audio_path=None, score=1.0)
+    assert fresh.grounded_sentences(f"A calm piece from {other.artist}.", [card]) == ""
+
+
 def test_a_stop_the_guard_does_not_allow_gives_way_to_the_next_token(assistant):
     import torch
 
