@@ -698,13 +698,6 @@ class MusicAssistant:
             return "names"
         if self._names_strangers(sentence, about, allowed):
             return "names"
-        artists = {norm(t.artist) for t in about if t.artist}
-        # initials lose their stops first: "by Joseph G. Toscano" names Joseph G. Toscano, not "Joseph G"
-        known = {_without_initials(v) for a in artists | {norm(t.artist) for t in allowed}
-                 for v in (a, re.sub(r"\s*\(.*?\)", "", a))}  # "Joseph G. Toscano (Zhaytee)" too
-        for said in _BY_ARTIST.findall(_without_initials(sentence)):
-            if norm(said) not in known:
-                return "names"  # "by Irving Berliner" for Irving Berlin's song
         # Numbers and keys inside the tracks' own names ("Sonata No. 16 in C major") are names,
         # not claims: they are checked with those names taken out of the sentence.
         claims = without_names(low, names_of(allowed))
@@ -732,8 +725,9 @@ class MusicAssistant:
 
     def _names_strangers(self, sentence: str, about: list[Track], allowed: list[Track], *,
                          growing: bool = False) -> bool:
-        """Whether ``sentence`` names a catalog title that is not one of ``allowed``, or a catalog
-        artist who is not that of a track in ``about``.
+        """Whether ``sentence`` names a catalog title that is not one of ``allowed``, a catalog
+        artist who is not that of a track in ``about``, or says "by" someone who is not the artist
+        of a track in ``allowed`` ("by Irving Berliner" for Irving Berlin's song).
 
         With ``growing`` the sentence is still being written: a name at its very end that one of
         the names it may give goes on from ("Joseph" while "Joseph G. Toscano" is being written)
@@ -753,8 +747,17 @@ class MusicAssistant:
             return True  # a catalog title that is not on screen
         folded = re.sub(r"\s+", " ", fold(sentence)).lstrip()
         own = {fold(a) for a in artists} | {fold(t) for t in titles}
-        return any(norm(name) not in artists and not unfinished(m, folded, own)
-                   for name, pattern in artist_patterns(self.words.artists) for m in pattern.finditer(folded))
+        if any(norm(name) not in artists and not unfinished(m, folded, own)
+               for name, pattern in artist_patterns(self.words.artists) for m in pattern.finditer(folded)):
+            return True
+        # initials lose their stops first: "by Joseph G. Toscano" names Joseph G. Toscano, not "Joseph G";
+        # and a name without its alias counts: "Joseph G. Toscano" for "Joseph G. Toscano (Zhaytee)"
+        known = {_without_initials(v) for a in artists | {norm(t.artist) for t in allowed}
+                 for v in (a, re.sub(r"\s*\(.*?\)", "", a))}
+        plain = _without_initials(sentence)
+        # while the sentence grows, a name at its end may go on (the guard reads it as it is written)
+        return any(norm(m.group(1)) not in known for m in _BY_ARTIST.finditer(plain)
+                   if not (growing and m.end() >= len(plain.rstrip())))
 
     # ---- uploads -----------------------------------------------------------------------------------
 

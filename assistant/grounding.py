@@ -26,6 +26,8 @@ COMPARING = re.compile(r"\b(?:than|vs|versus|compared|same|like the|before|previ
 KEY_CLAIM = re.compile(r"\b[a-g][#b]? (?:major|minor)\b(?!-)")
 # A number as a claim: two to four digits standing alone ("112 BPM", "1931").
 NUMBER_CLAIM = re.compile(r"\b\d{2,4}\b")
+# A word written twice in a row ("2012s 2012s"), outside names: the start of a loop.
+_REPEATED_WORD = re.compile(r"\b(\w{2,})\W+\1\b")
 _ABBREVIATIONS = {"st", "mr", "mrs", "ms", "dr", "jr", "sr", "vs", "no", "op", "vol", "feat"}
 
 
@@ -103,39 +105,49 @@ def without_names(text: str, names: Sequence[str]) -> str:
 
 
 @dataclass(frozen=True)
+class CardFacts:
+    """What a sentence about one card may state: its title (whitespace collapsed, case kept),
+    artist (lowercased), numbers (digit strings: tempo and year) and keys (lowercased)."""
+
+    title: str
+    artist: str = ""
+    numbers: frozenset[str] = frozenset()
+    keys: frozenset[str] = frozenset()
+
+    @classmethod
+    def of(cls, t: Track) -> "CardFacts":
+        return cls(title=re.sub(r"\s+", " ", t.title).strip(), artist=norm(t.artist),
+                   numbers=frozenset(str(n) for n in numbers_of(t)), keys=frozenset(k for k in [key_of(t)] if k))
+
+    def named_in(self, low: str) -> bool:
+        """Whether lowercased ``low`` names this card's title (whole words, three letters or more)."""
+        title = self.title.lower()
+        return len(title) > 2 and re.search(rf"(?<!\w){re.escape(title)}(?!\w)", low) is not None
+
+
+@dataclass(frozen=True)
 class ClaimGuard:
-    """The names, numbers and keys a reply about one track may state, checked as it grows.
+    """The names, numbers and keys a reply may state about the cards, checked as it grows.
+
+    Each sentence is about the first card whose title it names, else the first card (whose facts
+    the model reads), as the check after the fact reads it.
 
     Attributes
     ----------
-    numbers : frozenset of str
-        Numbers a sentence may give (digit strings): its track's tempo and year.
-    keys : frozenset of str
-        Keys it may give, lowercased ("c major").
-    compared_numbers, compared_keys : frozenset of str
-        Added in a sentence that sets the track against the one played before.
-    titles : tuple of str
-        The lowercased titles a sentence may quote: those on screen and the track played before.
-    artists : tuple of (str, str)
-        (title, artist) of those tracks, lowercased, the subject's first: a sentence may say "by"
-        the subject's artist, a named track's, or in a comparison the track before's.
+    cards : tuple of CardFacts
+        The cards on screen, in order.
+    reference : CardFacts, optional
+        The track played before: its numbers, keys and artist count in a sentence that compares
+        with it or names it.
     names : tuple of str
         Lowercased names (titles, albums, artists) whose numbers and keys are part of the name.
-    reference_names : tuple of str
-        The title of the track played before: a sentence naming it compares (its artist may be
-        the new track's too, and does not).
     holds : callable, optional
         ``holds(sentence)`` is False where the sentence so far says something else untrue.
     """
 
-    numbers: frozenset[str]
-    keys: frozenset[str]
-    compared_numbers: frozenset[str] = frozenset()
-    compared_keys: frozenset[str] = frozenset()
-    titles: tuple[str, ...] = ()
-    artists: tuple[tuple[str, str], ...] = ()
+    cards: tuple[CardFacts, ...]
+    reference: CardFacts | None = None
     names: tuple[str, ...] = ()
-    reference_names: tuple[str, ...] = ()
     holds: Callable[[str], bool] | None = None
 
     @classmethod
@@ -145,25 +157,28 @@ class ClaimGuard:
         with ``reference`` the track the turn is relative to, ``shown`` every card, and
         ``holds`` whatever else a sentence must bear out (its comparisons, say), read on each
         sentence as it grows."""
-        on_screen = [subject, *[t for t in shown if t is not subject]] + ([reference] if reference is not None else [])
-        return cls(numbers=frozenset(str(n) for n in numbers_of(subject)),
-                   keys=frozenset(k for k in [key_of(subject)] if k),
-                   compared_numbers=frozenset(str(n) for n in numbers_of(reference)),
-                   compared_keys=frozenset(k for k in [key_of(reference)] if k),
-                   titles=tuple(sorted({norm(t.title) for t in on_screen if t.title.strip()})),
-                   artists=tuple((norm(t.title), norm(t.artist)) for t in on_screen if t.artist.strip()),
-                   names=names_of(on_screen), holds=holds,
-                   reference_names=(norm(reference.title),) if reference is not None and len(reference.title.strip()) > 2 else ())
+        cards = [subject, *[t for t in shown if t is not subject]]
+        return cls(cards=tuple(CardFacts.of(t) for t in cards),
+                   reference=CardFacts.of(reference) if reference is not None else None,
+                   names=names_of(cards + ([reference] if reference is not None else [])), holds=holds)
+
+    @property
+    def titles(self) -> tuple[str, ...]:
+        """The titles a sentence may quote: the cards' and the track played before."""
+        return tuple(c.title for c in self.cards + ((self.reference,) if self.reference is not None else ()) if c.title)
 
     def allows(self, text: str) -> bool:
         """False when the last sentence of ``text`` states something the tracks do not bear out, or
         has begun to, with no true way to go on.
 
-        - A quoted title must be one on screen, and is checked letter by letter as it is copied.
-        - "by <Name>" must name an artist on screen, also as it is written.
-        - A number must be its track's: while it is written, the start of one (outside a name
+        - A quoted title must be one on screen, and is checked letter by letter as it is copied,
+          in the title's own case and spacing.
+        - "by <Name>" must name the artist of the card the sentence is about (or, in a
+          comparison, of the track before), also as it is written.
+        - A number must be that card's: while it is written, the start of one (outside a name
           being copied); once it ends, one of them.
         - A key is judged once its mode is written, and "in C" as soon as its pitch is.
+        - A word is not written twice in a row, outside a name.
         - Then ``holds``, if given.
         """
         parts = sentences(text)
@@ -171,24 +186,26 @@ class ClaimGuard:
             return True
         sentence = parts[-1] + (" " if text[-1:].isspace() else "")  # a trailing space ends a word
         low = sentence.lower()
-        quotes = low.split('"')
-        if any(norm(q) not in self.titles for q in quotes[1:-1:2]):
+        quotes = sentence.split('"')
+        titles = self.titles
+        if any(q.strip() not in titles for q in quotes[1:-1:2]):
             return False  # a finished quote that is not a title on screen
-        if len(quotes) % 2 == 0:  # inside a quote: it must be going on to a title, spaces and all
-            copied = re.sub(r"\s+", " ", quotes[-1])
-            return any(title.startswith(copied) for title in self.titles)
-        comparing = bool(COMPARING.search(low)) or any(n in low for n in self.reference_names)
+        if len(quotes) % 2 == 0:  # inside a quote: it must be going on to a title, as it is written
+            return any(title.startswith(quotes[-1]) for title in titles)
+        about = next((c for c in self.cards if c.named_in(low)), self.cards[0] if self.cards else None)
+        reference = self.reference
+        comparing = reference is not None and (bool(COMPARING.search(low)) or reference.named_in(low))
+        facts = [c for c in (about, reference if comparing else None) if c is not None]
         artist = re.search(r"\bby ([A-Z][^,.;:!?()\"]*)$", sentence)
-        if artist and self.artists:
+        if artist and facts:
             said = artist.group(1).lower().rstrip()
-            named = [a for i, (title, a) in enumerate(self.artists)
-                     if i == 0 or (len(title) > 2 and title in low)
-                     or (comparing and title in self.reference_names)]
-            if not any(a.startswith(said) or said.startswith(a + " ") for a in named):
+            if not any(c.artist.startswith(said) or said.startswith(c.artist + " ") for c in facts if c.artist):
                 return False
-        numbers = self.numbers | self.compared_numbers if comparing else self.numbers
-        keys = self.keys | self.compared_keys if comparing else self.keys
+        numbers = frozenset().union(*(c.numbers for c in facts))
+        keys = frozenset().union(*(c.keys for c in facts))
         claims = without_names(low, self.names)
+        if _REPEATED_WORD.search(claims) and not self._copying_name(low):
+            return False  # "a piece in the 2012s 2012s": a loop, not a sentence
         pending = re.search(r"\d+$", claims)
         head = claims[: pending.start()] if pending else claims
         if any(n not in numbers for n in NUMBER_CLAIM.findall(head)):

@@ -536,6 +536,9 @@ def test_the_guard_refuses_another_catalog_name_once_it_is_written_whole(assista
     card = TrackCard(id=subject.id, title=subject.title, artist=subject.artist, album=subject.album,
                      year=subject.year, reason="", audio_path=None, score=1.0)
     assert fresh.grounded_sentences(f"A calm piece from {other.artist}.", [card]) == ""
+    # "by" a name that only begins the artist's is one once something follows it
+    assert not strangers("A calm piece by Lena") and not strangers("A calm piece by Lena ")
+    assert strangers("A calm piece by Lena, at about") and strangers("A calm piece by Lena.", growing=False)
 
 
 def test_a_stop_the_guard_does_not_allow_gives_way_to_the_next_token(assistant):

@@ -37,6 +37,7 @@ def test_quoted_titles_and_artists_must_be_on_screen_as_they_are_written():
     assert g.allows('Try "') and g.allows('Try "Reel No. 1') and g.allows('Try "Sonata in C')
     assert not g.allows('Try "Sonata No. 9') and not g.allows('Try "Reel No. 12 and more", a reel.')
     assert g.allows('Try "Reel ') and not g.allows('Try "Re  ')  # spaces must be the title's too
+    assert not g.allows('Try "Reel  No') and not g.allows('Try "REEL No')  # and so must its case
     assert g.allows('Try "Reel No. 12" by Tradi') and g.allows('Try "Reel No. 12" by Traditional from Ryan')
     assert not g.allows('Try "Reel No. 12" by Irving')
     assert not g.allows("It is by Ludwig")  # another track's artist, that track not named
@@ -79,3 +80,20 @@ def test_a_reply_may_end_only_after_a_finished_sentence():
     assert ClaimGuard.may_end("") and ClaimGuard.may_end("It is a reel.") and ClaimGuard.may_end('Try "Reel No. 12"!')
     assert not ClaimGuard.may_end("It runs at about") and not ClaimGuard.may_end('Try "Reel')
     assert not ClaimGuard.may_end("It is a reel. It runs at")
+
+
+def test_a_sentence_that_names_another_card_is_held_to_that_cards_facts():
+    waltz = Track(id="w", title="Waltz of the Hours", artist="Léo Delibes", year="1870",
+                  descriptors={"tempo_bpm": 98.0, "key": "A major"})
+    g = ClaimGuard.for_tracks(REEL, shown=[REEL, waltz])
+    assert g.allows('Then "Waltz of the Hours" by Léo Delibes, in A major at about 98 BPM.')
+    assert not g.allows('Then "Waltz of the Hours" at about 172')  # the first card's tempo, not the waltz's
+    assert not g.allows('Then "Waltz of the Hours" by Tradi')  # nor its artist
+    assert not g.allows('Then "Waltz of the Hours" in D major')
+    assert g.allows("It runs at about 172 BPM, by Traditional.")  # no card named: the first card
+
+
+def test_a_word_twice_in_a_row_is_refused_outside_a_name():
+    g = ClaimGuard.for_tracks(Track(id="b", title="Bye Bye Blackbird", artist="Ray Henderson", year="1926"))
+    assert not g.allows("A song from the 1920s 1920s") and g.allows("A song from 1926, a calm one.")
+    assert g.allows("It is Bye Bye") and g.allows("It is Bye Bye Blackbird, from 1926.")  # the title's own
