@@ -729,17 +729,17 @@ class MusicAssistant:
         artist who is not that of a track in ``about``, or says "by" someone who is not the artist
         of a track in ``allowed`` ("by Irving Berliner" for Irving Berlin's song).
 
-        With ``growing`` the sentence is still being written: a name at its very end that one of
-        the names it may give goes on from ("Joseph" while "Joseph G. Toscano" is being written)
-        is not counted yet.
+        With ``growing`` the sentence is still being written: a name from which the rest of the
+        sentence is still the start of one it may give ("Joseph" while "Joseph G. Toscano" is being
+        written) is not counted yet.
         """
         titles = {norm(t.title) for t in allowed}
         artists = {norm(t.artist) for t in about if t.artist}
 
         def unfinished(match: re.Match, text: str, names: set[str]) -> bool:
-            tail = text[match.start():]
-            return growing and match.end() == len(text.rstrip()) and any(n.startswith(tail) and n != tail.rstrip()
-                                                                          for n in names)
+            # the text from the name on is still the start of a name it may give ("airship, but"
+            # of the title "Airship, but this time, it sounds good", not the title "Airship")
+            return growing and any(n.startswith(text[match.start():]) for n in names)
 
         low = re.sub(r"\s+", " ", sentence.lower()).lstrip()
         if self._title_re is not None and any(m.group(0) not in titles and not unfinished(m, low, titles)

@@ -539,6 +539,10 @@ def test_the_guard_refuses_another_catalog_name_once_it_is_written_whole(assista
     # "by" a name that only begins the artist's is one once something follows it
     assert not strangers("A calm piece by Lena") and not strangers("A calm piece by Lena ")
     assert strangers("A calm piece by Lena, at about") and strangers("A calm piece by Lena.", growing=False)
+    monkeypatch.setattr(subject, "title", prefix.title + ", but longer")  # another title begins this one
+    longer = MusicAssistant(assistant.index)
+    assert not longer._names_strangers(f'Try "{prefix.title}, but', shown, shown, growing=True)
+    assert longer._names_strangers(f'Try "{prefix.title}, and', shown, shown, growing=True)
 
 
 def test_a_stop_the_guard_does_not_allow_gives_way_to_the_next_token(assistant):
