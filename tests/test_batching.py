@@ -102,7 +102,20 @@ def test_sessions_in_threads_share_steps_and_decode_what_they_would_alone(tiny_m
     # how many sessions meet in each pass depends on the threads' timing; most steps are shared
     # (a run on a busy machine paired them: 32 sequences in 16 passes)
     assert batcher.batched_sequences >= 24  # of the sessions' 36 steps
-    assert batcher.stacked_steps < batcher.batched_steps  # a batch that carries on is not stacked again
+
+
+def test_a_batch_that_carries_on_is_not_stacked_again(tiny_model, one_torch_thread):
+    from assistant.batching import _Step
+
+    batcher = StepBatcher(tiny_model)
+    caches = [prefilled(tiny_model, [5, 6, 7]), prefilled(tiny_model, [9, 10])]
+    alone = [copy.deepcopy(c) for c in caches]
+    for token in (11, 12, 13):  # the same sessions, step after step, nothing else touching their caches
+        steps = [_Step([token], c) for c in caches]
+        batcher._step_batch(steps)
+        for s, c in zip(steps, alone):
+            assert torch.allclose(s.logits[-1], one_step(tiny_model, token, c), atol=1e-4)
+    assert batcher.batched_steps == 3 and batcher.stacked_steps == 1
 
 
 def test_a_failing_step_reaches_its_session_and_the_batcher_keeps_serving(tiny_model):
