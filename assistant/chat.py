@@ -31,8 +31,8 @@ from index import vocabulary
 from .conversations import played_tracks
 from .facts import has_vocals as vocal_state
 from .generation import DecodeState
-from .grounding import (COMPARING, KEY_CLAIM, NUMBER_CLAIM, ClaimGuard, names_of, norm, numbers_of, sentences,
-                        well_formed, without_names)
+from .grounding import (COMPARING, KEY_CLAIM, NUMBER_CLAIM, ClaimGuard, names_of, names_title, norm, numbers_of,
+                        sentences, well_formed, without_names)
 from .rerank import Reranker, candidate_features
 from .refine import Refinement, apply_refinement, reference_track, satisfies
 from .request import CatalogWords, artist_patterns, fold, read_request
@@ -678,10 +678,9 @@ class MusicAssistant:
     def _tracks_named(self, sentence: str, tracks: list[Track]) -> list[Track]:
         """The tracks among ``tracks`` whose title the sentence names (whole words)."""
         low = norm(sentence)
-        out = []
+        out: list[Track] = []
         for t in tracks:
-            title = norm(t.title)
-            if len(title) > 2 and re.search(rf"(?<!\w){re.escape(title)}(?!\w)", low) and t not in out:
+            if names_title(low, t.title) and t not in out:
                 out.append(t)
         return out
 

@@ -96,6 +96,16 @@ def names_of(tracks: Sequence[Track]) -> tuple[str, ...]:
     return tuple(sorted(names, key=len, reverse=True))
 
 
+def names_title(low: str, title: str) -> bool:
+    """Whether lowercased ``low`` names ``title`` as whole words (titles under three letters never).
+
+    >>> names_title("try reel no. 12 tonight", "Reel No. 12"), names_title("reeling", "Reel")
+    (True, False)
+    """
+    title = norm(title)
+    return len(title) > 2 and re.search(rf"(?<!\w){re.escape(title)}(?!\w)", low) is not None
+
+
 def without_names(text: str, names: Sequence[str]) -> str:
     """Lowercased ``text`` with each of ``names`` (``names_of``: lowercased, longest first) taken
     out: what is left are its claims ("sonata no. 16 in c major" names, it does not claim)."""
@@ -120,9 +130,8 @@ class CardFacts:
                    numbers=frozenset(str(n) for n in numbers_of(t)), keys=frozenset(k for k in [key_of(t)] if k))
 
     def named_in(self, low: str) -> bool:
-        """Whether lowercased ``low`` names this card's title (whole words, three letters or more)."""
-        title = self.title.lower()
-        return len(title) > 2 and re.search(rf"(?<!\w){re.escape(title)}(?!\w)", low) is not None
+        """Whether lowercased ``low`` names this card's title (``names_title``)."""
+        return names_title(low, self.title)
 
 
 @dataclass(frozen=True)
