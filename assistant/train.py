@@ -26,6 +26,7 @@ import time
 from collections.abc import Callable, Sequence
 from contextlib import contextmanager, nullcontext
 from dataclasses import asdict, dataclass, field
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -39,6 +40,7 @@ from tokenizer.vocab import MusicVocab
 
 STATE_FILE = "train_state.pt"
 REPLAY_LOOKAHEAD = 12  # steps whose new examples go through the frozen layers together, sorted by length
+LENGTH_BUCKET_STEPS = REPLAY_LOOKAHEAD  # steps whose examples are batched by length, against padding
 REPORT_FILE = "train_report.json"
 # Projection names LoRA adapts in Llama-family models (SmolLM2, Llama, Qwen, Mistral, ...).
 LORA_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
@@ -172,13 +174,40 @@ class TrainReport:
 def _batch_for(step: int, micro: int, examples: list[dict], config: TrainConfig) -> list[dict]:
     """The examples of one micro-batch, a pure function of the step so resuming replays nothing."""
     n = len(examples)
+    lengths = tuple(len(e["input_ids"]) for e in examples)
     first = (step * config.grad_accum + micro) * config.batch_size
     batch = []
     for position in range(first, first + config.batch_size):
         epoch, offset = divmod(position, n)
-        order = torch.randperm(n, generator=torch.Generator().manual_seed(config.seed * 100_003 + epoch))
-        batch.append(examples[int(order[offset])])
+        order = epoch_order(lengths, config.seed * 100_003 + epoch, config.batch_size,
+                            config.batch_size * config.grad_accum * LENGTH_BUCKET_STEPS)
+        batch.append(examples[order[offset]])
     return batch
+
+
+@lru_cache(maxsize=4)
+def epoch_order(lengths: tuple[int, ...], seed: int, batch_size: int, window: int) -> tuple[int, ...]:
+    """The order an epoch takes the examples of these ``lengths`` in: shuffled, then each
+    ``window`` of it sorted by length into batches of ``batch_size``, whose order is shuffled.
+
+    A batch is padded to its longest example; drawn at random the demo's batches were 17 %
+    padding, drawn from a window of twelve steps' examples 2 %. The examples still meet each
+    epoch in a new order and company.
+
+    >>> sorted(epoch_order((5, 1, 4, 2, 3, 6), seed=0, batch_size=2, window=6))
+    [0, 1, 2, 3, 4, 5]
+    """
+    if batch_size < 1 or window < 1:
+        raise ValueError(f"batch_size and window must be positive, got {batch_size} and {window}")
+    generator = torch.Generator().manual_seed(seed)
+    shuffled = torch.randperm(len(lengths), generator=generator).tolist()
+    order: list[int] = []
+    for start in range(0, len(shuffled), window):
+        by_length = sorted(shuffled[start:start + window], key=lambda i: lengths[i])
+        batches = [by_length[i:i + batch_size] for i in range(0, len(by_length), batch_size)]
+        for b in torch.randperm(len(batches), generator=generator).tolist():
+            order += batches[b]
+    return tuple(order)
 
 
 # ---- model set-up ---------------------------------------------------------------------------
