@@ -575,7 +575,8 @@ class MusicAssistant:
         The context is the conversation, then this turn's block and facts for the first card (the
         track the person will hear, not the one the model guessed), laid out as in training. A
         ``grounding.ClaimGuard`` over the cards and the turn's reference track passes over
-        tokens that would state something untrue, and over a stop before a sentence is finished.
+        tokens that would state something untrue, and over a stop before a sentence is finished;
+        a title the model begins to quote and then ranks too low to finish is written out whole.
         """
         shown = [self.index.by_id[c.id] for c in cards]
         reference = self.reference_for(session, refinement)
@@ -592,7 +593,7 @@ class MusicAssistant:
         turn = {"role": "assistant", "content": "", "tracks": [shown[0].id]}
         messages = self._messages(list(history) + [turn])
         yield from self.decoder.words(self._prompt_ids(messages), session.decode, allows=guard.allows,
-                                      may_end=guard.may_end)
+                                      may_end=guard.may_end, complete=guard.completion)
 
     # ---- grounded text ---------------------------------------------------------------------------
 

@@ -166,11 +166,14 @@ class Decoder:
 
     def words(self, prompt_ids: Sequence[int], state: DecodeState | None = None,
               allows: Callable[[str], bool] | None = None,
-              may_end: Callable[[str], bool] | None = None) -> Iterator[str]:
+              may_end: Callable[[str], bool] | None = None,
+              complete: Callable[[str], str | None] | None = None) -> Iterator[str]:
         """Yield the reply's text as it grows, one decoded token at a time, after ``prompt_ids``.
 
         With ``allows``, each token is the model's most likely one whose text ``allows`` accepts
-        (of its ``GUARD_FALLBACK_CANDIDATES`` likeliest); where none is, the reply ends. With
+        (of its ``GUARD_FALLBACK_CANDIDATES`` likeliest); where none is, ``complete`` (if given)
+        may name the text that must follow (the rest of a title the reply has begun to quote),
+        which is written out and decoding goes on after it; otherwise the reply ends. With
         ``may_end``, the reply stops only where ``may_end`` accepts the text so far (a sentence
         finished, say); elsewhere the model's stop gives way to its next likeliest token.
         """
@@ -180,7 +183,8 @@ class Decoder:
             self._decoding += 1
         try:
             while len(new) < self.max_words_tokens:
-                for token in self._next_tokens(ids, new, state, self.max_words_tokens - len(new), allows, may_end):
+                for token in self._next_tokens(ids, new, state, self.max_words_tokens - len(new), allows, may_end,
+                                               complete):
                     if token in self._stop:
                         return
                     new.append(token)
@@ -196,10 +200,12 @@ class Decoder:
 
     def _next_tokens(self, prompt: list[int], new: list[int], state: DecodeState, room: int,
                      allows: Callable[[str], bool] | None,
-                     may_end: Callable[[str], bool] | None) -> list[int]:
+                     may_end: Callable[[str], bool] | None,
+                     complete: Callable[[str], str | None] | None = None) -> list[int]:
         """The greedy continuation of the reply ``new`` after ``prompt`` from one pass: one token,
         or, when a guess from the context was checked in the same pass, every guessed token the
-        model agrees with and the model's own token after them (at most ``room``)."""
+        model agrees with and the model's own token after them (at most ``room``); where the
+        guard allows none of the likeliest, the tokens of ``complete``'s text, or a stop."""
         ids = prompt + new
         alone = self._decoding <= 1
         draft = lookup_draft(ids, min(self.draft_tokens, room - 1)) if alone and self.draft_tokens and room > 1 else []
@@ -210,18 +216,41 @@ class Decoder:
         else:
             chosen = []
             for row in logits:  # row i follows the guess's first i tokens: a choice after what is kept
-                chosen.append(self._allowed(row, new + chosen, allows, may_end))
+                token = self._allowed(row, new + chosen, allows, may_end)
+                if token is None:  # nothing true among the likeliest: finish what was begun, or stop
+                    kept = len(chosen)  # every earlier choice agreed with the guess
+                    forced = self._completion(new + chosen, room - kept, allows, complete)
+                    self.passes, self.drafted, self.accepted = self.passes + 1, self.drafted + len(draft), \
+                        self.accepted + kept
+                    return chosen + (forced or [min(self._stop) if self._stop else int(torch.argmax(row))])
+                chosen.append(token)
                 if len(chosen) > len(draft) or chosen[-1] != draft[len(chosen) - 1]:
                     break
         agreed = next((i for i, (guess, token) in enumerate(zip(draft, chosen)) if guess != token), len(draft))
         self.passes, self.drafted, self.accepted = self.passes + 1, self.drafted + len(draft), self.accepted + agreed
         return chosen[:agreed + 1]
 
+    def _completion(self, new: list[int], room: int, allows: Callable[[str], bool] | None,
+                    complete: Callable[[str], str | None] | None) -> list[int]:
+        """The tokens of the text ``complete`` says must follow ``new`` ([] when it names none,
+        when they do not fit in ``room``, or when ``allows`` refuses the result)."""
+        if complete is None:
+            return []
+        text = self.tokenizer.decode(new, skip_special_tokens=True)
+        rest = complete(text)
+        if not rest:
+            return []
+        forced = self.tokenizer(rest, add_special_tokens=False)["input_ids"]
+        whole = self.tokenizer.decode(new + forced, skip_special_tokens=True)
+        if len(forced) > room or whole != text + rest or (allows is not None and not allows(whole)):
+            return []
+        return forced
+
     def _allowed(self, logits: torch.Tensor, new: list[int], allows: Callable[[str], bool] | None,
-                 may_end: Callable[[str], bool] | None) -> int:
+                 may_end: Callable[[str], bool] | None) -> int | None:
         """The likeliest token after ``new`` whose text ``allows`` accepts, or a stop token where
-        ``may_end`` accepts the text so far; a stop token where none of the likeliest is (the
-        reply ends rather than say something untrue)."""
+        ``may_end`` accepts the text so far; None where none of the likeliest is (the reply must
+        not say something untrue)."""
         # The likeliest nearly always holds: the longer tail is ranked only where it does not (a
         # title being copied that the model would have ended otherwise, say).
         best = int(torch.argmax(logits))
@@ -231,7 +260,7 @@ class Decoder:
                     return token
             elif allows is None or allows(self.tokenizer.decode(new + [token], skip_special_tokens=True)):
                 return token
-        return min(self._stop) if self._stop else best
+        return None
 
     @staticmethod
     def _ranked_from(best: int, logits: torch.Tensor) -> Iterator[int]:

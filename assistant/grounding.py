@@ -14,6 +14,7 @@ key that is not on the cards.
 """
 from __future__ import annotations
 
+import os
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -123,11 +124,13 @@ class CardFacts:
     artist: str = ""
     numbers: frozenset[str] = frozenset()
     keys: frozenset[str] = frozenset()
+    artist_as_written: str = ""  # case kept, for completing a name the reply has begun
 
     @classmethod
     def of(cls, t: Track) -> "CardFacts":
         return cls(title=re.sub(r"\s+", " ", t.title).strip(), artist=norm(t.artist),
-                   numbers=frozenset(str(n) for n in numbers_of(t)), keys=frozenset(k for k in [key_of(t)] if k))
+                   numbers=frozenset(str(n) for n in numbers_of(t)), keys=frozenset(k for k in [key_of(t)] if k),
+                   artist_as_written=re.sub(r"\s+", " ", t.artist).strip())
 
     def named_in(self, low: str) -> bool:
         """Whether lowercased ``low`` names this card's title (``names_title``)."""
@@ -187,6 +190,7 @@ class ClaimGuard:
         - A number must be that card's: while it is written, the start of one (outside a name
           being copied); once it ends, one of them.
         - A key is judged once its mode is written, and "in C" as soon as its pitch is.
+        - An artist on screen begun after "by", past the name's first word, is written to its end.
         - A word is not written twice in a row, outside a name.
         - Then ``holds``, if given.
         """
@@ -210,6 +214,8 @@ class ClaimGuard:
             said = artist.group(1).lower().rstrip()
             if not any(c.artist.startswith(said) or said.startswith(c.artist + " ") for c in facts if c.artist):
                 return False
+        if self._name_cut_short(sentence):
+            return False
         numbers = frozenset().union(*(c.numbers for c in facts))
         keys = frozenset().union(*(c.keys for c in facts))
         claims = without_names(low, self.names)
@@ -232,12 +238,53 @@ class ClaimGuard:
             return False
         return self.holds is None or self.holds(sentence)
 
+    def completion(self, text: str) -> str | None:
+        """The rest of the title that ``text`` ends part-way through quoting, and its closing
+        quote, or the rest of the artist it ends part-way through after "by"; None when no title
+        or artist on screen goes on from it (the cards' first, in order, then the track played
+        before).
+
+        The model may begin a name it then ranks too low to finish ('Here is "Ai'); the only
+        true way on is the name itself.
+
+        >>> ClaimGuard(cards=(CardFacts("Airship", artist_as_written="Ann Lee"),)).completion('Try "Ai')
+        'rship"'
+        """
+        parts = sentences(text)
+        if not parts:
+            return None
+        quotes = parts[-1].split('"')
+        if len(quotes) % 2 == 0:  # inside a quote
+            begun, names, close = quotes[-1], self.titles, '"'
+        else:
+            by = list(re.finditer(r"\bby ", parts[-1]))
+            begun, close = (parts[-1][by[-1].end():] if by else ""), ""
+            names = tuple(c.artist_as_written for c in self.cards + ((self.reference,) if self.reference else ()))
+            if not begun:
+                return None
+        rest = next((name[len(begun):] + close for name in names
+                     if name and name.startswith(begun) and self.allows(text + name[len(begun):] + close)), None)
+        return rest or None  # a name already whole needs nothing more
+
     @staticmethod
     def may_end(text: str) -> bool:
         """Whether a reply may stop after ``text``: nothing written yet, or its last sentence
         finished (``well_formed``) and no quote left open."""
         parts = sentences(text)
         return not parts or (parts[-1].count('"') % 2 == 0 and well_formed(parts[-1]))
+
+    def _name_cut_short(self, sentence: str) -> bool:
+        """Whether ``sentence`` began an artist on screen after "by" (and a capital), past the
+        name's first word, and left it before its end ('by Joseph G."S' for Joseph G. Toscano
+        (Zhaytee)): half a name is not the artist's, and what follows it reads as no claim at all."""
+        artists = {c.artist for c in self.cards + ((self.reference,) if self.reference else ()) if c.artist}
+        for by in re.finditer(r"\bby (?=[A-Z])", sentence):
+            after = sentence[by.end():].lower()
+            if any(a.startswith(after) or after.startswith(a) for a in artists):
+                continue  # still being written, or written whole
+            if any(len(os.path.commonprefix([a, after])) > len(a.split(" ")[0]) for a in artists):
+                return True
+        return False
 
     def _copying_name(self, low: str) -> bool:
         """Whether ``low`` ends part-way through one of the names, from one of its words on."""

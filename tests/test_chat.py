@@ -556,7 +556,24 @@ def test_a_stop_the_guard_does_not_allow_gives_way_to_the_next_token(assistant):
     logits[stop], logits[42] = 5.0, 4.0
     assert decoder._allowed(logits, [], None, lambda text: False) == 42
     assert decoder._allowed(logits, [], None, lambda text: True) == stop
-    assert decoder._allowed(logits, [], lambda text: False, lambda text: False) == stop  # nothing passes: stop
+    assert decoder._allowed(logits, [], lambda text: False, lambda text: False) is None  # nothing passes
+
+
+def test_a_title_begun_and_not_among_the_likeliest_is_written_out(assistant):
+    from assistant.generation import DecodeState, Decoder
+
+    ids = assistant._prompt_ids(assistant._messages([{"role": "user", "content": "calm piano"}]))
+    _, block_ids = assistant.decoder.block(ids, DecodeState())
+    title = '"Airship Overture"'
+    allows = lambda text: text.startswith(title)  # noqa: E731  no token on its own passes
+    for draft in (0, 8):
+        decoder = Decoder(assistant.model, assistant.tokenizer, assistant.vocab, draft_tokens=draft, max_words_tokens=12)
+        never_ends = lambda text: False  # noqa: E731  a stop is no way out either
+        texts = list(decoder.words(block_ids, DecodeState(), allows=allows, may_end=never_ends,
+                                   complete=lambda text: title if text == "" else None))
+        assert texts and texts[-1].startswith(title) and len(texts[-1]) > len(title), texts  # and went on
+        stopped = list(decoder.words(block_ids, DecodeState(), allows=allows, may_end=never_ends))
+        assert stopped == []  # without a completion the reply ends rather than say something else
 
 
 def test_a_guarded_reply_says_only_what_its_guard_allows(assistant):

@@ -97,3 +97,34 @@ def test_a_word_twice_in_a_row_is_refused_outside_a_name():
     g = ClaimGuard.for_tracks(Track(id="b", title="Bye Bye Blackbird", artist="Ray Henderson", year="1926"))
     assert not g.allows("A song from the 1920s 1920s") and g.allows("A song from 1926, a calm one.")
     assert g.allows("It is Bye Bye") and g.allows("It is Bye Bye Blackbird, from 1926.")  # the title's own
+
+
+def test_a_title_begun_in_quotes_is_completed_from_the_titles_on_screen():
+    waltz = Track(id="w", title="Waltz of the Hours", artist="Léo Delibes")
+    g = ClaimGuard.for_tracks(REEL, reference=SLOW, shown=[REEL, waltz])
+    assert g.completion('Here is "Re') == 'el No. 12"'
+    assert g.completion('Then "W') == 'altz of the Hours"'  # the second card's
+    assert g.completion('After "Sonata') == ' in C minor"'  # the track played before
+    assert g.completion('Here is "Reel No. 12') == '"'  # only the closing quote is left
+    assert g.completion('Here is "') == '"Reel No. 12"'[1:]  # an empty quote: the first card's title
+    assert g.completion('Here is "re') is None  # a title is quoted in its own case
+    assert g.completion('Here is "Reel No. 12", a reel.') is None  # no quote open
+    assert g.completion("Here is a reel") is None
+    assert g.completion('Here is "Polka') is None  # nothing on screen goes on from it
+
+
+def test_an_artist_begun_after_by_is_written_to_its_end():
+    zhaytee = Track(id="z", title="Revelation", artist="Joseph G. Toscano (Zhaytee)", year="2004")
+    g = ClaimGuard.for_tracks(zhaytee)
+    assert g.allows('Try "Revelation" by Joseph G.') and g.allows('Try "Revelation" by Joseph G. Toscano')
+    assert g.allows('Try "Revelation" by Joseph G. Toscano (Zhaytee), from 2004.')
+    assert not g.allows('Try "Revelation" by Joseph G."S')  # half the name, then something else
+    assert not g.allows('"Revelation" by Joseph G\n"Revelation"')
+    assert not g.allows('Try "Revelation" by Joseph G (Zhaytee)')
+    assert g.allows("A piece driven by strings, from 2004.")  # "by" before no artist
+    beatles = ClaimGuard.for_tracks(Track(id="b", title="Help", artist="The Beatles"))
+    assert beatles.allows("Another one by the same band.") and not beatles.allows("A song by The Beat, from 1965.")
+    assert g.completion('Try "Revelation" by Joseph G.') == " Toscano (Zhaytee)"
+    assert g.completion('Try "Revelation" by Jo') == "seph G. Toscano (Zhaytee)"
+    assert g.completion('Try "Revelation" by Joseph G. Toscano (Zhaytee)') is None  # written whole
+    assert g.completion("A piece driven by str") is None
