@@ -27,8 +27,8 @@ COMPARING = re.compile(r"\b(?:than|vs|versus|compared|same|like the|before|previ
 KEY_CLAIM = re.compile(r"\b[a-g][#b]? (?:major|minor)\b(?!-)")
 # A number as a claim: two to four digits standing alone ("112 BPM", "1931").
 NUMBER_CLAIM = re.compile(r"\b\d{2,4}\b")
-# A word written twice in a row ("2012s 2012s"), outside names: the start of a loop.
-_REPEATED_WORD = re.compile(r"\b(\w{2,})\W+\1\b")
+# A word written twice in a row ("2012s 2012s", "ё ё"), outside names: the start of a loop.
+_REPEATED_WORD = re.compile(r"\b(\w+)\W+\1\b")
 _ABBREVIATIONS = {"st", "mr", "mrs", "ms", "dr", "jr", "sr", "vs", "no", "op", "vol", "feat"}
 
 

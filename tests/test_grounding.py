@@ -96,6 +96,7 @@ def test_a_sentence_that_names_another_card_is_held_to_that_cards_facts():
 def test_a_word_twice_in_a_row_is_refused_outside_a_name():
     g = ClaimGuard.for_tracks(Track(id="b", title="Bye Bye Blackbird", artist="Ray Henderson", year="1926"))
     assert not g.allows("A song from the 1920s 1920s") and g.allows("A song from 1926, a calm one.")
+    assert not g.allows("A traditional piece at about ё ё")  # a one-letter loop too
     assert g.allows("It is Bye Bye") and g.allows("It is Bye Bye Blackbird, from 1926.")  # the title's own
 
 
