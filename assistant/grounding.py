@@ -203,6 +203,8 @@ class ClaimGuard:
         titles = self.titles
         if any(q.strip() not in titles for q in quotes[1:-1:2]):
             return False  # a finished quote that is not a title on screen
+        if self._name_cut_short(sentence):
+            return False
         if len(quotes) % 2 == 0:  # inside a quote: it must be going on to a title, as it is written
             return any(title.startswith(quotes[-1]) for title in titles)
         about = next((c for c in self.cards if c.named_in(low)), self.cards[0] if self.cards else None)
@@ -214,8 +216,6 @@ class ClaimGuard:
             said = artist.group(1).lower().rstrip()
             if not any(c.artist.startswith(said) or said.startswith(c.artist + " ") for c in facts if c.artist):
                 return False
-        if self._name_cut_short(sentence):
-            return False
         numbers = frozenset().union(*(c.numbers for c in facts))
         keys = frozenset().union(*(c.keys for c in facts))
         claims = without_names(low, self.names)

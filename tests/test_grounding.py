@@ -116,7 +116,8 @@ def test_a_title_begun_in_quotes_is_completed_from_the_titles_on_screen():
 
 def test_an_artist_begun_after_by_is_written_to_its_end():
     zhaytee = Track(id="z", title="Revelation", artist="Joseph G. Toscano (Zhaytee)", year="2004")
-    g = ClaimGuard.for_tracks(zhaytee)
+    g = ClaimGuard.for_tracks(zhaytee, shown=[zhaytee, Track(id="s", title="Stars", artist="Someone Else")])
+    assert g.allows('Try "S')  # a title on screen begins so
     assert g.allows('Try "Revelation" by Joseph G.') and g.allows('Try "Revelation" by Joseph G. Toscano')
     assert g.allows('Try "Revelation" by Joseph G. Toscano (Zhaytee), from 2004.')
     assert not g.allows('Try "Revelation" by Joseph G."S')  # half the name, then something else
