@@ -576,7 +576,7 @@ class MusicAssistant:
         track the person will hear, not the one the model guessed), laid out as in training. A
         ``grounding.ClaimGuard`` over the cards and the turn's reference track passes over
         tokens that would state something untrue, and over a stop before a sentence is finished;
-        a title the model begins to quote and then ranks too low to finish is written out whole.
+        a title or artist the model begins and then ranks too low to finish is written out whole.
         """
         shown = [self.index.by_id[c.id] for c in cards]
         reference = self.reference_for(session, refinement)

@@ -172,7 +172,7 @@ class Decoder:
 
         With ``allows``, each token is the model's most likely one whose text ``allows`` accepts
         (of its ``GUARD_FALLBACK_CANDIDATES`` likeliest); where none is, ``complete`` (if given)
-        may name the text that must follow (the rest of a title the reply has begun to quote),
+        may name the text that must follow (the rest of a title or artist the reply has begun),
         which is written out and decoding goes on after it; otherwise the reply ends. With
         ``may_end``, the reply stops only where ``may_end`` accepts the text so far (a sentence
         finished, say); elsewhere the model's stop gives way to its next likeliest token.
