@@ -839,8 +839,8 @@ def _derived_tags(t: Track) -> list[str]:
     return descriptor_tags(t.descriptors) if t.descriptors else []
 
 
-# "by <Name>" up to "from", punctuation or the end: the artist a sentence names.
-_BY_ARTIST = re.compile(r"\bby ([A-Z][^,.;:!?]*?)(?= from\b| with\b| in\b| at\b| fits\b| is\b| has\b|[,.;:!?]|$)")
+# "by <Name>" up to "from", punctuation or the end: the artist a sentence names ("byName" too).
+_BY_ARTIST = re.compile(r"\bby ?([A-Z][^,.;:!?]*?)(?= from\b| with\b| in\b| at\b| fits\b| is\b| has\b|[,.;:!?]|$)")
 def _says_false(sentence: str, subject: Track | None, reference: Track | None,
                 claim: Refinement | None = None) -> bool:
     """Whether what ``sentence`` says of ``subject`` against ``reference`` (calmer, faster, the same

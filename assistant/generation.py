@@ -127,10 +127,13 @@ class Decoder:
         ids = music_token_ids(tokenizer, vocab)
         self.start_id, self.end_id = ids["start"], ids["end"]
         self.code_ids = {m: torch.tensor(v) for m, v in ids["codes"].items()}
-        # Words never contain music tokens: a second block would be read by no one.
-        self._banned = torch.tensor(ids["all"])
         self._stop = {i for i in (tokenizer.eos_token_id, tokenizer.convert_tokens_to_ids("<|im_end|>"))
                       if isinstance(i, int) and i >= 0}
+        # Words never contain music tokens (a second block would be read by no one), nor special
+        # tokens other than a stop: "<filename>" decodes to nothing, so a guard would pass it.
+        special = [i for i, token in getattr(tokenizer, "added_tokens_decoder", {}).items()
+                   if token.special and i not in self._stop and i < model.config.vocab_size]
+        self._banned = torch.tensor(sorted(set(ids["all"]) | set(special)))
 
     @torch.no_grad()
     def _feed(self, ids: list[int], state: DecodeState, positions: int = 1) -> torch.Tensor:

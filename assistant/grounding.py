@@ -206,12 +206,13 @@ class ClaimGuard:
         if self._name_cut_short(sentence):
             return False
         if len(quotes) % 2 == 0:  # inside a quote: it must be going on to a title, as it is written
-            return any(title.startswith(quotes[-1]) for title in titles)
+            begun = text[text.rfind('"') + 1:]  # as written: a sentence is stripped of a trailing "\xa0"
+            return any(title.startswith(begun) for title in titles)
         about = next((c for c in self.cards if c.named_in(low)), self.cards[0] if self.cards else None)
         reference = self.reference
         comparing = reference is not None and (bool(COMPARING.search(low)) or reference.named_in(low))
         facts = [c for c in (about, reference if comparing else None) if c is not None]
-        artist = re.search(r"\bby ([A-Z][^,.;:!?()\"]*)$", sentence)
+        artist = re.search(r"\bby ?([A-Z][^,.;:!?()\"]*)$", sentence)  # "byMaxstack" too
         if artist and facts:
             said = artist.group(1).lower().rstrip()
             if not any(c.artist.startswith(said) or said.startswith(c.artist + " ") for c in facts if c.artist):
@@ -255,7 +256,7 @@ class ClaimGuard:
             return None
         quotes = parts[-1].split('"')
         if len(quotes) % 2 == 0:  # inside a quote
-            begun, names, close = quotes[-1], self.titles, '"'
+            begun, names, close = text[text.rfind('"') + 1:], self.titles, '"'
         else:
             by = list(re.finditer(r"\bby ", parts[-1]))
             begun, close = (parts[-1][by[-1].end():] if by else ""), ""
@@ -278,7 +279,7 @@ class ClaimGuard:
         name's first word, and left it before its end ('by Joseph G."S' for Joseph G. Toscano
         (Zhaytee)): half a name is not the artist's, and what follows it reads as no claim at all."""
         artists = {c.artist for c in self.cards + ((self.reference,) if self.reference else ()) if c.artist}
-        for by in re.finditer(r"\bby (?=[A-Z])", sentence):
+        for by in re.finditer(r"\bby ?(?=[A-Z])", sentence):
             after = sentence[by.end():].lower()
             if any(a.startswith(after) or after.startswith(a) for a in artists):
                 continue  # still being written, or written whole

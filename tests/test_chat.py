@@ -745,3 +745,12 @@ def test_sentences_split_at_ends_not_at_initials_abbreviations_or_titles():
     assert _sentences('Play St. Louis Blues. Or "Reel No. 2". From Op. 28 too?') == [
         "Play St. Louis Blues.", 'Or "Reel No. 2".', "From Op. 28 too?"]
     assert _sentences("It is by Chopin. A mazurka.") == ["It is by Chopin.", "A mazurka."]
+
+
+def test_words_never_take_a_special_token_that_decodes_to_nothing(assistant):
+    from assistant.generation import Decoder
+
+    decoder = Decoder(assistant.model, assistant.tokenizer, assistant.vocab)
+    specials = [i for i, t in assistant.tokenizer.added_tokens_decoder.items() if t.special and i not in decoder._stop]
+    assert specials and set(specials) <= set(decoder._banned.tolist())  # "<filename>" would pass any guard
+    assert not decoder._stop & set(decoder._banned.tolist())  # the stops stay

@@ -112,6 +112,8 @@ def test_a_title_begun_in_quotes_is_completed_from_the_titles_on_screen():
     assert g.completion('Here is "Reel No. 12", a reel.') is None  # no quote open
     assert g.completion("Here is a reel") is None
     assert g.completion('Here is "Polka') is None  # nothing on screen goes on from it
+    assert g.allows('Here is "Reel ') and not g.allows('Here is "Reel \xa0')  # a title's spaces are its own
+    assert g.completion('Here is "Reel ') == 'No. 12"' and g.completion('Here is "Reel \xa0') is None
 
 
 def test_an_artist_begun_after_by_is_written_to_its_end():
@@ -124,6 +126,7 @@ def test_an_artist_begun_after_by_is_written_to_its_end():
     assert not g.allows('"Revelation" by Joseph G\n"Revelation"')
     assert not g.allows('Try "Revelation" by Joseph G (Zhaytee)')
     assert g.allows("A piece driven by strings, from 2004.")  # "by" before no artist
+    assert not g.allows('Try "Revelation" byMaxstack')  # "by" glued to a name is still "by"
     beatles = ClaimGuard.for_tracks(Track(id="b", title="Help", artist="The Beatles"))
     assert beatles.allows("Another one by the same band.") and not beatles.allows("A song by The Beat, from 1965.")
     assert g.completion('Try "Revelation" by Joseph G.') == " Toscano (Zhaytee)"
