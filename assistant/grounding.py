@@ -175,9 +175,14 @@ class ClaimGuard:
                    names=names_of(cards + ([reference] if reference is not None else [])), holds=holds)
 
     @property
+    def tracks(self) -> tuple[CardFacts, ...]:
+        """The tracks whose names a reply may give: the cards, then the track played before."""
+        return self.cards + ((self.reference,) if self.reference is not None else ())
+
+    @property
     def titles(self) -> tuple[str, ...]:
         """The titles a sentence may quote: the cards' and the track played before."""
-        return tuple(c.title for c in self.cards + ((self.reference,) if self.reference is not None else ()) if c.title)
+        return tuple(c.title for c in self.tracks if c.title)
 
     def allows(self, text: str) -> bool:
         """False when the last sentence of ``text`` states something the tracks do not bear out, or
@@ -260,7 +265,7 @@ class ClaimGuard:
         else:
             by = list(re.finditer(r"\bby ", parts[-1]))
             begun, close = (parts[-1][by[-1].end():] if by else ""), ""
-            names = tuple(c.artist_as_written for c in self.cards + ((self.reference,) if self.reference else ()))
+            names = tuple(c.artist_as_written for c in self.tracks)
             if not begun:
                 return None
         rest = next((name[len(begun):] + close for name in names
@@ -278,7 +283,7 @@ class ClaimGuard:
         """Whether ``sentence`` began an artist on screen after "by" (and a capital), past the
         name's first word, and left it before its end ('by Joseph G."S' for Joseph G. Toscano
         (Zhaytee)): half a name is not the artist's, and what follows it reads as no claim at all."""
-        artists = {c.artist for c in self.cards + ((self.reference,) if self.reference else ()) if c.artist}
+        artists = {c.artist for c in self.tracks if c.artist}
         for by in re.finditer(r"\bby ?(?=[A-Z])", sentence):
             after = sentence[by.end():].lower()
             if any(a.startswith(after) or after.startswith(a) for a in artists):
