@@ -37,6 +37,7 @@ import torch
 from .batching import StepBatcher, detach_cache, feed
 
 MAX_WORDS_TOKENS = 60  # a reply is one or two sentences
+FINISH_TOKENS = 20  # past MAX_WORDS_TOKENS, this many more may finish the sentence begun
 DRAFT_TOKENS = 8  # most tokens guessed from the context for one pass
 DRAFT_NGRAMS = (3, 2)  # the context is searched for the last three tokens, then the last two
 GUARD_FALLBACK_CANDIDATES = 1024  # tokens tried, likeliest first, when a guard passes over untrue ones
@@ -99,7 +100,8 @@ class Decoder:
     tokenizer, vocab
         Its tokenizer and ``MusicVocab``.
     max_words_tokens : int
-        Longest reply, in tokens.
+        Longest reply, in tokens; with ``may_end``, a sentence still open there may take up to
+        ``FINISH_TOKENS`` more to end, and the reply stops where it does.
     batched : bool
         Run the model's steps through a ``batching.StepBatcher``, so that sessions decoding in
         other threads at the same time share each forward pass.
@@ -182,12 +184,14 @@ class Decoder:
         """
         state = state if state is not None else DecodeState()
         ids, new, text = list(prompt_ids), [], ""
+        # A reply cut inside a sentence loses that sentence, after the page has shown it growing.
+        finish = self.max_words_tokens + (FINISH_TOKENS if may_end is not None else 0)
         with self._decoding_lock:
             self._decoding += 1
         try:
-            while len(new) < self.max_words_tokens:
-                for token in self._next_tokens(ids, new, state, self.max_words_tokens - len(new), allows, may_end,
-                                               complete):
+            while len(new) < self.max_words_tokens or (len(new) < finish and not may_end(text)):
+                limit = self.max_words_tokens if len(new) < self.max_words_tokens else finish
+                for token in self._next_tokens(ids, new, state, limit - len(new), allows, may_end, complete):
                     if token in self._stop:
                         return
                     new.append(token)
@@ -195,6 +199,8 @@ class Decoder:
                     if now != text and not now.endswith("\ufffd"):  # wait out a character split over tokens
                         text = now
                         yield text
+                    if len(new) >= self.max_words_tokens and may_end is not None and may_end(text):
+                        return  # past the limit only to finish a sentence, and it is finished
         finally:
             with self._decoding_lock:
                 self._decoding -= 1

@@ -27,6 +27,7 @@ COMPARING = re.compile(r"\b(?:than|vs|versus|compared|same|like the|before|previ
 KEY_CLAIM = re.compile(r"\b[a-g][#b]? (?:major|minor)\b(?!-)")
 # A number as a claim: two to four digits standing alone ("112 BPM", "1931").
 NUMBER_CLAIM = re.compile(r"\b\d{2,4}\b")
+AT_ABOUT = re.compile(r"\bat (?:about|around) ?$", re.IGNORECASE)  # what a tempo follows
 # A word written twice in a row ("2012s 2012s", "ё ё"), outside names: the start of a loop.
 _REPEATED_WORD = re.compile(r"\b(\w+)\W+\1\b")
 _ABBREVIATIONS = {"st", "mr", "mrs", "ms", "dr", "jr", "sr", "vs", "no", "op", "vol", "feat"}
@@ -125,12 +126,15 @@ class CardFacts:
     numbers: frozenset[str] = frozenset()
     keys: frozenset[str] = frozenset()
     artist_as_written: str = ""  # case kept, for completing a name the reply has begun
+    tempo: int | None = None  # BPM, rounded, for completing "at about"
 
     @classmethod
     def of(cls, t: Track) -> "CardFacts":
+        tempo = t.descriptors.get("tempo_bpm")
         return cls(title=re.sub(r"\s+", " ", t.title).strip(), artist=norm(t.artist),
                    numbers=frozenset(str(n) for n in numbers_of(t)), keys=frozenset(k for k in [key_of(t)] if k),
-                   artist_as_written=re.sub(r"\s+", " ", t.artist).strip())
+                   artist_as_written=re.sub(r"\s+", " ", t.artist).strip(),
+                   tempo=round(float(tempo)) if tempo else None)
 
     def named_in(self, low: str) -> bool:
         """Whether lowercased ``low`` names this card's title (``names_title``)."""
@@ -222,6 +226,8 @@ class ClaimGuard:
             said = artist.group(1).lower().rstrip()
             if not any(c.artist.startswith(said) or said.startswith(c.artist + " ") for c in facts if c.artist):
                 return False
+        if AT_ABOUT.search(sentence) and not any(c.tempo for c in facts):
+            return False  # "at about" goes on to a tempo, and this track has none to give
         numbers = frozenset().union(*(c.numbers for c in facts))
         keys = frozenset().union(*(c.keys for c in facts))
         claims = without_names(low, self.names)
@@ -246,9 +252,9 @@ class ClaimGuard:
 
     def completion(self, text: str) -> str | None:
         """The rest of the title that ``text`` ends part-way through quoting, and its closing
-        quote, or the rest of the artist it ends part-way through after "by"; None when no title
-        or artist on screen goes on from it (the cards' first, in order, then the track played
-        before).
+        quote, the rest of the artist it ends part-way through after "by", or the tempo after
+        "at about"; None when no title, artist or tempo on screen goes on from it (the cards'
+        first, in order, then the track played before).
 
         The model may begin a name it then ranks too low to finish ('Here is "Ai'); the only
         true way on is the name itself.
@@ -259,6 +265,11 @@ class ClaimGuard:
         parts = sentences(text)
         if not parts:
             return None
+        if AT_ABOUT.search(parts[-1] + text[len(text.rstrip()):]):  # the tempo it has begun to give
+            space, low = ("" if text[-1:].isspace() else " "), parts[-1].lower()
+            named_first = sorted(self.tracks, key=lambda c: not c.named_in(low))  # the track it names
+            return next((f"{space}{c.tempo} BPM" for c in named_first
+                         if c.tempo and self.allows(f"{text}{space}{c.tempo} BPM")), None)
         quotes = parts[-1].split('"')
         if len(quotes) % 2 == 0:  # inside a quote
             begun, names, close = text[text.rfind('"') + 1:], self.titles, '"'

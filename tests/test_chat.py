@@ -10,6 +10,7 @@ import pytest
 import soundfile as sf
 
 from assistant.chat import MusicAssistant, TrackCard
+from assistant.generation import FINISH_TOKENS
 from assistant.refine import parse_refinement, satisfies
 from tiny_catalog import SR, synth_track
 
@@ -282,7 +283,25 @@ def test_the_words_keep_to_their_budget_and_write_no_music_tokens(assistant):
     reply = short.reply(session, "calm piano music please")
     assert reply.source == "model" and not any("malformed" in n for n in reply.notes)
     written = short.tokenizer(reply.generated, add_special_tokens=False)["input_ids"]
-    assert len(written) <= 9 + 1 and "<music>" not in reply.generated and "<tag-" not in reply.generated
+    # the budget, and past it only the tokens that finish the sentence begun
+    assert len(written) <= 9 + FINISH_TOKENS + 1 and "<music>" not in reply.generated and "<tag-" not in reply.generated
+
+
+def test_a_sentence_open_at_the_budget_may_finish_and_nothing_more(assistant):
+    from assistant.generation import DecodeState, Decoder
+
+    ids = assistant._prompt_ids(assistant._messages([{"role": "user", "content": "calm piano"}]))
+    _, block_ids = assistant.decoder.block(ids, DecodeState())
+    for draft in (0, 8):
+        decoder = Decoder(assistant.model, assistant.tokenizer, assistant.vocab, draft_tokens=draft, max_words_tokens=4)
+        count = lambda texts: len(assistant.tokenizer(texts[-1], add_special_tokens=False)["input_ids"])  # noqa: E731
+        never = list(decoder.words(block_ids, DecodeState(), may_end=lambda text: False))
+        assert abs(count(never) - (4 + FINISH_TOKENS)) <= 2, never  # re-encoding may merge a token or two
+        unguarded = list(decoder.words(block_ids, DecodeState()))
+        assert count(unguarded) <= 4 + 1  # no sentence to finish without a may_end
+        ends_at = never[5]  # a "sentence" that ends past the budget
+        finished = list(decoder.words(block_ids, DecodeState(), may_end=lambda text: len(text) >= len(ends_at)))
+        assert finished[-1] == ends_at, (finished, ends_at)
 
 
 def test_a_streamed_turn_shows_the_tracks_before_the_words(assistant):

@@ -133,3 +133,14 @@ def test_an_artist_begun_after_by_is_written_to_its_end():
     assert g.completion('Try "Revelation" by Jo') == "seph G. Toscano (Zhaytee)"
     assert g.completion('Try "Revelation" by Joseph G. Toscano (Zhaytee)') is None  # written whole
     assert g.completion("A piece driven by str") is None
+
+
+def test_at_about_goes_on_to_the_cards_tempo_or_is_not_written():
+    g = ClaimGuard.for_tracks(REEL, reference=SLOW, shown=[REEL])
+    assert g.completion("It's a reel at about") == " 172 BPM"
+    assert g.completion("It's a reel at about ") == "172 BPM"
+    assert g.completion('"Sonata in C minor" is slower, at about') == " 66 BPM"  # the track it names
+    assert g.completion("It's a reel at") is None
+    untimed = ClaimGuard.for_tracks(Track(id="u", title="Untimed", artist="Nobody"))
+    assert not untimed.allows("It's a calm piece at about") and untimed.allows("It's a calm piece at")
+    assert untimed.completion("It's a calm piece at about") is None
