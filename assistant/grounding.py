@@ -199,6 +199,7 @@ class ClaimGuard:
         - A number must be that card's: while it is written, the start of one (outside a name
           being copied); once it ends, one of them.
         - A key is judged once its mode is written, and "in C" as soon as its pitch is.
+        - "at about" (a tempo to come) only where the card has a tempo.
         - An artist on screen begun after "by", past the name's first word, is written to its end.
         - A word is not written twice in a row, outside a name.
         - Then ``holds``, if given.
