@@ -27,6 +27,8 @@ COMPARING = re.compile(r"\b(?:than|vs|versus|compared|same|like the|before|previ
 KEY_CLAIM = re.compile(r"\b[a-g][#b]? (?:major|minor)\b(?!-)")
 # A number as a claim: two to four digits standing alone ("112 BPM", "1931").
 NUMBER_CLAIM = re.compile(r"\b\d{2,4}\b")
+# A small word glued to a capital ("fromString Quartet"): not a sentence, the start of junk.
+GLUED_WORD = re.compile(r"\b(?:from|of|in|on|at|with|and|for|to|the|a)(?=[A-Z])")
 AT_ABOUT = re.compile(r"\bat (?:about|around) ?$", re.IGNORECASE)  # what a tempo follows
 # A word written twice in a row ("2012s 2012s", "ё ё"), outside names: the start of a loop.
 _REPEATED_WORD = re.compile(r"\b(\w+)\W+\1\b")
@@ -116,6 +118,14 @@ def without_names(text: str, names: Sequence[str]) -> str:
     return text
 
 
+def without_names_as_written(text: str, names: Sequence[str]) -> str:
+    """``text`` in its own case with each of lowercased ``names`` taken out (``without_names``
+    lowercases it)."""
+    for name in names:
+        text = re.sub(re.escape(name), " ", text, flags=re.IGNORECASE)
+    return text
+
+
 @dataclass(frozen=True)
 class CardFacts:
     """What a sentence about one card may state: its title (whitespace collapsed, case kept),
@@ -202,6 +212,7 @@ class ClaimGuard:
         - "at about" (a tempo to come) only where the card has a tempo.
         - An artist on screen begun after "by", past the name's first word, is written to its end.
         - A word is not written twice in a row, outside a name.
+        - A small word is not glued to a capital ("fromString"), outside a name.
         - Then ``holds``, if given.
         """
         parts = sentences(text)
@@ -234,6 +245,8 @@ class ClaimGuard:
         claims = without_names(low, self.names)
         if _REPEATED_WORD.search(claims) and not self._copying_name(low):
             return False  # "a piece in the 2012s 2012s": a loop, not a sentence
+        if GLUED_WORD.search(without_names_as_written(sentence, self.names)):
+            return False
         pending = re.search(r"\d+$", claims)
         head = claims[: pending.start()] if pending else claims
         if any(n not in numbers for n in NUMBER_CLAIM.findall(head)):

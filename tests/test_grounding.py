@@ -144,3 +144,11 @@ def test_at_about_goes_on_to_the_cards_tempo_or_is_not_written():
     untimed = ClaimGuard.for_tracks(Track(id="u", title="Untimed", artist="Nobody"))
     assert not untimed.allows("It's a calm piece at about") and untimed.allows("It's a calm piece at")
     assert untimed.completion("It's a calm piece at about") is None
+
+
+def test_a_small_word_glued_to_a_capital_is_refused_outside_a_name():
+    quartet = Track(id="q", title="String Quartet No. 1", artist="Robert Schumann", album="inSomnia Sessions")
+    g = ClaimGuard.for_tracks(quartet)
+    assert not g.allows('How about "String Quartet No. 1" by Robert Schumann fromString')
+    assert g.allows('How about "String Quartet No. 1" by Robert Schumann from String')
+    assert g.allows("It is from inSomnia Sessions, a calm one.")  # a name's own spelling
