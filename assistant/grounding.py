@@ -111,16 +111,9 @@ def names_title(low: str, title: str) -> bool:
 
 
 def without_names(text: str, names: Sequence[str]) -> str:
-    """Lowercased ``text`` with each of ``names`` (``names_of``: lowercased, longest first) taken
-    out: what is left are its claims ("sonata no. 16 in c major" names, it does not claim)."""
-    for name in names:
-        text = text.replace(name, " ")
-    return text
-
-
-def without_names_as_written(text: str, names: Sequence[str]) -> str:
-    """``text`` in its own case with each of lowercased ``names`` taken out (``without_names``
-    lowercases it)."""
+    """``text`` with each of ``names`` (``names_of``: lowercased, longest first) taken out, in
+    any case, the rest as written: what is left are its claims ("sonata no. 16 in c major"
+    names, it does not claim)."""
     for name in names:
         text = re.sub(re.escape(name), " ", text, flags=re.IGNORECASE)
     return text
@@ -245,7 +238,7 @@ class ClaimGuard:
         claims = without_names(low, self.names)
         if _REPEATED_WORD.search(claims) and not self._copying_name(low):
             return False  # "a piece in the 2012s 2012s": a loop, not a sentence
-        if GLUED_WORD.search(without_names_as_written(sentence, self.names)):
+        if GLUED_WORD.search(without_names(sentence, self.names)):
             return False
         pending = re.search(r"\d+$", claims)
         head = claims[: pending.start()] if pending else claims
