@@ -16,7 +16,9 @@ conversation keys ``"playlist"`` (the session's source, None for a session outsi
 playlists), ``"neighbourhood"`` (for a session that walks the tracks most alike to one track,
 that track's id) and, after splitting, ``"split"``. User
 turns that refine carry ``"refinement"`` (the relation's name, see
-:data:`REFINEMENTS`) so the data can be audited.
+:data:`REFINEMENTS`), and every synthesized user turn ``"asked"``: what its words pin down, as
+``[kind, value]`` pairs (the facts drawn, an artist, a title, a lyric line or word), so the data
+can be audited and ``bench/retrieval_ceiling.py`` can tell how many tracks a request allows.
 
 Val and test sessions walk the playlists that the index holds out (``index.holdout``), so
 nothing learned from the index or from training sessions comes from them; ``write_splits``
@@ -144,6 +146,12 @@ def human_tags(track: Track) -> list[str]:
     return out
 
 
+# The words a request may use for a band of tempo or energy (a word listed twice is drawn twice as often).
+TEMPO_WORDS = {"slow": ["slow", "slow", "unhurried", "slow-paced"], "fast": ["fast", "fast", "uptempo", "quick"],
+               "moderate tempo": ["mid-tempo", "medium-paced"]}
+ENERGY_WORDS = {"calm": ["calm", "gentle", "mellow", "low-key"], "energetic": ["energetic", "high-energy", "intense", "lively"]}
+
+
 def track_facts(track: Track, rng: random.Random) -> list[Fact]:
     """Every true fact a request could use about ``track``, with wording drawn from ``rng``.
 
@@ -159,8 +167,7 @@ def track_facts(track: Track, rng: random.Random) -> list[Fact]:
         facts.append(Fact("genre", g, adj=g))
     bpm = tempo_of(track)
     if bpm is not None:
-        word = {"slow": ["slow", "slow", "unhurried", "slow-paced"], "fast": ["fast", "fast", "uptempo", "quick"],
-                "moderate tempo": ["mid-tempo", "medium-paced"]}.get(vocabulary.tempo_word(bpm) or "")
+        word = TEMPO_WORDS.get(vocabulary.tempo_word(bpm) or "")
         word = rng.choice(word) if word else None
         if word:
             facts.append(Fact("tempo", word, adj=word))
@@ -173,10 +180,10 @@ def track_facts(track: Track, rng: random.Random) -> list[Fact]:
         facts.append(Fact("mode", f"{mode} key", adj=f"{mode}-key", mod=f"in a {mode} key"))
     energy = energy_of(track)
     if vocabulary.energy_word(energy) == "calm":
-        w = rng.choice(["calm", "gentle", "mellow", "low-key"])
+        w = rng.choice(ENERGY_WORDS["calm"])
         facts.append(Fact("energy", w, adj=w, mod=rng.choice(["with low energy", "with a relaxed feel"])))
     elif vocabulary.energy_word(energy) == "energetic":
-        w = rng.choice(["energetic", "high-energy", "intense", "lively"])
+        w = rng.choice(ENERGY_WORDS["energetic"])
         facts.append(Fact("energy", w, adj=w, mod=rng.choice(["with a lot of energy", "with plenty of drive"])))
     bright = brightness_of(track)
     if vocabulary.brightness_word(bright) == "dark":
@@ -196,6 +203,45 @@ def track_facts(track: Track, rng: random.Random) -> list[Fact]:
         era = rng.choice([f"from the {decade}", f"from the {decade}", f"from {year}"])
         facts.append(Fact("era", era.removeprefix("from the ").removeprefix("from "), mod=era))
     return facts
+
+
+def allows(track: Track, kind: str, value: str) -> bool:
+    """Whether a request that states ``[kind, value]`` (a user turn's ``"asked"`` pair) holds
+    for ``track``: the same tag or genre, tempo band, rounded BPM, key, mode, energy or brightness
+    word, vocals, decade or year, artist or title; a lyric line or word that its lyrics hold.
+    A tag and a genre are read alike, as a person asking for "tracker music" means either."""
+    value = str(value)
+    if kind in ("tag", "genre"):
+        return value.lower() in {t.strip().lower() for t in [*track.tags, track.genre]}
+    if kind == "tempo":
+        band = next((b for b, words in TEMPO_WORDS.items() if value in words), None)
+        return band is not None and vocabulary.tempo_word(tempo_of(track)) == band
+    if kind == "bpm":
+        bpm = tempo_of(track)
+        return bpm is not None and f"around {int(5 * round(bpm / 5))} BPM" == value
+    if kind == "key":
+        return key_of(track) == value
+    if kind == "mode":
+        return mode_of(track) is not None and f"{mode_of(track)} key" == value
+    if kind == "energy":
+        band = next((b for b, words in ENERGY_WORDS.items() if value in words), None)
+        return band is not None and vocabulary.energy_word(energy_of(track)) == band
+    if kind == "brightness":
+        return vocabulary.brightness_word(brightness_of(track)) == value
+    if kind == "vocals":
+        return has_vocals(track) is (value == "with vocals")
+    if kind == "era":
+        year = year_of(track)
+        return bool(year) and (str(year) == value if value.isdigit() else f"{year // 10 * 10}s" == value)
+    if kind == "artist":
+        return track.artist == value
+    if kind == "title":
+        return track.title == value
+    if kind == "lyric line":
+        return any(value in " ".join(line.split()) for line in lyric_lines(track))
+    if kind == "lyric word":
+        return value in lyric_theme_words(track)
+    raise ValueError(f"unknown kind of request fact {kind!r}")
 
 
 def lyric_lines(track: Track) -> list[str]:
@@ -482,13 +528,15 @@ def _sentence(phrase: str, shape: str, rng: random.Random, first: bool, wording:
 
 
 def compose_request(track: Track, rng: random.Random, *, first: bool = False,
-                    wording: Wording = TRAINING_WORDING) -> tuple[str, str]:
+                    wording: Wording = TRAINING_WORDING) -> tuple[str, str, list[list[str]]]:
     """A plain user request for ``track`` (no reference to earlier turns), in ``wording``'s templates.
 
     Returns
     -------
-    (text, how) : tuple of str
-        ``how`` names the source of the request: "facts", "artist", "lyrics" or "title".
+    (text, how, asked) : tuple
+        ``how`` names the source of the request: "facts", "artist", "lyrics" or "title";
+        ``asked`` lists what the words pin down, as ``[kind, value]`` pairs (:func:`asked_of`):
+        the facts drawn, the artist, the title, a lyric line or word.
     """
     facts = track_facts(track, rng)
     roll = rng.random()
@@ -496,30 +544,36 @@ def compose_request(track: Track, rng: random.Random, *, first: bool = False,
         extra = _pick_facts(facts, 1, rng) if rng.random() < 0.5 else []
         what = phrase_facts(extra, rng, shape="something", wording=wording)[0] + f" by {track.artist}"
         text = rng.choice(wording.artist_asks).format(what=what, artist=track.artist)
-        return _sentence_case(text), "artist"
+        return _sentence_case(text), "artist", [["artist", track.artist], *asked_of(extra)]
     if roll < 0.11 and track.title.strip():
         by = f" by {track.artist}" if track.artist.strip() and rng.random() < 0.6 else ""
         text = rng.choice(wording.title_asks).format(title=track.title, by=by)
-        return text, "title"
+        return text, "title", [["title", track.title], *([["artist", track.artist]] if by else [])]
     if roll < 0.24 and track.lyrics.strip():
         snippet = lyric_snippet(track, rng) if rng.random() < 0.5 else None
         themes = lyric_theme_words(track)[:3]
         if snippet:
             text = rng.choice(wording.lyric_line_asks).format(snippet=snippet)
-            return text, "lyrics"
+            return text, "lyrics", [["lyric line", snippet]]
         if themes:
             word = rng.choice(themes)
             text = rng.choice(wording.lyric_word_asks).format(word=word)
-            return text, "lyrics"
+            return text, "lyrics", [["lyric word", word]]
     if not facts:  # nothing measured or tagged: metadata is all there is
         if track.artist.strip():
             what = f"something by {track.artist}"
-            return wording.artist_asks[0].format(what=what, artist=track.artist), "artist"
-        return wording.title_asks[0].format(title=track.title or track.id, by=""), "title"
+            return wording.artist_asks[0].format(what=what, artist=track.artist), "artist", [["artist", track.artist]]
+        return wording.title_asks[0].format(title=track.title or track.id, by=""), "title", [["title", track.title]]
     n = rng.choices([1, 2, 3, 4], weights=[35, 35, 20, 10])[0]
     chosen = _pick_facts(facts, n, rng)
     phrase, shape = phrase_facts(chosen, rng, wording=wording)
-    return _sentence(phrase, shape, rng, first, wording), "facts"
+    return _sentence(phrase, shape, rng, first, wording), "facts", asked_of(chosen)
+
+
+def asked_of(facts: Sequence[Fact]) -> list[list[str]]:
+    """Facts as the ``[kind, value]`` pairs a user turn's ``"asked"`` records (the value as
+    requests state it: "tracker music", "minor key", "around 120 BPM", "uptempo")."""
+    return [[f.kind, f.short] for f in facts]
 
 
 def _sentence_case(text: str) -> str:
@@ -532,16 +586,18 @@ _REFINED_KINDS = {"faster": {"tempo", "bpm"}, "slower": {"tempo", "bpm"}, "brigh
 
 
 def compose_refinement(kind: str, previous: Track, target: Track, rng: random.Random,
-                       wording: Wording = TRAINING_WORDING) -> str:
-    """User text for the relation ``kind``, sometimes with one more true fact about ``target``."""
+                       wording: Wording = TRAINING_WORDING) -> tuple[str, list[list[str]]]:
+    """User text for the relation ``kind``, sometimes with one more true fact about ``target``,
+    and that fact as ``asked`` pairs (:func:`asked_of`; empty without one)."""
     text = rng.choice(wording.refinements[kind]).format(artist=previous.artist or "them")
+    extra: list[Fact] = []
     if rng.random() < 0.3:
         # one more fact about the target, never on the refined dimension ("darker, and bright" would confuse)
         skip = _REFINED_KINDS.get(kind, set())
         extra = _pick_facts([f for f in track_facts(target, rng) if f.mod and f.kind not in skip], 1, rng)
         if extra:
             text += " " + rng.choice(wording.extras).format(m=extra[0].mod)
-    return text
+    return text, asked_of(extra)
 
 
 def describe_track(track: Track, rng: random.Random) -> str:
@@ -669,11 +725,11 @@ def _session(pool: list[Track], n_turns: int, rng: random.Random, refine_share: 
             if target is None:
                 break
         if kind is None:
-            text, _ = compose_request(target, rng, first=not played)
-            turns.append({"role": "user", "content": text})
+            text, _, asked = compose_request(target, rng, first=not played)
+            turns.append({"role": "user", "content": text, "asked": asked})
         else:
-            turns.append({"role": "user", "content": compose_refinement(kind, played[-1], target, rng),
-                          "refinement": kind})
+            text, asked = compose_refinement(kind, played[-1], target, rng)
+            turns.append({"role": "user", "content": text, "refinement": kind, "asked": asked})
         reply = compose_reply(target, rng, previous=played[-1] if played else None, refinement=kind)
         turns.append({"role": "assistant", "content": reply, "tracks": [target.id]})
         used.add(target.id)
@@ -876,9 +932,11 @@ def reword_conversation(conversation: dict, tracks_by_id: dict[str, Track], word
         if target is None:
             out.append(dict(turn))
         elif turn.get("refinement") and played:
-            out.append({**turn, "content": compose_refinement(turn["refinement"], played[-1], target, rng, wording)})
+            text, asked = compose_refinement(turn["refinement"], played[-1], target, rng, wording)
+            out.append({**turn, "content": text, "asked": asked})
         else:
-            out.append({**turn, "content": compose_request(target, rng, first=not played, wording=wording)[0]})
+            text, _, asked = compose_request(target, rng, first=not played, wording=wording)
+            out.append({**turn, "content": text, "asked": asked})
     return {**conversation, "turns": out}
 
 

@@ -8,6 +8,7 @@ import pytest
 from assistant import synth
 from assistant.conversations import SPLITS, ConversationFormatError, read_conversations, write_conversations
 from assistant.synth import REFINEMENTS, split_by_playlist, split_key, synthesize_conversations, write_splits
+from index import vocabulary
 from index.track import Track
 
 KEYS = ["D major", "A minor", "G major", "E minor", "C major", "F# minor", "Bb major"]
@@ -160,6 +161,44 @@ def test_plain_requests_state_only_true_facts(catalog, conversations):
                 assert _vocal(t), (text, t.id)
                 checked["vocals"] += 1
     assert all(n > 0 for n in checked.values()), checked
+
+
+def test_every_user_turn_records_what_it_asked_and_that_holds_for_its_track(catalog, conversations):
+    by_id = {t.id: t for t in catalog[0]}
+    kinds = set()
+    for conv in conversations:
+        for i, turn in enumerate(conv["turns"]):
+            if turn["role"] != "user":
+                continue
+            target = by_id[conv["turns"][i + 1]["tracks"][0]]
+            assert isinstance(turn["asked"], list), turn
+            for kind, value in turn["asked"]:
+                assert synth.allows(target, kind, value), (turn["content"], kind, value, target.id)
+                kinds.add(kind)
+            if "refinement" not in turn:
+                assert turn["asked"], f"a plain request pins something down: {turn['content']!r}"
+    assert {"tag", "bpm", "key", "mode", "artist", "vocals", "era"} <= kinds, kinds
+
+
+def test_allows_tells_the_tracks_a_request_holds_for_from_the_rest(catalog):
+    tracks = catalog[0]
+    t0, t1 = tracks[0], tracks[1]  # reel/folk vs orchestral/classical, D major vs A minor
+    assert synth.allows(t0, "tag", "reel") and not synth.allows(t1, "tag", "reel")
+    assert synth.allows(t1, "genre", "classical") and synth.allows(t1, "tag", "Classical")
+    assert synth.allows(t0, "key", "D major") and not synth.allows(t1, "key", "D major")
+    assert synth.allows(t1, "mode", "minor key") and not synth.allows(t0, "mode", "minor key")
+    assert synth.allows(t0, "artist", t0.artist) and not synth.allows(t1, "artist", t0.artist)
+    assert synth.allows(t0, "vocals", "with vocals") and synth.allows(t1, "vocals", "instrumental")
+    assert synth.allows(t0, "era", "1960s") and synth.allows(t0, "era", "1960") and not synth.allows(t0, "era", "1970s")
+    assert synth.allows(t0, "lyric word", "river") and not synth.allows(t1, "lyric word", "river")
+    assert synth.allows(t0, "lyric line", "walk the long road") and not synth.allows(t1, "lyric line", "walk the long road")
+    slow = [t for t in tracks if t.descriptors["tempo_bpm"] < vocabulary.SLOW_BELOW_BPM]
+    fast = [t for t in tracks if t.descriptors["tempo_bpm"] >= vocabulary.FAST_FROM_BPM]
+    assert slow and fast
+    assert all(synth.allows(t, "tempo", "unhurried") and not synth.allows(t, "tempo", "uptempo") for t in slow)
+    assert all(synth.allows(t, "tempo", "quick") for t in fast)
+    with pytest.raises(ValueError, match="unknown kind"):
+        synth.allows(t0, "mood", "happy")
 
 
 def test_requests_are_varied_and_rarely_name_the_title(catalog, conversations):
