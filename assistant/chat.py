@@ -47,10 +47,15 @@ CANDIDATES = 100
 # Weights of the rankings fused in a turn (weighted reciprocal rank): the model's block, a BM25
 # match of the person's words, a dense MiniLM match of them, and the neighbourhood of the tracks
 # played in this session. Chosen on the demo catalog's validation conversations, where the
-# words' BM25 match was the strongest single signal and the dense match added nothing to it.
-FUSION_WEIGHTS: dict[str, float] = {"block": 0.5, "lexical": 1.0, "dense": 0.0, "session": 0.5}
+# words' BM25 match was the strongest single signal, the dense match added nothing to it, and the
+# session's neighbourhood, once taken in tags and metadata too, weighed more than the words.
+FUSION_WEIGHTS: dict[str, float] = {"block": 0.5, "lexical": 1.0, "dense": 0.0, "session": 2.0}
 BLOCK_RANKINGS = ("codes", "likelihood")
 SESSION_TRACKS = 3  # the session's neighbourhood is taken around its last few tracks
+# The modalities that neighbourhood is taken in. Playlist co-occurrence alone knows nothing of a
+# track in no playlist (it only borrows its neighbours'); the same album or artist (metadata) and
+# the same tags carry a session there. Chosen on the demo's validation conversations.
+SESSION_MODALITIES: dict[str, float] = {"playlist": 0.5, "tags": 1.0, "metadata": 1.0}
 AWAY_SHARED_CODES = 3  # "not for me": candidates sharing this many of a rejected track's codes go last
 DEFAULT_WEIGHTS = "float32"  # how a loaded model keeps its weights (model_dir.WEIGHT_FORMATS)
 
@@ -184,6 +189,7 @@ class MusicAssistant:
         self.index = index
         self.catalog_note: str | None = None  # how the catalog changed since the loaded model was trained
         self.text_fusion = text_fusion
+        self.session_modalities = dict(SESSION_MODALITIES)
         self.fusion_weights = dict(FUSION_WEIGHTS if fusion_weights is None else fusion_weights)
         unknown = set(self.fusion_weights) - set(FUSION_WEIGHTS)
         if unknown or any(w < 0 for w in self.fusion_weights.values()):
@@ -522,7 +528,8 @@ class MusicAssistant:
         if query and run("dense"):
             out["dense"] = self.index.search_text(query, k=k, exclude=exclude)
         if session.played and run("session"):
-            out["session"] = self.index.search_near(session.played[-SESSION_TRACKS:], k=k, exclude=exclude)
+            out["session"] = self.index.search_near(session.played[-SESSION_TRACKS:], k=k, exclude=exclude,
+                                                    modality=self.session_modalities)
         if generation is not None and generation.code_log_probs is not None and run("likelihood"):
             out["likelihood"] = self.index.rank_by_code_log_probs(generation.code_log_probs, k=k, exclude=exclude)
         return out

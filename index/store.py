@@ -281,17 +281,24 @@ class MusicIndex:
         return self.lexical.search(query, k=k, exclude=exclude)
 
     def search_near(self, track_ids: Iterable[str], k: int = 20, exclude: Iterable[str] = (),
-                    modality: str = "playlist") -> list[tuple[str, float]]:
-        """Tracks closest to the mean of the given tracks' embeddings in one modality.
+                    modality: str | Mapping[str, float] = "playlist") -> list[tuple[str, float]]:
+        """Tracks closest to the mean of the given tracks' embeddings in one modality, or in
+        several with a weight each (``{"playlist": 1.0, "metadata": 1.0}``, scores fused as
+        :meth:`retrieve` fuses them).
 
         With the playlist modality these are the tracks that share playlists with the given ones:
-        what a listening session would go on with. Unknown ids are ignored; none known gives [].
+        what a listening session would go on with; with metadata, the same album or artist. Unknown
+        ids are ignored; none known gives [].
         """
+        weights = {modality: 1.0} if isinstance(modality, str) else dict(modality)
+        unknown = set(weights) - set(self.embeddings)
+        if unknown:
+            raise ValueError(f"unknown modality {sorted(unknown)}; expected some of {MODALITIES}")
         rows = [self.row_of[t] for t in track_ids if t in self.row_of]
         if not rows:
             return []
-        centre = self.embeddings[modality][rows].astype(np.float32).mean(axis=0)
-        return self.retrieve(vectors={modality: centre}, weights={modality: 1.0}, k=k, exclude=exclude)
+        centres = {m: self.embeddings[m][rows].astype(np.float32).mean(axis=0) for m in weights}
+        return self.retrieve(vectors=centres, weights=weights, k=k, exclude=exclude)
 
     # ---- audio -------------------------------------------------------------------------------
 

@@ -105,6 +105,23 @@ def test_search_near_played_tracks_stays_in_their_playlists(built):
     assert idx.search_near(["no-such-track"], k=3) == []
 
 
+def test_search_near_in_several_modalities_fuses_their_neighbourhoods(built):
+    _, index_dir, _ = built
+    idx = MusicIndex.load(index_dir)
+    played = [idx.tracks[0].id, idx.tracks[1].id]
+    alone = {m: idx.search_near(played, k=len(idx.tracks), exclude=played, modality=m) for m in ("tags", "metadata")}
+    both = idx.search_near(played, k=len(idx.tracks), exclude=played, modality={"tags": 1.0, "metadata": 1.0})
+    only_tags = idx.search_near(played, k=len(idx.tracks), exclude=played, modality={"tags": 1.0, "metadata": 0.0})
+    assert [t for t, _ in only_tags] == [t for t, _ in alone["tags"]]
+    assert not set(played) & {t for t, _ in both} and len(both) == len(idx.tracks) - 2
+    # Every fused score is the weighted mean of the two modalities' scores.
+    score = {m: dict(r) for m, r in alone.items()}
+    for track_id, fused in both[:5]:
+        assert fused == pytest.approx((score["tags"][track_id] + score["metadata"][track_id]) / 2, abs=1e-4)
+    with pytest.raises(ValueError, match="unknown modality"):
+        idx.search_near(played, modality={"mood": 1.0})
+
+
 def test_rank_by_code_log_probs_scores_every_track_by_its_codes(built):
     _, index_dir, _ = built
     idx = MusicIndex.load(index_dir)
