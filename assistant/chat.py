@@ -31,8 +31,8 @@ from index import vocabulary
 from .conversations import played_tracks
 from .facts import has_vocals as vocal_state
 from .generation import DecodeState
-from .grounding import (COMPARING, KEY_CLAIM, NUMBER_CLAIM, ClaimGuard, names_of, names_title, norm, numbers_of,
-                        sentences, well_formed, without_names)
+from .grounding import (COMPARING, KEY_CLAIM, NUMBER_CLAIM, TEMPO_CLAIM, ClaimGuard, album_said, names_album,
+                        names_of, names_title, norm, numbers_of, sentences, tempo_numbers, well_formed, without_names)
 from .rerank import Reranker, candidate_features
 from .refine import Refinement, apply_refinement, reference_track, satisfies
 from .request import CatalogWords, artist_patterns, fold, read_request
@@ -705,12 +705,18 @@ class MusicAssistant:
             return "names"
         if self._names_strangers(sentence, about, allowed):
             return "names"
+        album = album_said(sentence)
+        if album is not None and not any(names_album(album, t.album) for t in about):
+            return "names"  # "from" names an album that is not its track's
         # Numbers and keys inside the tracks' own names ("Sonata No. 16 in C major") are names,
         # not claims: they are checked with those names taken out of the sentence.
         claims = without_names(low, names_of(allowed))
         numbers = set().union(*(numbers_of(t) for t in about))
         if any(int(n) not in numbers for n in NUMBER_CLAIM.findall(claims)):
             return "facts"
+        tempos = set().union(*(tempo_numbers(t.descriptors.get("tempo_bpm")) for t in about))
+        if any(int(n) not in tempos for n in TEMPO_CLAIM.findall(claims)):
+            return "facts"  # a year given as a tempo ("at about 1840")
         keys = {str(t.descriptors.get("key", "")).lower() for t in about}
         if any(k not in keys for k in KEY_CLAIM.findall(claims)):
             return "facts"  # not "a minor-key piece"

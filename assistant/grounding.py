@@ -30,9 +30,13 @@ NUMBER_CLAIM = re.compile(r"\b\d{2,4}\b")
 # A small word glued to a capital ("fromString Quartet"): not a sentence, the start of junk.
 GLUED_WORD = re.compile(r"\b(?:from|of|in|on|at|with|and|for|to|the|a)(?=[A-Z])")
 AT_ABOUT = re.compile(r"\bat (?:about|around) ?$", re.IGNORECASE)  # what a tempo follows
+# A number given as a tempo ("at about 112"): the track's tempo, never its year ("at about 1840").
+TEMPO_CLAIM = re.compile(r"\bat (?:about|around) (\d+)")
 # A word written twice in a row ("2012s 2012s", "ё ё"), outside names: the start of a loop.
 _REPEATED_WORD = re.compile(r"\b(\w+)\W+\1\b")
 _ABBREVIATIONS = {"st", "mr", "mrs", "ms", "dr", "jr", "sr", "vs", "no", "op", "vol", "feat"}
+# "from" and a capital, as a reply names an album ('by Maxstack from Endgame: Singularity ...').
+_FROM_NAME = re.compile(r"\bfrom (?=[A-Z])")  # "fromString" is junk (GLUED_WORD), not an album
 
 
 def norm(s: str) -> str:
@@ -78,13 +82,18 @@ def numbers_of(t: Track | None) -> set[int]:
     """The numbers a sentence may give about ``t``: its tempo (give or take 2 BPM) and year."""
     if t is None:
         return set()
-    numbers = set()
-    if t.descriptors.get("tempo_bpm"):
-        bpm = round(float(t.descriptors["tempo_bpm"]))
-        numbers.update(range(bpm - 2, bpm + 3))
+    numbers = tempo_numbers(t.descriptors.get("tempo_bpm"))
     if str(t.year).isdigit():
         numbers.add(int(t.year))
     return numbers
+
+
+def tempo_numbers(bpm) -> set[int]:
+    """The tempos a sentence may give for a track measured at ``bpm``: give or take 2 BPM."""
+    if not bpm:
+        return set()
+    bpm = round(float(bpm))
+    return set(range(bpm - 2, bpm + 3))
 
 
 def key_of(t: Track | None) -> str | None:
@@ -110,6 +119,33 @@ def names_title(low: str, title: str) -> bool:
     return len(title) > 2 and re.search(rf"(?<!\w){re.escape(title)}(?!\w)", low) is not None
 
 
+def album_said(sentence: str) -> str | None:
+    """What ``sentence`` writes after its last "from" and a capital outside quotes, the album it
+    names, whitespace collapsed and lowercased; None where it names none ("from the 1990s")."""
+    start = _album_start(sentence)
+    return None if start is None else norm(sentence[start:])
+
+
+def _album_start(sentence: str) -> int | None:
+    found = [m for m in _FROM_NAME.finditer(sentence) if sentence.count('"', 0, m.start()) % 2 == 0]
+    return found[-1].end() if found else None
+
+
+def names_album(said: str, album: str, *, growing: bool = False) -> bool:
+    """Whether ``said`` (``album_said``) names ``album``: all of it, then anything but more of a
+    word ("Endgame: Singularity Original Soundtrack, a piece ..."), or, with ``growing``, the start
+    of it while it is being written.
+
+    >>> names_album("openclonk, a piece", "OpenClonk"), names_album("open", "OpenClonk", growing=True)
+    (True, True)
+    """
+    album = norm(album)
+    if not album:
+        return False
+    return (said.startswith(album) and not said[len(album):len(album) + 1].isalnum()) or \
+        (growing and album.startswith(said))
+
+
 def without_names(text: str, names: Sequence[str]) -> str:
     """``text`` with each of ``names`` (``names_of``: lowercased, longest first) taken out, in
     any case, the rest as written: what is left are its claims ("sonata no. 16 in c major"
@@ -130,6 +166,7 @@ class CardFacts:
     keys: frozenset[str] = frozenset()
     artist_as_written: str = ""  # case kept, for completing a name the reply has begun
     tempo: int | None = None  # BPM, rounded, for completing "at about"
+    album: str = ""  # as written, whitespace collapsed: what "from" may name
 
     @classmethod
     def of(cls, t: Track) -> "CardFacts":
@@ -137,7 +174,7 @@ class CardFacts:
         return cls(title=re.sub(r"\s+", " ", t.title).strip(), artist=norm(t.artist),
                    numbers=frozenset(str(n) for n in numbers_of(t)), keys=frozenset(k for k in [key_of(t)] if k),
                    artist_as_written=re.sub(r"\s+", " ", t.artist).strip(),
-                   tempo=round(float(tempo)) if tempo else None)
+                   tempo=round(float(tempo)) if tempo else None, album=re.sub(r"\s+", " ", t.album).strip())
 
     def named_in(self, low: str) -> bool:
         """Whether lowercased ``low`` names this card's title (``names_title``)."""
@@ -202,8 +239,10 @@ class ClaimGuard:
         - A number must be that card's: while it is written, the start of one (outside a name
           being copied); once it ends, one of them.
         - A key is judged once its mode is written, and "in C" as soon as its pitch is.
-        - "at about" (a tempo to come) only where the card has a tempo.
+        - "at about" (a tempo to come) only where the card has a tempo, and then that tempo.
         - An artist on screen begun after "by", past the name's first word, is written to its end.
+        - "from" and a capital names an album: that card's (or, in a comparison, the track
+          before's), as it is written.
         - A word is not written twice in a row, outside a name.
         - A small word is not glued to a capital ("fromString"), outside a name.
         - Then ``holds``, if given.
@@ -231,11 +270,25 @@ class ClaimGuard:
             said = artist.group(1).lower().rstrip()
             if not any(c.artist.startswith(said) or said.startswith(c.artist + " ") for c in facts if c.artist):
                 return False
+        album = album_said(sentence)
+        if album is not None:
+            if not any(names_album(album, c.album, growing=True) for c in facts):
+                return False
+            if any(norm(c.album).startswith(album) and album != norm(c.album) for c in facts):
+                # still being written, and so far the album's own words: its numbers and keys
+                # ("Op. 41", "in A minor") are the name's, not claims; what came before is checked
+                sentence = sentence[:_album_start(sentence)]
+                low = sentence.lower()
         if AT_ABOUT.search(sentence) and not any(c.tempo for c in facts):
             return False  # "at about" goes on to a tempo, and this track has none to give
         numbers = frozenset().union(*(c.numbers for c in facts))
         keys = frozenset().union(*(c.keys for c in facts))
         claims = without_names(low, self.names)
+        tempos = {str(n) for c in facts for n in tempo_numbers(c.tempo)}
+        for said in TEMPO_CLAIM.finditer(claims):  # still being written where it ends the text
+            if not (any(n.startswith(said.group(1)) for n in tempos) if said.end() == len(claims)
+                    else said.group(1) in tempos):
+                return False
         if _REPEATED_WORD.search(claims) and not self._copying_name(low):
             return False  # "a piece in the 2012s 2012s": a loop, not a sentence
         if GLUED_WORD.search(without_names(sentence, self.names)):
@@ -259,9 +312,9 @@ class ClaimGuard:
 
     def completion(self, text: str) -> str | None:
         """The rest of the title that ``text`` ends part-way through quoting, and its closing
-        quote, the rest of the artist it ends part-way through after "by", or the tempo after
-        "at about"; None when no title, artist or tempo on screen goes on from it (the cards'
-        first, in order, then the track played before).
+        quote, the rest of the artist it ends part-way through after "by" or of the album after
+        "from", or the tempo after "at about"; None when no title, artist, album or tempo on
+        screen goes on from it (the cards' first, in order, then the track played before).
 
         The model may begin a name it then ranks too low to finish ('Here is "Ai'); the only
         true way on is the name itself.
@@ -281,11 +334,11 @@ class ClaimGuard:
         if len(quotes) % 2 == 0:  # inside a quote
             begun, names, close = text[text.rfind('"') + 1:], self.titles, '"'
         else:
-            by = list(re.finditer(r"\bby ", parts[-1]))
-            begun, close = (parts[-1][by[-1].end():] if by else ""), ""
-            names = tuple(c.artist_as_written for c in self.tracks)
-            if not begun:
+            marks = [m for m in re.finditer(r"\b(by|from) ", parts[-1]) if parts[-1].count('"', 0, m.start()) % 2 == 0]
+            begun, close = (parts[-1][marks[-1].end():] + text[len(text.rstrip()):] if marks else ""), ""
+            if not begun.strip():
                 return None
+            names = tuple(c.artist_as_written if marks[-1].group(1) == "by" else c.album for c in self.tracks)
         rest = next((name[len(begun):] + close for name in names
                      if name and name.startswith(begun) and self.allows(text + name[len(begun):] + close)), None)
         return rest or None  # a name already whole needs nothing more

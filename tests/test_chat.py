@@ -164,6 +164,16 @@ def test_text_never_names_tracks_that_were_not_retrieved(assistant):
         assert assistant.grounded_sentences(plain, [card(fastest)], reference=slowest) == ""
         versus = f"It is faster than the last one ({fast_bpm} vs {slow_bpm} BPM)."
         assert assistant.grounded_sentences(versus, [card(fastest)], reference=slowest) == versus
+    # A year is one of a card's numbers, but not as its tempo.
+    dated = next(t for t in by_tempo if str(t.year).isdigit())
+    assert assistant.grounded_sentences(f"It is from {dated.year}.", [card(dated)]) == f"It is from {dated.year}."
+    assert assistant.grounded_sentences(f"It moves at about {dated.year}.", [card(dated)]) == ""
+    # "from" and a capital names the card's album; any other is dropped.
+    with_album = next(t for t in assistant.index.tracks if t.album and t.title)
+    elsewhere = next(t.album for t in assistant.index.tracks if t.album and t.album != with_album.album)
+    named = f'Here is "{with_album.title}" from {with_album.album}.'
+    assert assistant.grounded_sentences(named, [card(with_album)]) == named
+    assert assistant.grounded_sentences(f'Here is "{with_album.title}" from {elsewhere}.', [card(with_album)]) == ""
     # Fragments of echoed track cards are not sentences, even when every fact in them is true.
     year = next((c.year for c in reply.tracks if c.year), "")
     echoed = f'1, {year}): piano; about. a fine one by the same Piano'

@@ -141,14 +141,36 @@ def test_at_about_goes_on_to_the_cards_tempo_or_is_not_written():
     assert g.completion("It's a reel at about ") == "172 BPM"
     assert g.completion('"Sonata in C minor" is slower, at about') == " 66 BPM"  # the track it names
     assert g.completion("It's a reel at") is None
+    # the card's year is one of its numbers, but never its tempo
+    assert g.allows("It's a reel at about 1") and not g.allows("It's a reel at about 18")
+    assert not g.allows("It's a reel at about 1883.") and g.allows("It's a reel from 1883, at about 172 BPM.")
     untimed = ClaimGuard.for_tracks(Track(id="u", title="Untimed", artist="Nobody"))
     assert not untimed.allows("It's a calm piece at about") and untimed.allows("It's a calm piece at")
     assert untimed.completion("It's a calm piece at about") is None
 
 
 def test_a_small_word_glued_to_a_capital_is_refused_outside_a_name():
-    quartet = Track(id="q", title="String Quartet No. 1", artist="Robert Schumann", album="inSomnia Sessions")
+    quartet = Track(id="q", title="String Quartet No. 1", artist="Robert Schumann", album="String Quartets")
     g = ClaimGuard.for_tracks(quartet)
     assert not g.allows('How about "String Quartet No. 1" by Robert Schumann fromString')
     assert g.allows('How about "String Quartet No. 1" by Robert Schumann from String')
-    assert g.allows("It is from inSomnia Sessions, a calm one.")  # a name's own spelling
+    sessions = Track(id="i", title="Night", artist="Someone", album="inSomnia Sessions")
+    assert ClaimGuard.for_tracks(sessions).allows("It is from inSomnia Sessions, a calm one.")  # a name's own spelling
+
+
+def test_from_and_a_capital_names_the_cards_album_as_it_is_written():
+    movement = Track(id="m", title="String Quartet No. 1 in A minor, Op. 41 No. 1: movement 2", artist="Robert Schumann",
+                     album="String Quartet No. 1 in A minor, Op. 41 No. 1", year="1842",
+                     descriptors={"tempo_bpm": 66.0, "key": "G major"})
+    other = Track(id="o", title="Lucid Dream", artist="Martin Strohmeier", album="OpenClonk")
+    g = ClaimGuard.for_tracks(movement, shown=[movement, other])
+    said = f'Here\'s "{movement.title}" by Robert Schumann from String Quartet No. 1 in '
+    assert g.allows(said + "A") and g.allows(said + "A minor, Op. 41 No. 1, a piece in G major.")
+    # the card's key and year, true of it, made into an album it is not from
+    assert not g.allows(said + "G major") and not g.allows(said + "A minor, Op. 1842")
+    assert g.completion(said) == "A minor, Op. 41 No. 1"
+    assert g.completion(f'Here\'s "{movement.title}" by Robert Schumann from') is None  # nothing begun yet
+    assert not g.allows(f'Here\'s "{movement.title}" by Robert Schumann from OpenClonk')  # another card's album
+    assert g.allows('Here\'s "Lucid Dream" by Martin Strohmeier from OpenClonk.')  # of the card it names
+    assert g.allows("It's a quartet movement from the 1840s, in G major.")  # "from" and no capital: no album
+
