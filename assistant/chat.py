@@ -693,8 +693,9 @@ class MusicAssistant:
         return out
 
     def _why_false(self, sentence: str, named: list[Track], shown: list[Track], reference: Track | None) -> str | None:
-        """None when the sentence holds; else "form", "names" (a title or artist not on screen
-        or not its track's) or "facts" (a number, key or comparison that is not its track's)."""
+        """None when the sentence holds; else "form", "names" (a title, artist or album not on
+        screen or not its track's) or "facts" (a number, key or comparison that is not its track's,
+        or a year given as a tempo)."""
         if not well_formed(sentence):
             return "form"
         low = norm(sentence)

@@ -1,6 +1,6 @@
 """What a reply may state about the tracks it shows: sentences, the numbers and keys a track
-lends a sentence, and a guard that keeps the model from writing a title, artist, number or key
-that is not on screen.
+lends a sentence, and a guard that keeps the model from writing a title, artist, album, number or
+key that is not on screen.
 
 The check after the fact (``MusicAssistant.grounded_sentences``) drops a finished sentence
 that contradicts the cards. The guard works while the reply is written: before a token is
