@@ -121,9 +121,10 @@ def names_title(low: str, title: str) -> bool:
 
 def album_said(sentence: str) -> str | None:
     """What ``sentence`` writes after its last "from" and a capital outside quotes, the album it
-    names, whitespace collapsed and lowercased; None where it names none ("from the 1990s")."""
+    names, whitespace collapsed and lowercased (a space it ends with kept: "from C " has left the
+    word "Colobot"); None where it names none ("from the 1990s")."""
     start = _album_start(sentence)
-    return None if start is None else norm(sentence[start:])
+    return None if start is None else re.sub(r"\s+", " ", sentence[start:].lower())
 
 
 def _album_start(sentence: str) -> int | None:
@@ -259,6 +260,9 @@ class ClaimGuard:
         if self._name_cut_short(sentence):
             return False
         if len(quotes) % 2 == 0:  # inside a quote: it must be going on to a title, as it is written
+            album = album_said(sentence[:sentence.rfind('"')])  # and an album before it, ended whole
+            if album is not None and not any(names_album(album, c.album) for c in self.tracks):
+                return False
             begun = text[text.rfind('"') + 1:]  # as written: a sentence is stripped of a trailing "\xa0"
             return any(title.startswith(begun) for title in titles)
         about = next((c for c in self.cards if c.named_in(low)), self.cards[0] if self.cards else None)

@@ -169,6 +169,8 @@ def test_from_and_a_capital_names_the_cards_album_as_it_is_written():
     # the card's key and year, true of it, made into an album it is not from
     assert not g.allows(said + "G major") and not g.allows(said + "A minor, Op. 1842")
     assert g.completion(said) == "A minor, Op. 41 No. 1"
+    assert g.allows(f'Here\'s "{movement.title}" from Str') and not g.allows(f'Here\'s "{movement.title}" from Str ')
+    assert not g.allows(f'Here\'s "{movement.title}" from Str \xa0"')  # a word left, then anything but the album
     assert g.completion(f'Here\'s "{movement.title}" by Robert Schumann from') is None  # nothing begun yet
     assert not g.allows(f'Here\'s "{movement.title}" by Robert Schumann from OpenClonk')  # another card's album
     assert g.allows('Here\'s "Lucid Dream" by Martin Strohmeier from OpenClonk.')  # of the card it names
