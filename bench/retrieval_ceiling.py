@@ -80,8 +80,9 @@ def allowed_tracks(index: MusicIndex, history: list[dict]) -> list[str] | None:
     if "asked" not in request:
         return None
     played = [index.by_id[t] for t in played_tracks(history) if t in index.by_id]
+    played_ids = {p.id for p in played}
     relation = REFINEMENTS.get(request.get("refinement") or "")
-    return [t.id for t in index.tracks if t.id not in {p.id for p in played}
+    return [t.id for t in index.tracks if t.id not in played_ids
             and all(allows(t, kind, value) for kind, value in request["asked"])
             and (relation is None or not played or relation.holds(played[-1], t, played[0]))]
 
@@ -152,18 +153,20 @@ def main(argv: list[str] | None = None) -> int:
 
     systems = {"bm25": bm25, "engine-no-model": engine_no_model, "playlist-oracle": playlist_oracle,
                "codes-oracle": codes_oracle}
-    expected = {"words-oracle": words_oracle, "words+playlist-oracle": words_playlist_oracle} if recorded else {}
+    # every scorer gives a turn's metrics: the rankers' scored, the words oracles' expected
+    scorers = {name: (lambda rank: lambda *a: score_turn(rank(*a), a[2]))(rank) for name, rank in systems.items()}
+    if recorded:
+        scorers.update({"words-oracle": words_oracle, "words+playlist-oracle": words_playlist_oracle})
     print(f"{len(conversations)} conversations from {args.conversations}")
     print(f"{'system':<22}{'hit@1':>8}{'hit@3':>8}{'hit@10':>8}{'mrr':>8}{'ndcg@10':>9}")
     by_kind = {}
-    for name, rank in {**systems, **expected}.items():
-        per = [[(turn_kind(h), rank(index, h, rel, c) if name in expected else score_turn(rank(index, h, rel, c), rel))
-                for h, rel in eval_turns(c)] for c in conversations]
+    for name, score in scorers.items():
+        per = [[(turn_kind(h), score(index, h, rel, c)) for h, rel in eval_turns(c)] for c in conversations]
         m = aggregate([[scores for _, scores in turns] for turns in per])
         by_kind[name] = aggregate_by_kind(per)
         print(f"{name:<22}{m['hit@1']:>8.3f}{m['hit@3']:>8.3f}{m['hit@10']:>8.3f}{m['mrr']:>8.3f}{m['ndcg@10']:>9.3f}")
     print(f"({int(m['turns'])} scored turns)")
-    kinds = [k for k in by_kind["bm25"]]
+    kinds = list(by_kind["bm25"])
     print("\nnDCG@10 by kind of turn (turns)")
     print(f"{'system':<22}" + "".join(f"{k[:18] + ' (' + str(int(by_kind['bm25'][k]['turns'])) + ')':>26}" for k in kinds))
     for name, scores in by_kind.items():
