@@ -429,8 +429,10 @@ class MusicAssistant:
             source = "engine"
         else:
             query = history_query(history)
-            why = "no model loaded" if self.model is None else "the model produced no valid music block"
-            log.warning("dense fallback (%s) for query %r", why, query[:200])
+            why = ("the model produced no valid music block" if self.model is not None
+                   else "no model loaded and nothing matched the words" if self.text_fusion else "no model loaded")
+            # without a model this is ordinary (words the catalog does not hold); with one, a fault
+            (log.info if self.model is None else log.warning)("dense fallback (%s) for query %r", why, query[:200])
             notes.append(f"dense fallback: {why}")
             ranked = self.index.search_text(query, k=k, exclude=exclude)
             source = "dense-fallback"
