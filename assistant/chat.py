@@ -510,7 +510,8 @@ class MusicAssistant:
             rankings = self.rankings(by_block, history, session, k, exclude, generation)
             log_probs = generation.code_log_probs if generation is not None else None
             candidates, rows = candidate_features(rankings, log_probs, self.index.track_codes,
-                                                  with_model=self.reranker.with_model)
+                                                  with_model=self.reranker.with_model, played=session.played,
+                                                  track_of=self.index.by_id.get, features=self.reranker.features)
             return self.reranker.rank(candidates, rows)
         weight = self.fusion_weights
         wanted = {name for name, w in weight.items() if w > 0 and name != "block"}  # a zero weight spares the search

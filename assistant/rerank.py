@@ -3,14 +3,17 @@
 Reciprocal-rank fusion weighs each ranking by one hand-set number. The re-ranker instead scores
 every candidate that any ranking of the turn found with a logistic regression over features:
 its reciprocal rank in each ranking (BM25 of the person's words, MiniLM, the session's
-neighbourhood, the model's block, the catalog ranked by the block's likelihood) and, with a
-model, the log-probability the model gave each of the candidate's five codes. It is fitted on
-the validation conversations (never on training ones, whose blocks the model has memorised,
-nor on test ones), and the same fit without the model's features is the no-model comparison.
+neighbourhood, the model's block, the catalog ranked by the block's likelihood), whether it has
+the album or the artist that every track played so far has (a session that walks one album
+or one artist's work), and, with a model, the log-probability the model gave each of the
+candidate's five codes. It is fitted on the validation conversations (never on training ones,
+whose blocks the model has memorised, nor on test ones), and the same fit without the model's
+features is the no-model comparison.
 
-    rows = candidate_features(rankings, log_probs, index.track_codes)
-    reranker = fit_reranker(features, labels)
-    order = reranker.rank(rows)
+    candidates, rows = candidate_features(rankings, log_probs, index.track_codes, with_model=True,
+                                          played=session.played, track_of=index.by_id.get)
+    reranker = fit_reranker(rows, labels, feature_names(True))
+    order = reranker.rank(candidates, rows)
 """
 from __future__ import annotations
 
@@ -21,10 +24,11 @@ from pathlib import Path
 
 import numpy as np
 
-from index.track import MODALITIES
+from index.track import MODALITIES, Track
 
 RANKINGS = ("lexical", "dense", "session", "block", "likelihood")
 MODEL_RANKINGS = ("block", "likelihood")
+SHARED = ("album", "artist")  # a candidate's same_<field>: every played track has its (non-empty) value
 RANK_OFFSET = 10  # a candidate's reciprocal-rank feature is RANK_OFFSET / (RANK_OFFSET + rank)
 LOG_PROB_FLOOR = -20.0
 RERANKER_FILE = "reranker.json"
@@ -32,21 +36,47 @@ RERANKER_FILE = "reranker.json"
 
 def feature_names(with_model: bool) -> tuple[str, ...]:
     """The features a re-ranker reads: reciprocal ranks, whether each ranking found the track,
-    and with the model the log-probability of each of its codes and their sum."""
+    whether it shares the album and the artist of every played track, and with the model the
+    log-probability of each of its codes and their sum."""
     rankings = RANKINGS if with_model else tuple(r for r in RANKINGS if r not in MODEL_RANKINGS)
-    names = [f"rr_{r}" for r in rankings] + [f"in_{r}" for r in rankings]
+    names = [f"rr_{r}" for r in rankings] + [f"in_{r}" for r in rankings] + [f"same_{f}" for f in SHARED]
     if with_model:
         names += [f"lp_{m}" for m in MODALITIES] + ["lp_sum"]
     return tuple(names)
 
 
+def shared_by_all(candidates: Sequence[Track], played: Sequence[Track], field: str) -> np.ndarray:
+    """1.0 for each candidate whose ``field`` (album, artist) is not empty and is that of every
+    played track, else 0.0; all 0.0 when nothing was played.
+
+    >>> from index.track import Track
+    >>> a, b = Track(id="a", album="X"), Track(id="b", album="Y")
+    >>> shared_by_all([a, b], [Track(id="p", album="X")], "album").tolist()
+    [1.0, 0.0]
+    """
+    values = {getattr(t, field) for t in played}
+    if len(values) != 1 or not next(iter(values)):
+        return np.zeros(len(candidates))
+    value = values.pop()
+    return np.array([float(getattr(c, field) == value) for c in candidates])
+
+
 def candidate_features(rankings: Mapping[str, Sequence[tuple[str, float]]],
                        log_probs: Mapping[str, np.ndarray] | None,
                        codes_of: Callable[[str], Mapping[str, int]], *,
-                       with_model: bool) -> tuple[list[str], np.ndarray]:
+                       with_model: bool, played: Sequence[str] = (),
+                       track_of: Callable[[str], Track | None] | None = None,
+                       features: Sequence[str] | None = None) -> tuple[list[str], np.ndarray]:
     """The candidates of one turn (every track any ranking found, in first-seen order) and
-    their feature rows, in ``feature_names(with_model)`` order."""
-    names = feature_names(with_model)
+    their feature rows, in ``features`` order (default ``feature_names(with_model)``; a
+    re-ranker fitted before a feature existed passes its own list).
+
+    ``played`` are the session's tracks so far and ``track_of`` finds a track by id; without
+    them (or for a track it does not find) the ``same_*`` features are 0."""
+    names = tuple(features) if features is not None else feature_names(with_model)
+    unknown = set(names) - set(feature_names(True))
+    if unknown:
+        raise ValueError(f"unknown re-ranker features {sorted(unknown)}; fit the re-ranker again")
     candidates = list(dict.fromkeys(t for r in RANKINGS for t, _ in rankings.get(r, ())))
     column = {n: i for i, n in enumerate(names)}
     rows = np.zeros((len(candidates), len(names)))
@@ -57,7 +87,14 @@ def candidate_features(rankings: Mapping[str, Sequence[tuple[str, float]]],
         for rank, (t, _) in enumerate(rankings.get(r, ())):
             rows[at[t], column[f"rr_{r}"]] = RANK_OFFSET / (RANK_OFFSET + rank)
             rows[at[t], column[f"in_{r}"]] = 1.0
-    if with_model and log_probs is not None:
+    if track_of is not None and played:
+        played_tracks = [t for t in map(track_of, played) if t is not None]
+        known = [i for i, c in enumerate(candidates) if track_of(c) is not None]
+        for f in SHARED:
+            if f"same_{f}" in column and played_tracks and known:
+                rows[known, column[f"same_{f}"]] = shared_by_all([track_of(candidates[i]) for i in known],
+                                                                 played_tracks, f)
+    if "lp_sum" in column and log_probs is not None:
         best = {m: float(np.max(v)) for m, v in log_probs.items()}
         for i, t in enumerate(candidates):
             codes = codes_of(t)
@@ -159,7 +196,8 @@ def turn_rows(assistant, conversations: Sequence[dict], *, progress: bool = True
             row = {"conversation": conv["id"], "relevant": set(relevant)}
             for with_model in (True, False):
                 candidates, rows = candidate_features(rankings, generation.code_log_probs,
-                                                      assistant.index.track_codes, with_model=with_model)
+                                                      assistant.index.track_codes, with_model=with_model,
+                                                      played=session.played, track_of=assistant.index.by_id.get)
                 row[with_model] = (candidates, rows, np.array([t in row["relevant"] for t in candidates]))
             out.append(row)
     return out

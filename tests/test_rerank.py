@@ -36,6 +36,35 @@ def test_candidate_features_read_every_ranking_and_the_codes_log_probabilities()
     assert not any(n.startswith(("lp_", "rr_block", "in_block")) for n in feature_names(False))
 
 
+def test_a_session_that_walks_one_album_or_artist_marks_the_candidates_that_continue_it():
+    from index.track import Track
+
+    tracks = {t.id: t for t in (Track(id="p1", album="Suite", artist="Ann"), Track(id="p2", album="Suite", artist="Bo"),
+                                Track(id="a", album="Suite", artist="Bo"), Track(id="b", album="Other", artist="Bo"),
+                                Track(id="c", album="", artist=""))}
+    codes = dict.fromkeys(tracks, dict.fromkeys(MODALITIES, 0))
+    rankings = {"lexical": [("a", 1.0), ("b", 0.5), ("c", 0.2)]}
+    col = {n: i for i, n in enumerate(feature_names(False))}
+
+    def shared(played):
+        _, rows = candidate_features(rankings, None, codes.__getitem__, with_model=False, played=played,
+                                     track_of=tracks.get)
+        return rows[:, col["same_album"]].tolist(), rows[:, col["same_artist"]].tolist()
+
+    # One album throughout, two artists: only the album is shared, and an empty album never is.
+    assert shared(["p1", "p2"]) == ([1.0, 0.0, 0.0], [0.0, 0.0, 0.0])
+    assert shared(["p2"]) == ([1.0, 0.0, 0.0], [1.0, 1.0, 0.0])
+    assert shared([]) == ([0.0, 0.0, 0.0], [0.0, 0.0, 0.0])
+    assert shared(["gone", "p2"]) == shared(["p2"])  # a played id the catalog lost is passed over
+    # A re-ranker fitted before these features reads only its own, in its own order.
+    old = [n for n in feature_names(False) if not n.startswith("same_")][::-1]
+    _, rows = candidate_features(rankings, None, codes.__getitem__, with_model=False, played=["p2"],
+                                 track_of=tracks.get, features=old)
+    assert rows.shape == (3, len(old)) and rows[0, old.index("rr_lexical")] == 1.0
+    with pytest.raises(ValueError, match="fit the re-ranker again"):
+        candidate_features(rankings, None, codes.__getitem__, with_model=False, features=["rr_lexical", "rr_mood"])
+
+
 def test_the_fit_ranks_true_candidates_first_and_round_trips():
     rng = np.random.default_rng(0)
     rows = rng.normal(size=(400, 3))
