@@ -100,7 +100,9 @@ def candidate_features(rankings: Mapping[str, Sequence[tuple[str, float]]],
             codes = codes_of(t)
             values = [max(LOG_PROB_FLOOR, float(log_probs[m][codes[m]]) - best[m]) if m in log_probs else 0.0
                       for m in MODALITIES]
-            rows[i, column["lp_playlist"]:column["lp_playlist"] + len(MODALITIES)] = values
+            for m, value in zip(MODALITIES, values):
+                if f"lp_{m}" in column:
+                    rows[i, column[f"lp_{m}"]] = value
             rows[i, column["lp_sum"]] = sum(values)
     return candidates, rows
 
