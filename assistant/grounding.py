@@ -167,6 +167,7 @@ class CardFacts:
     keys: frozenset[str] = frozenset()
     artist_as_written: str = ""  # case kept, for completing a name the reply has begun
     tempo: int | None = None  # BPM, rounded, for completing "at about"
+    tempos: frozenset[str] = frozenset()  # what "at about" may give (``tempo_numbers``)
     album: str = ""  # as written, whitespace collapsed: what "from" may name
 
     @classmethod
@@ -175,7 +176,8 @@ class CardFacts:
         return cls(title=re.sub(r"\s+", " ", t.title).strip(), artist=norm(t.artist),
                    numbers=frozenset(str(n) for n in numbers_of(t)), keys=frozenset(k for k in [key_of(t)] if k),
                    artist_as_written=re.sub(r"\s+", " ", t.artist).strip(),
-                   tempo=round(float(tempo)) if tempo else None, album=re.sub(r"\s+", " ", t.album).strip())
+                   tempo=round(float(tempo)) if tempo else None,
+                   tempos=frozenset(str(n) for n in tempo_numbers(tempo)), album=re.sub(r"\s+", " ", t.album).strip())
 
     def named_in(self, low: str) -> bool:
         """Whether lowercased ``low`` names this card's title (``names_title``)."""
@@ -288,7 +290,7 @@ class ClaimGuard:
         numbers = frozenset().union(*(c.numbers for c in facts))
         keys = frozenset().union(*(c.keys for c in facts))
         claims = without_names(low, self.names)
-        tempos = {str(n) for c in facts for n in tempo_numbers(c.tempo)}
+        tempos = frozenset().union(*(c.tempos for c in facts))
         for said in TEMPO_CLAIM.finditer(claims):  # still being written where it ends the text
             if not (any(n.startswith(said.group(1)) for n in tempos) if said.end() == len(claims)
                     else said.group(1) in tempos):

@@ -89,11 +89,11 @@ def candidate_features(rankings: Mapping[str, Sequence[tuple[str, float]]],
             rows[at[t], column[f"in_{r}"]] = 1.0
     if track_of is not None and played:
         played_tracks = [t for t in map(track_of, played) if t is not None]
-        known = [i for i, c in enumerate(candidates) if track_of(c) is not None]
+        known = [(i, t) for i, t in enumerate(map(track_of, candidates)) if t is not None]
         for f in SHARED:
             if f"same_{f}" in column and played_tracks and known:
-                rows[known, column[f"same_{f}"]] = shared_by_all([track_of(candidates[i]) for i in known],
-                                                                 played_tracks, f)
+                rows[[i for i, _ in known], column[f"same_{f}"]] = shared_by_all([t for _, t in known],
+                                                                                played_tracks, f)
     if "lp_sum" in column and log_probs is not None:
         best = {m: float(np.max(v)) for m, v in log_probs.items()}
         for i, t in enumerate(candidates):
