@@ -158,7 +158,18 @@ class StepBatcher:
         self._last = None  # the last batched step's (caches, their views, batch cache, mask, positions)
         self.batched_steps = self.batched_sequences = 0  # steps of two or more, and the sequences in them
         self.stacked_steps = 0  # of those, the ones that had to stack the caches anew
-        threading.Thread(target=self._serve, name="step-batcher", daemon=True).start()
+        self._closed = False
+        self._thread = threading.Thread(target=self._serve, name="step-batcher", daemon=True)
+        self._thread.start()
+
+    def close(self) -> None:
+        """Stop the batcher's thread once the steps it was given are done, and let go of the last
+        batch's cache. A closed batcher takes no more steps."""
+        with self._ready:
+            self._closed = True
+            self._ready.notify_all()
+        if threading.current_thread() is not self._thread:
+            self._thread.join()
 
     def run(self, ids: Sequence[int], cache, *, positions: int = 1) -> torch.Tensor:
         """Feed ``ids`` after what ``cache`` holds (filling it) and return the logits of the last
@@ -167,6 +178,8 @@ class StepBatcher:
             raise ValueError(f"positions must be between 1 and len(ids) = {len(ids)}, got {positions}")
         step = _Step(list(ids), cache, positions)
         with self._ready:
+            if self._closed:
+                raise RuntimeError("this step batcher is closed")
             self._pending.append(step)
             self._ready.notify()
         step.done.wait()
@@ -179,6 +192,8 @@ class StepBatcher:
         the sessions that were in the last batch (each comes back a few ms after its step)."""
         with self._ready:
             while not self._pending:
+                if self._closed:
+                    return [], None
                 self._ready.wait()
             deadline = time.monotonic() + self.gather_wait_s
             while sum(s.batchable for s in self._pending) < min(self._last_batch, self.max_batch):
@@ -195,6 +210,9 @@ class StepBatcher:
     def _serve(self) -> None:
         while True:
             batch, longer = self._take()
+            if not batch and longer is None:  # closed, nothing left
+                self._last = None
+                return
             if batch:
                 self._last_batch = len(batch)
                 self._finish(batch, self._step_batch)

@@ -130,3 +130,14 @@ def test_a_failing_step_reaches_its_session_and_the_batcher_keeps_serving(tiny_m
         batcher.run([], DynamicCache())
     with pytest.raises(ValueError, match="max_batch"):
         StepBatcher(tiny_model, max_batch=0)
+
+
+def test_a_closed_batcher_ends_its_thread_and_takes_no_more_steps(tiny_model):
+    from transformers import DynamicCache
+
+    batcher = StepBatcher(tiny_model)
+    assert batcher.run([5, 6], DynamicCache()).shape == (1, tiny_model.config.vocab_size)
+    batcher.close()
+    assert not batcher._thread.is_alive()
+    with pytest.raises(RuntimeError, match="closed"):
+        batcher.run([5, 6], DynamicCache())
