@@ -34,28 +34,14 @@ def cmd_rerank(args: argparse.Namespace) -> int:
     from index.store import MusicIndex
 
     from .conversations import conversations_path, read_conversations
-    from .pipeline import fit_reranker_for, rerank_conversations
+    from .pipeline import fit_reranker_for
 
-    index = MusicIndex.load(args.index)
-    val_path = conversations_path(args.model, "val")
-    fit_on = read_conversations(args.conversations) if args.conversations else \
-        rerank_conversations(args.model, index, seed=args.seed)
-    held_out = None
-    if fit_on and not args.conversations:
-        path, held_out = conversations_path(args.model, "rerank"), read_conversations(val_path)
-    else:
-        path = args.conversations or val_path
-        fit_on = fit_on or read_conversations(val_path)
-    report = fit_reranker_for(args.model, index, fit_on, folds=args.folds, held_out=held_out, kind=args.kind)
-    print(f"fitted ({report['kind']}) on {report['conversations']} conversations ({report['turns']} turns) from {path}")
-    if "held_out" in report:
-        scored = report["held_out"]
-        print(f"scored on the {scored['conversations']} conversations of {val_path}:")
-        for name, m in scored.items():
-            if isinstance(m, dict):
-                print(f"  {name:<26} nDCG@10 {m['ndcg@10']:.4f}  hit@3 {m['hit@3']:.4f}")
+    path = args.conversations or conversations_path(args.model, "val")
+    report = fit_reranker_for(args.model, MusicIndex.load(args.index), read_conversations(path), folds=args.folds)
+    print(f"fitted on {report['conversations']} conversations ({report['turns']} turns) from {path}")
     for name, m in report.get("cross_validated", {}).items():
-        print(f"  {name:<26} nDCG@10 {m['ndcg@10']:.4f}  hit@3 {m['hit@3']:.4f}  ({report['folds']}-fold cross-validated)")
+        print(f"  {name:<26} nDCG@10 {m['ndcg@10']:.4f}  hit@3 {m['hit@3']:.4f}  ({report['folds']}-fold cross-validated, "
+              f"folds by {report['folds_by']})")
     print(f"saved to {args.model}/reranker.json")
     return 0
 
@@ -183,20 +169,13 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--seed", type=int, default=0)
     t.set_defaults(func=cmd_train)
 
-    r = sub.add_parser("rerank", help="fit the learned re-rankers of a model on sessions over the validation "
-                                      "playlists (`train` does this when it ends), and report how they score")
+    r = sub.add_parser("rerank", help="fit the learned re-rankers of a model on validation conversations "
+                                      "(`train` does this when it ends), with a cross-validated report")
     r.add_argument("model", help="model directory (python -m assistant train ...)")
     r.add_argument("index", help="its index directory")
     r.add_argument("--conversations", default=None,
-                   help="conversations to fit on, with a cross-validated report (default: "
-                        "MODEL/conversations/rerank/conversations.jsonl, written if missing, scored on "
-                        "MODEL/conversations/val/; the val set itself where the index holds out no playlists; "
-                        "never the test set)")
-    r.add_argument("--folds", type=int, default=5,
-                   help="cross-validation folds for the report when fitting on --conversations (default 5; 0 = none)")
-    r.add_argument("--kind", choices=("auto", "linear", "lambdamart"), default="auto",
-                   help="linear (logistic regression) or LambdaMART trees; auto: trees from 400 turns up")
-    r.add_argument("--seed", type=int, default=0, help="seed of the re-ranker's sessions when they are written")
+                   help="conversations to fit on (default: MODEL/conversations/val/conversations.jsonl; never the test set)")
+    r.add_argument("--folds", type=int, default=5, help="cross-validation folds for the report, each holding out whole playlists (default 5; 0 = none)")
     r.set_defaults(func=cmd_rerank)
 
     e = sub.add_parser("evaluate", help="Hit@k, MRR, nDCG of the assistant and the baselines on conversations.jsonl")

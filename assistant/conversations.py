@@ -19,7 +19,6 @@ from pathlib import Path
 
 ROLES: tuple[str, ...] = ("system", "user", "assistant")
 SPLITS: tuple[str, ...] = ("train", "val", "test")
-RERANK_SET = "rerank"  # more sessions over the validation playlists, for the learned re-ranker to fit on
 CONVERSATIONS_DIR = "conversations"  # inside a model directory: CONVERSATIONS_DIR/SPLIT/conversations.jsonl
 
 
@@ -28,9 +27,9 @@ class ConversationFormatError(ValueError):
 
 
 def conversations_path(model_dir: str | Path, split: str) -> Path:
-    """Where a model directory keeps the conversations of one split (``SPLITS``, or ``RERANK_SET``)."""
-    if split not in (*SPLITS, RERANK_SET):
-        raise ValueError(f"split must be one of {(*SPLITS, RERANK_SET)}, got {split!r}")
+    """Where a model directory keeps the conversations of one split (``SPLITS``)."""
+    if split not in SPLITS:
+        raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
     return Path(model_dir) / CONVERSATIONS_DIR / split / "conversations.jsonl"
 
 

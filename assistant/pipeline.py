@@ -40,41 +40,22 @@ def train_on_index(index_dir: str | Path, out: str | Path, *, base: str | None =
                    facts_for=facts_lookup(index.by_id), code_descriptions=index.code_descriptions(),
                    config=config or TrainConfig(), progress=progress)
     write_catalog_record(out, index)
-    fit_convs = rerank_conversations(out, index, seed=seed) or val_convs
-    if fit_convs:
-        fit_reranker_for(out, index, fit_convs, folds=0, progress=progress)
+    if val_convs:
+        fit_reranker_for(out, index, val_convs, folds=0, progress=progress)
     return report
 
 
-def rerank_conversations(model_dir: str | Path, index, *, seed: int = 0) -> list[dict]:
-    """The sessions the learned re-ranker fits on (``MODEL/conversations/rerank``), written first
-    if the model directory predates them; [] when the index holds out no validation playlists."""
-    from .conversations import RERANK_SET, write_conversations
-    from .synth import rerank_sessions
-
-    path = conversations_path(model_dir, RERANK_SET)
-    if not path.is_file():
-        val = {name: h["tracks"] for name, h in index.heldout_playlists.items() if h["split"] == "val"}
-        if not val:
-            return []
-        convs = rerank_sessions(index.tracks, val, seed=seed, single_turn_orphans=False, progress=False)
-        write_conversations([{**c, "id": f"{RERANK_SET}-{c['id']}", "split": RERANK_SET} for c in convs], path)
-    return read_conversations(path)
-
-
 def fit_reranker_for(model_dir: str | Path, index, conversations: list[dict], *, folds: int = 5,
-                     held_out: list[dict] | None = None, kind: str = "auto", progress: bool = True) -> dict:
+                     progress: bool = True) -> dict:
     """Fit the learned re-rankers of ``model_dir`` on validation ``conversations`` and save them
-    (``assistant.rerank``); the report scores them on ``held_out`` conversations, or else
-    cross-validates them over ``folds`` > 1. Returns the report."""
+    (``assistant.rerank``); ``folds`` > 1 also cross-validates them. Returns the report."""
     from .chat import MusicAssistant
     from .rerank import fit_on_validation, save_rerankers
 
     assistant = MusicAssistant(index)
     assistant.load_model(model_dir)
     assistant.reranker = None  # fitted from the rank fusion's searches, not from an earlier fit
-    rerankers, report = fit_on_validation(assistant, conversations, folds=folds, held_out=held_out, kind=kind,
-                                          progress=progress)
+    rerankers, report = fit_on_validation(assistant, conversations, folds=folds, progress=progress)
     save_rerankers(model_dir, rerankers, report)
     return report
 

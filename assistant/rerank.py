@@ -1,19 +1,14 @@
 """A learned re-ranker over the union of a turn's rankings, fitted on validation conversations.
 
 Reciprocal-rank fusion weighs each ranking by one hand-set number. The re-ranker instead scores
-every candidate that any ranking of the turn found from features: its reciprocal rank in each
-ranking (BM25 of the person's words, MiniLM, the session's neighbourhood, the model's block,
-the catalog ranked by the block's likelihood), whether it has the album or the artist that
-every track played so far has (a session that walks one album or one artist's work), and, with
-a model, the log-probability the model gave each of the candidate's five codes. It is fitted on
-sessions over the validation playlists (never on training ones, whose blocks the model has
-memorised, nor on test ones), and the same fit without the model's features is the no-model
-comparison.
-
-Two kinds: with enough turns to learn from (:data:`TREE_MIN_TURNS`), LambdaMART (LightGBM's
-gradient-boosted trees with a ranking objective over each turn's candidates), which can read a
-feature differently where another says so (a code's log-probability where the block's codes
-already match the session, say); with fewer, a logistic regression, which trees over-fit.
+every candidate that any ranking of the turn found with a logistic regression over features:
+its reciprocal rank in each ranking (BM25 of the person's words, MiniLM, the session's
+neighbourhood, the model's block, the catalog ranked by the block's likelihood), whether it has
+the album or the artist that every track played so far has (a session that walks one album
+or one artist's work), and, with a model, the log-probability the model gave each of the
+candidate's five codes. It is fitted on the validation conversations (never on training ones,
+whose blocks the model has memorised, nor on test ones), and the same fit without the model's
+features is the no-model comparison.
 
     candidates, rows = candidate_features(rankings, log_probs, index.track_codes, with_model=True,
                                           played=session.played, track_of=index.by_id.get)
@@ -37,14 +32,6 @@ SHARED = ("album", "artist")  # a candidate's same_<field>: every played track h
 RANK_OFFSET = 10  # a candidate's reciprocal-rank feature is RANK_OFFSET / (RANK_OFFSET + rank)
 LOG_PROB_FLOOR = -20.0
 RERANKER_FILE = "reranker.json"
-# Below this many turns the linear fit is kept: on the demo's 290 validation turns trees scored
-# nDCG@10 0.257 against the linear fit's 0.283 (5-fold, candidates' order); fitted on 1,049
-# turns of other sessions over the same playlists they beat it.
-TREE_MIN_TURNS = 400
-# The first setting tried, scored on the demo's validation conversations after fitting on another
-# draw of sessions over the same playlists (README, "Learned re-ranker: LambdaMART").
-LAMBDAMART = {"objective": "lambdarank", "n_estimators": 200, "learning_rate": 0.05, "num_leaves": 15,
-              "min_child_samples": 40}
 
 
 def feature_names(with_model: bool) -> tuple[str, ...]:
@@ -120,17 +107,21 @@ def candidate_features(rankings: Mapping[str, Sequence[tuple[str, float]]],
     return candidates, rows
 
 
+@dataclass
 class Reranker:
-    """Scores a turn's candidates from their feature rows (``candidate_features``), in ``features`` order."""
+    """A linear score over ``features``, with the feature scaling it was fitted with."""
 
     features: tuple[str, ...]
+    weights: np.ndarray
+    mean: np.ndarray
+    scale: np.ndarray
 
     @property
     def with_model(self) -> bool:
         return "lp_sum" in self.features
 
     def score(self, rows: np.ndarray) -> np.ndarray:
-        raise NotImplementedError
+        return ((rows - self.mean) / self.scale) @ self.weights
 
     def rank(self, candidates: Sequence[str], rows: np.ndarray) -> list[tuple[str, float]]:
         """The candidates best first, with their scores (ties keep the given order)."""
@@ -141,106 +132,31 @@ class Reranker:
         return [(candidates[i], float(scores[i])) for i in order]
 
     def to_dict(self) -> dict:
-        raise NotImplementedError
+        return {"features": list(self.features), "weights": self.weights.tolist(), "mean": self.mean.tolist(),
+                "scale": self.scale.tolist()}
 
-    @staticmethod
-    def from_dict(d: dict) -> "Reranker":
-        """Either kind, as ``to_dict`` wrote it (a file without ``kind`` is linear: written before trees)."""
-        kinds = {"linear": LinearReranker, "lambdamart": TreeReranker}
-        kind = d.get("kind", "linear")
-        if kind not in kinds:
-            raise ValueError(f"unknown re-ranker kind {kind!r} (known: {sorted(kinds)}); fit the re-ranker again")
-        return kinds[kind].from_dict(d)
-
-
-@dataclass
-class LinearReranker(Reranker):
-    """A linear score over ``features``, with the feature scaling it was fitted with."""
-
-    kind = "linear"
-    features: tuple[str, ...]
-    weights: np.ndarray
-    mean: np.ndarray
-    scale: np.ndarray
-
-    def score(self, rows: np.ndarray) -> np.ndarray:
-        return ((rows - self.mean) / self.scale) @ self.weights
-
-    def to_dict(self) -> dict:
-        return {"kind": self.kind, "features": list(self.features), "weights": self.weights.tolist(),
-                "mean": self.mean.tolist(), "scale": self.scale.tolist()}
-
-    @staticmethod
-    def from_dict(d: dict) -> "LinearReranker":
+    @classmethod
+    def from_dict(cls, d: dict) -> "Reranker":
         arrays = [np.asarray(d[k], dtype=np.float64) for k in ("weights", "mean", "scale")]
         if not all(a.shape == (len(d["features"]),) for a in arrays):
             raise ValueError("a re-ranker needs one weight, mean and scale per feature")
-        return LinearReranker(tuple(d["features"]), *arrays)
+        return cls(tuple(d["features"]), *arrays)
 
 
-@dataclass
-class TreeReranker(Reranker):
-    """LambdaMART trees over ``features``, kept in LightGBM's own text format."""
+def fit_reranker(rows: np.ndarray, labels: np.ndarray, features: Sequence[str], *, c: float = 1.0) -> Reranker:
+    """Logistic regression of "is the true track" on standardised features (sklearn)."""
+    from sklearn.linear_model import LogisticRegression
 
-    kind = "lambdamart"
-    features: tuple[str, ...]
-    model: str
-
-    def __post_init__(self):
-        import lightgbm
-
-        self._booster = lightgbm.Booster(model_str=self.model)
-        if self._booster.num_feature() != len(self.features):
-            raise ValueError(f"the trees read {self._booster.num_feature()} features, "
-                             f"the re-ranker names {len(self.features)}")
-
-    def score(self, rows: np.ndarray) -> np.ndarray:
-        # one thread: a turn scores about a hundred rows, and the server runs turns side by side
-        return np.asarray(self._booster.predict(np.asarray(rows, dtype=np.float64), num_threads=1))
-
-    def to_dict(self) -> dict:
-        return {"kind": self.kind, "features": list(self.features), "model": self.model}
-
-    @staticmethod
-    def from_dict(d: dict) -> "TreeReranker":
-        return TreeReranker(tuple(d["features"]), d["model"])
-
-
-def _check_rows(rows: np.ndarray, labels: np.ndarray, features: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
     rows, labels = np.asarray(rows, dtype=np.float64), np.asarray(labels)
     if rows.ndim != 2 or rows.shape[1] != len(features) or len(rows) != len(labels):
         raise ValueError(f"rows must be (n, {len(features)}) with one label each, got {rows.shape} and {labels.shape}")
     if labels.min() == labels.max():
         raise ValueError("fitting a re-ranker needs both true and other candidates")
-    return rows, labels
-
-
-def fit_reranker(rows: np.ndarray, labels: np.ndarray, features: Sequence[str], *, c: float = 1.0) -> LinearReranker:
-    """Logistic regression of "is the true track" on standardised features (sklearn)."""
-    from sklearn.linear_model import LogisticRegression
-
-    rows, labels = _check_rows(rows, labels, features)
     mean, scale = rows.mean(axis=0), rows.std(axis=0)
     scale[scale == 0] = 1.0
     model = LogisticRegression(C=c, max_iter=2000, class_weight="balanced")
     model.fit((rows - mean) / scale, labels)
-    return LinearReranker(tuple(features), model.coef_[0].astype(np.float64), mean, scale)
-
-
-def fit_lambdamart(rows: np.ndarray, labels: np.ndarray, groups: Sequence[int], features: Sequence[str],
-                   *, params: Mapping | None = None, seed: int = 0) -> TreeReranker:
-    """LambdaMART (LightGBM's ``lambdarank`` objective): ``groups`` are the candidates per turn,
-    in the order of ``rows``; the trees learn to put each turn's true track first. ``params``
-    replace those of :data:`LAMBDAMART` that they name."""
-    import lightgbm
-
-    rows, labels = _check_rows(rows, labels, features)
-    if sum(groups) != len(rows) or min(groups, default=0) < 1:
-        raise ValueError(f"groups must be positive turn sizes adding up to the {len(rows)} rows")
-    model = lightgbm.LGBMRanker(**{**LAMBDAMART, **(params or {})}, random_state=seed, deterministic=True, force_row_wise=True,
-                                verbose=-1)
-    model.fit(rows, labels.astype(int), group=list(groups))
-    return TreeReranker(tuple(features), model.booster_.model_to_string())
+    return Reranker(tuple(features), model.coef_[0].astype(np.float64), mean, scale)
 
 
 def save_rerankers(model_dir: str | Path, rerankers: Mapping[str, Reranker], report: dict) -> Path:
@@ -295,7 +211,8 @@ def generate_turns(assistant, sessions: Sequence[Sequence[list[dict]]], *, worke
 
 def turn_rows(assistant, conversations: Sequence[dict], *, progress: bool = True) -> list[dict]:
     """For every evaluation point of ``conversations``: the candidates, both feature sets and
-    the labels, from ``assistant``'s own generations and searches (as its turn would see them)."""
+    the labels, from ``assistant``'s own generations (``generate_turns``) and searches (as its
+    turn would see them)."""
     from tqdm.auto import tqdm
 
     from .chat import CANDIDATES, Generation, Session
@@ -328,36 +245,50 @@ def turn_rows(assistant, conversations: Sequence[dict], *, progress: bool = True
     return out
 
 
-def fit_from_rows(turns: Sequence[dict], with_model: bool, c: float = 1.0, kind: str = "auto") -> Reranker:
-    """Fit on every candidate of ``turns`` (from ``turn_rows``): ``kind`` "linear", "lambdamart",
-    or "auto" (LambdaMART from :data:`TREE_MIN_TURNS` turns up)."""
-    if kind == "auto":
-        kind = "lambdamart" if len(turns) >= TREE_MIN_TURNS else "linear"
-    if kind not in ("linear", "lambdamart"):
-        raise ValueError(f"kind must be 'auto', 'linear' or 'lambdamart', got {kind!r}")
+def fit_from_rows(turns: Sequence[dict], with_model: bool, c: float = 1.0) -> Reranker:
+    """Fit on every candidate of ``turns`` (from ``turn_rows``)."""
     rows = np.concatenate([t[with_model][1] for t in turns])
     labels = np.concatenate([t[with_model][2] for t in turns])
-    if kind == "linear":
-        return fit_reranker(rows, labels, feature_names(with_model), c=c)
-    return fit_lambdamart(rows, labels, [len(t[with_model][2]) for t in turns], feature_names(with_model))
+    return fit_reranker(rows, labels, feature_names(with_model), c=c)
+
+
+def assign_folds(conversations: Sequence[dict], folds: int) -> tuple[dict[str, int], str]:
+    """Each conversation's fold (by id), dealing whole playlists (``synth.split_key``) into
+    ``folds``, or the conversations themselves where all walk one playlist; and which it was.
+
+    >>> convs = [{"id": "a", "playlist": "P"}, {"id": "b", "playlist": "Q"}, {"id": "c", "playlist": "P"}]
+    >>> assign_folds(convs, 5)
+    ({'a': 0, 'b': 1, 'c': 0}, 'playlist')
+    >>> assign_folds(convs[::2], 5)
+    ({'a': 0, 'c': 1}, 'conversation')
+    """
+    from .synth import split_key
+
+    if folds < 1:
+        raise ValueError(f"folds must be at least 1, got {folds}")
+    groups = list(dict.fromkeys(split_key(c) for c in conversations))
+    if len(groups) > 1:
+        of_group = {g: i % folds for i, g in enumerate(groups)}
+        return {c["id"]: of_group[split_key(c)] for c in conversations}, "playlist"
+    return {c["id"]: i % folds for i, c in enumerate(conversations)}, "conversation"
 
 
 def fit_on_validation(assistant, conversations: Sequence[dict], *, folds: int = 5, c: float = 1.0,
-                      held_out: Sequence[dict] | None = None, kind: str = "auto",
                       progress: bool = True) -> tuple[dict[str, Reranker], dict]:
     """Fit the re-rankers with and without the model's features on validation conversations.
 
-    The report scores them through the assistant's whole turn (refinement included), next to
-    the reciprocal-rank fusion they replace: on ``held_out`` conversations (other sessions,
-    such as the validation set when ``conversations`` are the re-ranker's own draw) by the
-    re-rankers fitted on every conversation, or else, with ``folds`` above 1, by
-    cross-validation over ``conversations`` (each fold scored by re-rankers fitted on the
-    others). ``kind`` is passed to :func:`fit_from_rows`.
+    With ``folds`` above 1, figures come from cross-validation: each fold is scored by
+    re-rankers fitted on the other folds, through the assistant's whole turn (refinement
+    included), next to the reciprocal-rank fusion it replaces. Folds hold out whole playlists
+    (``synth.split_key``), as the test set does: sessions over a playlist the fit has seen
+    flatter a re-ranker that learns that playlist rather than the turn. Only where every
+    conversation walks one playlist are the conversations themselves dealt into folds. The
+    re-rankers returned are then fitted on every conversation.
 
     Returns
     -------
     (rerankers, report)
-        ``{"with_model": ..., "without_model": ...}`` and the report's nDCG@10 and hit@3.
+        ``{"with_model": ..., "without_model": ...}`` and the cross-validated nDCG@10 and hit@3.
     """
     from .chat import MusicAssistant
     from .evaluate import assistant_ranker, evaluate_system, replay_generations
@@ -366,7 +297,8 @@ def fit_on_validation(assistant, conversations: Sequence[dict], *, folds: int = 
         raise ValueError("fitting the re-rankers needs the assistant's model")
     replay_generations(assistant)
     turns = turn_rows(assistant, conversations, progress=progress)
-    rerankers = {w: fit_from_rows(turns, w, c, kind) for w in (True, False)}
+    ids = list(dict.fromkeys(c["id"] for c in conversations))
+    fold_of, folds_by = assign_folds(conversations, max(folds, 1))
     systems = {"assistant (rank fusion)": lambda fitted: MusicAssistant(
                    assistant.index, assistant.model, assistant.tokenizer, assistant.vocab),
                "engine (rank fusion)": lambda fitted: MusicAssistant(assistant.index),
@@ -374,29 +306,22 @@ def fit_on_validation(assistant, conversations: Sequence[dict], *, folds: int = 
                    assistant.index, assistant.model, assistant.tokenizer, assistant.vocab, reranker=fitted[True]),
                "engine (re-ranker)": lambda fitted: MusicAssistant(assistant.index, reranker=fitted[False])}
     scores: dict[str, list[tuple[float, float, int]]] = {name: [] for name in systems}
-
-    def score(fitted: dict, held: Sequence[dict]) -> None:
+    for fold in range(folds if folds > 1 else 0):
+        train = [t for t in turns if fold_of[t["conversation"]] != fold]
+        held = [c for c in conversations if fold_of[c["id"]] == fold]
+        if not held or not train:
+            continue
+        fitted = {w: fit_from_rows(train, w, c) for w in (True, False)}
         for name, make in systems.items():
             system = make(fitted)
             if system.model is not None:
                 system._generate = assistant._generate  # the same blocks as the rows were built from
             result = evaluate_system(name, assistant_ranker(system), held, progress=False)
             scores[name].append((result.metrics["ndcg@10"], result.metrics["hit@3"], len(held)))
-
-    ids = list(dict.fromkeys(c["id"] for c in conversations))
-    if held_out:
-        score(rerankers, held_out)
-    else:
-        fold_of = {cid: i % max(folds, 1) for i, cid in enumerate(ids)}
-        for fold in range(folds if folds > 1 else 0):
-            train = [t for t in turns if fold_of[t["conversation"]] != fold]
-            held = [c for c in conversations if fold_of[c["id"]] == fold]
-            if held and train:
-                score({w: fit_from_rows(train, w, c, kind) for w in (True, False)}, held)
-    figures = {name: {"ndcg@10": float(np.average([s[0] for s in v], weights=[s[2] for s in v])),
-                      "hit@3": float(np.average([s[1] for s in v], weights=[s[2] for s in v]))}
-               for name, v in scores.items() if v}
-    report = {"conversations": len(ids), "turns": len(turns), "kind": rerankers[True].kind, "c": c,
-              **({"held_out": {"conversations": len(held_out), **figures}} if held_out else
-                 {"folds": folds, "cross_validated": figures})}
-    return {"with_model": rerankers[True], "without_model": rerankers[False]}, report
+    report = {"conversations": len(ids), "turns": len(turns), "folds": folds, "c": c,
+              "folds_by": folds_by,
+              "cross_validated": {name: {"ndcg@10": float(np.average([s[0] for s in v], weights=[s[2] for s in v])),
+                                         "hit@3": float(np.average([s[1] for s in v], weights=[s[2] for s in v]))}
+                                  for name, v in scores.items() if v}}
+    rerankers = {"with_model": fit_from_rows(turns, True, c), "without_model": fit_from_rows(turns, False, c)}
+    return rerankers, report

@@ -43,7 +43,7 @@ from tqdm import tqdm
 from index import vocabulary
 from index.track import Track
 
-from .conversations import RERANK_SET, SPLITS, write_conversations
+from .conversations import SPLITS, write_conversations
 from .facts import descriptor_value, has_vocals, tempo_of, year_of
 
 # What "fast", "calm", "faster", ... mean, and how different two tracks must be before a
@@ -53,7 +53,6 @@ LIKENESS_MARGIN = 0.05    # "more like the first one": closer to the first than 
 # of alike tracks as well: a 61-track library without playlists otherwise gives 61 single-turn
 # sessions, which a model learns by heart within minutes.
 MIN_TRAINING_TURNS = 1000
-RERANK_TURNS = 500  # about how many turns the re-ranker's sessions hold: enough for its trees (rerank.TREE_MIN_TURNS)
 NEIGHBOURHOOD_SIZE = 8    # a seed track and its 7 most alike
 
 _STOPWORDS = frozenset(
@@ -944,22 +943,10 @@ def reword_conversation(conversation: dict, tracks_by_id: dict[str, Track], word
 HELD_OUT_PHRASING = "test-phrasing"  # the test sessions in words training never uses
 
 
-def rerank_sessions(tracks: list[Track], val_playlists: dict[str, list[str]], *, seed: int = 0,
-                    want_turns: int = RERANK_TURNS, **synth_options) -> list[dict]:
-    """Sessions over the validation playlists, drawn apart from the validation set (another
-    seed) and about ``want_turns`` turns in all, for the learned re-ranker to fit on: the
-    validation set itself then stays free to score it, and the trees get more turns than the
-    validation set holds."""
-    lo, hi = _check_range(synth_options.pop("turns_per_session", (2, 5)))
-    per_playlist = max(1, min(100, math.ceil(want_turns / ((lo + hi) / 2) / max(1, len(val_playlists)))))
-    return synthesize_conversations(tracks, val_playlists, seed=seed + 3000, turns_per_session=(lo, hi),
-                                    sessions_per_playlist=per_playlist, **synth_options)
-
-
 def write_splits(tracks: list[Track], playlists: dict[str, list[str]], out_dir: str | os.PathLike, *,
                  heldout_playlists: dict[str, dict] | None = None, seed: int = 0,
                  **synth_options) -> dict[str, Path]:
-    """Synthesize conversations and write ``OUT/{train,val,test,test-phrasing,rerank}/conversations.jsonl``.
+    """Synthesize conversations and write ``OUT/{train,val,test,test-phrasing}/conversations.jsonl``.
 
     With ``heldout_playlists`` (name -> ``{"split": "val"|"test", "tracks": [...]}``, as an index
     records the playlists it was not built from), training sessions walk ``playlists`` (the
@@ -972,9 +959,8 @@ def write_splits(tracks: list[Track], playlists: dict[str, list[str]], out_dir: 
     inside the index, which flatters any system that uses playlist co-occurrence.
 
     ``test-phrasing`` holds the test sessions with every user turn rewritten in
-    :data:`HELD_OUT_WORDING` (:func:`reword_conversation`), and, with held-out validation
-    playlists, ``rerank`` more sessions over them for the learned re-ranker
-    (:func:`rerank_sessions`). Extra keyword arguments go to :func:`synthesize_conversations`.
+    :data:`HELD_OUT_WORDING` (:func:`reword_conversation`). Extra keyword arguments go to
+    :func:`synthesize_conversations`.
 
     Returns
     -------
@@ -991,8 +977,6 @@ def write_splits(tracks: list[Track], playlists: dict[str, list[str]], out_dir: 
         for n, split in enumerate(("val", "test"), 1):
             splits[split] = synthesize_conversations(tracks, by_split[split], seed=seed + 1000 * n, **options) \
                 if by_split[split] else []
-        if by_split["val"]:
-            splits[RERANK_SET] = rerank_sessions(tracks, by_split["val"], seed=seed, **options)
         splits = {s: [{**c, "id": f"{s}-{c['id']}", "split": s} for c in convs] for s, convs in splits.items()}
     else:
         convs = synthesize_conversations(tracks, playlists, seed=seed, **train_options)

@@ -1,7 +1,6 @@
 """The learned re-ranker: its features, its fit, and its place in the turn and the evaluation."""
 from __future__ import annotations
 
-import json
 import shutil
 
 import numpy as np
@@ -9,9 +8,8 @@ import pytest
 
 from assistant.chat import MusicAssistant
 from assistant.conversations import conversations_path, read_conversations
-from assistant import rerank
-from assistant.rerank import (RERANKER_FILE, LinearReranker, Reranker, TreeReranker, candidate_features,
-                              feature_names, fit_from_rows, fit_lambdamart, fit_reranker, load_rerankers)
+from assistant.rerank import (RERANKER_FILE, Reranker, candidate_features, feature_names, fit_reranker,
+                              load_rerankers)
 from index.track import MODALITIES
 
 
@@ -78,81 +76,10 @@ def test_the_fit_ranks_true_candidates_first_and_round_trips():
     assert sum(labels[int(t[1:])] for t in top) >= 0.9 * labels.sum()  # the true ones come first
     again = Reranker.from_dict(fitted.to_dict())
     np.testing.assert_allclose(again.score(rows), fitted.score(rows))
-    written_before_kinds = {k: v for k, v in fitted.to_dict().items() if k != "kind"}
-    assert isinstance(Reranker.from_dict(written_before_kinds), LinearReranker)
     with pytest.raises(ValueError, match="both"):
         fit_reranker(rows, np.zeros(400, bool), ("x", "y", "z"))
     with pytest.raises(ValueError, match="rows must be"):
         fit_reranker(rows, labels, ("x", "y"))
-
-
-def _turns_led_by_one_feature(rng, turns, size=12):
-    """Rows of ``turns`` turns of ``size`` candidates; each turn's true one has the largest second
-    feature, so only a comparison within the turn tells it."""
-    rows = rng.normal(size=(turns * size, 3))
-    labels = np.zeros(turns * size, bool)
-    for t in range(turns):
-        labels[t * size + np.argmax(rows[t * size:(t + 1) * size, 1])] = True
-    return rows, labels, [size] * turns
-
-
-def test_lambdamart_puts_each_turns_true_candidate_first_and_round_trips():
-    rng = np.random.default_rng(0)
-    rows, labels, groups = _turns_led_by_one_feature(rng, 300)
-    fitted = fit_lambdamart(rows, labels, groups, ("x", "y", "z"))
-    held_rows, held_labels, _ = _turns_led_by_one_feature(rng, 100)
-    firsts = [held_labels[t * 12 + np.argmax(fitted.score(held_rows[t * 12:(t + 1) * 12]))] for t in range(100)]
-    assert np.mean(firsts) >= 0.75  # chance: 1 in 12
-    again = Reranker.from_dict(json.loads(json.dumps(fitted.to_dict())))  # as reranker.json keeps it
-    assert isinstance(again, TreeReranker) and again.features == ("x", "y", "z") and not again.with_model
-    np.testing.assert_allclose(again.score(rows), fitted.score(rows))
-    order = [t for t, _ in again.rank([f"t{i}" for i in range(12)], held_rows[:12])]
-    assert held_labels[int(order[0][1:])] == firsts[0]
-    with pytest.raises(ValueError, match="groups"):
-        fit_lambdamart(rows, labels, groups[:-1], ("x", "y", "z"))
-    with pytest.raises(ValueError, match="unknown re-ranker kind"):
-        Reranker.from_dict({**fitted.to_dict(), "kind": "forest"})
-    with pytest.raises(ValueError, match="trees read 3 features"):
-        TreeReranker(("x", "y"), fitted.model)
-
-
-def test_trees_are_fitted_only_from_enough_turns(monkeypatch):
-    rng = np.random.default_rng(1)
-    names = feature_names(False)
-
-    def turns(n):
-        out = []
-        for i in range(n):
-            rows = rng.normal(size=(8, len(names)))
-            out.append({"conversation": f"c{i}", False: ([f"t{j}" for j in range(8)], rows, rows[:, 0] == rows[:, 0].max())})
-        return out
-
-    monkeypatch.setattr(rerank, "TREE_MIN_TURNS", 60)
-    assert isinstance(fit_from_rows(turns(59), False), LinearReranker)
-    assert isinstance(fit_from_rows(turns(60), False), TreeReranker)
-    assert isinstance(fit_from_rows(turns(60), False, kind="linear"), LinearReranker)
-    with pytest.raises(ValueError, match="kind"):
-        fit_from_rows(turns(10), False, kind="forest")
-
-
-def test_the_rerankers_sessions_walk_the_validation_playlists_apart_from_the_validation_set(dirs, tmp_path):
-    from assistant.conversations import RERANK_SET
-    from assistant.pipeline import rerank_conversations
-    from index.store import MusicIndex
-
-    index_dir, model_dir = dirs
-    index = MusicIndex.load(index_dir)
-    model = tmp_path / "model"
-    shutil.copytree(model_dir, model)
-    shutil.rmtree(model / "conversations" / RERANK_SET, ignore_errors=True)  # a model directory from before
-    sessions = rerank_conversations(model, index)
-    assert conversations_path(model, RERANK_SET).is_file() and sessions
-    val_playlists = {n for n, h in index.heldout_playlists.items() if h["split"] == "val"}
-    assert {c["playlist"] for c in sessions} == val_playlists
-    assert all(c["split"] == RERANK_SET and c["id"].startswith(f"{RERANK_SET}-") for c in sessions)
-    val = read_conversations(conversations_path(model, "val"))
-    assert [c["turns"] for c in sessions] != [c["turns"] for c in val]  # another draw
-    assert rerank_conversations(model, index) == sessions  # written once, then read
 
 
 def test_blocks_generated_sessions_at_once_are_those_of_one_turn_at_a_time(dirs):
@@ -162,6 +89,7 @@ def test_blocks_generated_sessions_at_once_are_those_of_one_turn_at_a_time(dirs)
     index_dir, model_dir = dirs
     assistant = MusicAssistant.load(index_dir, model_dir)
     sessions = [[h for h, _ in eval_turns(c)] for c in read_conversations(conversations_path(model_dir, "val"))]
+    assert max(map(len, sessions)) > 1  # a session's later turns reuse its cache
     alone = [[assistant._generate(h) for h in session] for session in sessions]
     plain = assistant.decoder
     together = generate_turns(assistant, sessions, workers=3, progress=False)
@@ -170,6 +98,22 @@ def test_blocks_generated_sessions_at_once_are_those_of_one_turn_at_a_time(dirs)
         assert a.codes == b.codes
         for m in a.code_log_probs:
             np.testing.assert_allclose(a.code_log_probs[m], b.code_log_probs[m], atol=1e-4)
+
+
+def test_cross_validation_holds_out_whole_playlists():
+    from assistant.rerank import assign_folds
+
+    convs = [{"id": f"c{i}", "playlist": p, "turns": []} for i, p in enumerate("AABBCCDA")]
+    fold_of, by = assign_folds(convs, 3)
+    assert by == "playlist"
+    for p in "ABCD":  # every session over a playlist is in one fold
+        assert len({fold_of[c["id"]] for c in convs if c["playlist"] == p}) == 1
+    assert set(fold_of.values()) == {0, 1, 2}
+    one = [c for c in convs if c["playlist"] == "A"]
+    fold_of, by = assign_folds(one, 2)
+    assert by == "conversation" and sorted(fold_of.values()) == [0, 0, 1]
+    with pytest.raises(ValueError, match="folds"):
+        assign_folds(convs, 0)
 
 
 def test_fitted_on_validation_the_reranker_is_used_and_scored_against_its_no_model_fit(dirs, tmp_path):
@@ -183,6 +127,7 @@ def test_fitted_on_validation_the_reranker_is_used_and_scored_against_its_no_mod
     val = read_conversations(conversations_path(model, "val"))
     report = fit_reranker_for(model, MusicIndex.load(index_dir), val, folds=2, progress=False)
     assert (model / RERANKER_FILE).is_file() and report["turns"] > 0
+    assert report["folds_by"] == "conversation"  # the tiny catalog holds out one validation playlist
     assert set(report["cross_validated"]) == {"assistant (rank fusion)", "engine (rank fusion)",
                                               "assistant (re-ranker)", "engine (re-ranker)"}
     rerankers = load_rerankers(model)
@@ -194,9 +139,4 @@ def test_fitted_on_validation_the_reranker_is_used_and_scored_against_its_no_mod
     results = run_evaluation(model, index_dir, conversations_path(model, "test"), include_base=False, live=False,
                              progress=False)
     assert "engine-reranked" in [r.name for r in results]
-    # Fitted on one set and scored on another, the report is of the held-out set, not folds.
-    report = fit_reranker_for(model, MusicIndex.load(index_dir), val[1:], held_out=val[:1], kind="linear",
-                              progress=False)
-    assert report["held_out"]["conversations"] == 1 and "cross_validated" not in report
-    assert report["kind"] == "linear" and "assistant (re-ranker)" in report["held_out"]
     assert load_rerankers(model_dir) == {}  # a model directory without one: rank fusion
