@@ -17,7 +17,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from .conversations import played_tracks
-from .metrics import METRIC_KEYS, aggregate, aggregate_by_kind, eval_turns, score_turn, turn_kind
+from .metrics import METRIC_KEYS, aggregate, aggregate_by_kind, eval_turns, paired_bootstrap, score_turn, turn_kind
 
 K = 20
 # A system: (history, k, played ids) -> ranked ids, (ranked ids, reply text), or a chat Reply.
@@ -41,6 +41,8 @@ class SystemResult:
     predictions: list[dict] = field(default_factory=list)
     following: dict | None = None  # refinement_following() in the live replay, when it was run
     words: dict | None = None  # for chat replies: how many open with the model's words, and contradictions
+    # each conversation's mean scores over its turns, in order (conversations with no scored turn left out)
+    per_conversation: list[dict[str, float]] = field(default_factory=list)
 
 
 def _ranked_and_text(answer) -> tuple[list[str], str | None]:
@@ -75,8 +77,33 @@ def evaluate_system(name: str, rank: Ranker, conversations: Sequence[dict], *, k
         words = {"replies": len(replies), "own_words": sum(r.own_words for r in replies) / len(replies),
                  "contradictions": sum(len(r.dropped) for r in replies),
                  "dropped": [s for r in replies for s in r.dropped]}
+    means = [{key: float(np.mean([scores[key] for _, scores in conversation])) for key in METRIC_KEYS}
+             for conversation in per_conversation if conversation]
     return SystemResult(name, metrics, float(np.percentile(seconds, 50)), float(np.percentile(seconds, 95)),
-                        by_kind=aggregate_by_kind(per_conversation), predictions=predictions, words=words)
+                        by_kind=aggregate_by_kind(per_conversation), predictions=predictions, words=words,
+                        per_conversation=means)
+
+
+PAIRED_SYSTEM = "assistant"
+PAIRED_AGAINST = ("engine", "engine-reranked", "base-untuned")  # what the model's share is measured against
+PAIRED_METRICS = ("ndcg@10", "hit@3")
+
+
+def paired_comparisons(results: Sequence[SystemResult]) -> dict[str, dict[str, dict[str, float]]]:
+    """The assistant against each system of :data:`PAIRED_AGAINST` in the run, per metric of
+    :data:`PAIRED_METRICS`: ``metrics.paired_bootstrap`` over the conversations both scored."""
+    by_name = {r.name: r for r in results}
+    mine = by_name.get(PAIRED_SYSTEM)
+    out: dict[str, dict[str, dict[str, float]]] = {}
+    if mine is None or len(mine.per_conversation) < 2:
+        return out
+    for name in PAIRED_AGAINST:
+        other = by_name.get(name)
+        if other is None or len(other.per_conversation) != len(mine.per_conversation):
+            continue
+        out[name] = {m: paired_bootstrap([c[m] for c in mine.per_conversation], [c[m] for c in other.per_conversation])
+                     for m in PAIRED_METRICS}
+    return out
 
 
 N_SHOWN = 3  # the tracks the chat shows a person
@@ -154,6 +181,17 @@ def format_table(results: Sequence[SystemResult]) -> str:
         for r in worded:
             lines.append(f"{r.name:<16}{r.words['own_words']:>9.3f}{r.words['contradictions']:>9d}"
                          f"  (of {r.words['replies']} replies)")
+    paired = paired_comparisons(results)
+    if paired:
+        n = int(next(iter(next(iter(paired.values())).values()))["conversations"])
+        lines.append("")
+        lines.append(f"{PAIRED_SYSTEM} against each system (paired bootstrap over the {n} conversations, 95 % intervals; "
+                     "p: share of resamples where it is not ahead):")
+        for name, by_metric in paired.items():
+            cells = [f"{m} {b['ratio']:.3f}x ({b['ratio_low']:.3f}-{b['ratio_high']:.3f}), "
+                     f"{b['difference']:+.4f} ({b['difference_low']:+.4f} to {b['difference_high']:+.4f}), "
+                     f"p {b['p_not_above']:.3f}" for m, b in by_metric.items()]
+            lines.append(f"  vs {name:<16}" + "; ".join(cells))
     followed = [r for r in results if r.following]
     if followed:
         lines.append("")
@@ -165,9 +203,12 @@ def format_table(results: Sequence[SystemResult]) -> str:
 
 
 def report_rows(results: Sequence[SystemResult]) -> list[dict]:
-    """The JSON report: one row per system of the run, with its counts, times and per-kind metrics."""
+    """The JSON report: one row per system of the run, with its counts, times and per-kind metrics,
+    and on the assistant's row its paired comparisons (:func:`paired_comparisons`)."""
+    paired = paired_comparisons(results)
     return [{"system": r.name, **r.metrics, "p50_s": r.p50_s, "p95_s": r.p95_s, "by_kind": r.by_kind,
-             "refinement_following": r.following, "words": r.words} for r in results]
+             "refinement_following": r.following, "words": r.words,
+             **({"paired": paired} if r.name == PAIRED_SYSTEM and paired else {})} for r in results]
 
 
 def baseline_rankers(index, seed: int = 0) -> dict[str, Ranker]:

@@ -208,3 +208,57 @@ def aggregate_by_kind(per_conversation: Sequence[Sequence[tuple[str, dict[str, f
     if unknown:
         raise ValueError(f"unknown turn kinds {sorted(unknown)}; expected {TURN_KINDS}")
     return out
+
+
+def paired_bootstrap(a: Sequence[float], b: Sequence[float], *, n_resamples: int = 10_000,
+                     confidence: float = 0.95, seed: int = 0) -> dict[str, float]:
+    """How sure is "system A scores higher than system B"? A paired bootstrap over conversations.
+
+    ``a`` and ``b`` are the two systems' scores of the same conversations, in the same order
+    (each conversation's mean over its turns, as :func:`aggregate` averages them). The
+    conversations are resampled with replacement ``n_resamples`` times, both systems together.
+
+    Returns
+    -------
+    dict
+        ``difference`` (mean of a minus mean of b) and ``ratio`` (mean of a over mean of b, NaN
+        when b's mean is 0), each with the ``_low`` and ``_high`` ends of its ``confidence``
+        percentile interval; ``p_not_above``, the share of resamples where a's mean is not above
+        b's; and ``conversations``.
+
+    >>> r = paired_bootstrap([0.5, 0.6, 0.7, 0.4], [0.4, 0.5, 0.6, 0.3])
+    >>> round(r["difference"], 3), r["difference_low"] > 0, r["p_not_above"]
+    (0.1, True, 0.0)
+    """
+    import numpy as np
+
+    a, b = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
+    if a.ndim != 1 or a.shape != b.shape:
+        raise ValueError(f"a and b must be paired scores of the same conversations, got shapes {a.shape} and {b.shape}")
+    if len(a) < 2:
+        raise ValueError("a paired bootstrap needs at least two conversations")
+    if not (np.isfinite(a).all() and np.isfinite(b).all()):
+        raise ValueError("scores must be finite")
+    if not 0.0 < confidence < 1.0:
+        raise ValueError(f"confidence must be between 0 and 1, got {confidence}")
+    if n_resamples < 1:
+        raise ValueError(f"n_resamples must be at least 1, got {n_resamples}")
+    rng = np.random.default_rng(seed)
+    mean_a, mean_b = [], []
+    for start in range(0, n_resamples, 1000):  # in chunks: a resample matrix of many conversations is large
+        picks = rng.integers(0, len(a), size=(min(1000, n_resamples - start), len(a)))
+        mean_a.append(a[picks].mean(axis=1))
+        mean_b.append(b[picks].mean(axis=1))
+    mean_a, mean_b = np.concatenate(mean_a), np.concatenate(mean_b)
+    tail = 100 * (1 - confidence) / 2
+    diff = mean_a - mean_b
+    with np.errstate(divide="ignore", invalid="ignore"):
+        ratio = np.where(mean_b > 0, mean_a / np.where(mean_b > 0, mean_b, 1.0), np.nan)
+    out = {"conversations": float(len(a)), "difference": float(a.mean() - b.mean()),
+           "difference_low": float(np.percentile(diff, tail)), "difference_high": float(np.percentile(diff, 100 - tail)),
+           "ratio": float(a.mean() / b.mean()) if b.mean() > 0 else float("nan"),
+           "p_not_above": float(np.mean(diff <= 0))}
+    finite = ratio[np.isfinite(ratio)]
+    out["ratio_low"] = float(np.percentile(finite, tail)) if len(finite) else float("nan")
+    out["ratio_high"] = float(np.percentile(finite, 100 - tail)) if len(finite) else float("nan")
+    return out

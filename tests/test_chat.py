@@ -430,6 +430,17 @@ def test_evaluation_scores_every_system_and_the_ablations(dirs, tmp_path):
         assert (followed is not None) == (row["system"] in ("assistant", "engine", "bm25", "dense"))
         if followed and followed["turns"]:
             assert 0.0 <= followed["rate"] <= 1.0 and set(followed["by_relation"]) <= set(REFINEMENT_NAMES)
+    # The assistant's row compares it, conversation by conversation, with the untuned model and the engine.
+    paired = rows[0]["paired"]
+    assert set(paired) == {"base-untuned", "engine"} and "paired" not in rows[1]
+    for by_metric in paired.values():
+        assert set(by_metric) == {"ndcg@10", "hit@3"}
+        for b in by_metric.values():
+            assert b["conversations"] == 3 and b["difference_low"] <= b["difference"] <= b["difference_high"]
+    engine = next(r for r in results if r.name == "engine")
+    assert len(engine.per_conversation) == 3
+    assert paired["engine"]["ndcg@10"]["difference"] == pytest.approx(
+        rows[0]["ndcg@10"] - next(r for r in rows if r["system"] == "engine")["ndcg@10"])
     submitted = json.loads(predictions.read_text())
     assert len(submitted) == rows[0]["turns"]
     assert {"session_id", "user_id", "turn_number", "predicted_track_ids", "predicted_response"} <= set(submitted[0])

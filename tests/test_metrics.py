@@ -3,8 +3,8 @@ import math
 
 import pytest
 
-from assistant.metrics import (METRIC_KEYS, aggregate, eval_turns, hit_at_k, ndcg_at_k, reciprocal_rank,
-                               score_turn)
+from assistant.metrics import (METRIC_KEYS, aggregate, eval_turns, hit_at_k, ndcg_at_k, paired_bootstrap,
+                               reciprocal_rank, score_turn)
 
 RANKED = ["a", "b", "c", "d"]
 
@@ -174,3 +174,33 @@ def test_refinement_following_checks_the_shown_tracks_against_the_systems_own_pi
     # Against t100, the system's own first pick: 140 and 120 are faster by the 8 % margin, 80 is not.
     assert result == {"rate": pytest.approx(2 / 3), "turns": 1, "by_relation": {"faster": pytest.approx(2 / 3)}}
     assert seen == [(1, set()), (3, {"t100", "t80"})]
+
+
+def test_paired_bootstrap_tells_a_steady_lead_from_noise():
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    b = rng.uniform(0.2, 0.8, size=200)
+    # A steady lead of 0.05 on every conversation: an interval around it, above 0, never behind.
+    steady = paired_bootstrap(b + 0.05, b)
+    assert steady["difference"] == pytest.approx(0.05)
+    assert steady["difference_low"] == pytest.approx(0.05) and steady["difference_high"] == pytest.approx(0.05)
+    assert steady["ratio_low"] > 1.0 and steady["p_not_above"] == 0.0 and steady["conversations"] == 200
+    # The same mean lead as noise of +-0.5 per conversation: the interval takes in 0.
+    noisy = paired_bootstrap(b + 0.05 + rng.choice([-0.5, 0.5], size=200), b)
+    assert noisy["difference_low"] < 0 < noisy["difference_high"]
+    assert noisy["ratio_low"] < 1.0 < noisy["ratio_high"] and 0.0 < noisy["p_not_above"] < 0.5
+    # The same seed gives the same intervals.
+    assert paired_bootstrap(b + 0.05, b, seed=3) == paired_bootstrap(b + 0.05, b, seed=3)
+
+
+@pytest.mark.parametrize("call", [
+    lambda: paired_bootstrap([0.1, 0.2], [0.1]),
+    lambda: paired_bootstrap([0.1], [0.2]),
+    lambda: paired_bootstrap([0.1, float("nan")], [0.1, 0.2]),
+    lambda: paired_bootstrap([0.1, 0.2], [0.1, 0.2], confidence=1.0),
+    lambda: paired_bootstrap([0.1, 0.2], [0.1, 0.2], n_resamples=0),
+])
+def test_paired_bootstrap_validates(call):
+    with pytest.raises(ValueError):
+        call()
