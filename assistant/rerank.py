@@ -188,6 +188,8 @@ def generate_turns(assistant, sessions: Sequence[Sequence[list[dict]]], *, worke
 
     from .generation import Decoder, DecodeState
 
+    # The assistant decodes on the batched decoder meanwhile (so its own ``_generate``, and any
+    # replay cache wrapped around it, sees these blocks): not for an assistant serving a chat.
     plain = assistant.decoder
     assistant.decoder = Decoder(assistant.model, assistant.tokenizer, assistant.vocab, batched=True,
                                 max_words_tokens=plain.max_words_tokens)
