@@ -52,10 +52,13 @@ def fit_reranker_for(model_dir: str | Path, index, conversations: list[dict], *,
     from .chat import MusicAssistant
     from .rerank import fit_on_validation, save_rerankers
 
-    assistant = MusicAssistant(index)
+    assistant = MusicAssistant(index, batch_sessions=True)  # the rows' blocks decode several sessions at once
     assistant.load_model(model_dir)
     assistant.reranker = None  # fitted from the rank fusion's searches, not from an earlier fit
-    rerankers, report = fit_on_validation(assistant, conversations, folds=folds, progress=progress)
+    try:
+        rerankers, report = fit_on_validation(assistant, conversations, folds=folds, progress=progress)
+    finally:
+        assistant.decoder.batcher.close()
     save_rerankers(model_dir, rerankers, report)
     return report
 

@@ -180,19 +180,15 @@ def generate_turns(assistant, sessions: Sequence[Sequence[list[dict]]], *, worke
                    progress: bool = True) -> list[list]:
     """The assistant's generation (``Generation``) for each history of each session, as the chat
     makes them: a session's turns in order on one key-value cache, so each prompt runs only past
-    what the turn before left there. ``workers`` sessions decode at once on a batched decoder,
-    their steps sharing one forward pass (on a CPU a step for eight costs little more than one)."""
+    what the turn before left there. On an assistant made with ``batch_sessions=True``,
+    ``workers`` sessions decode at once, their steps sharing one forward pass (on a CPU a step for
+    eight costs little more than one); otherwise one session at a time."""
     from concurrent.futures import ThreadPoolExecutor
 
     from tqdm.auto import tqdm
 
-    from .generation import Decoder, DecodeState
+    from .generation import DecodeState
 
-    # The assistant decodes on the batched decoder meanwhile (so its own ``_generate``, and any
-    # replay cache wrapped around it, sees these blocks): not for an assistant serving a chat.
-    plain = assistant.decoder
-    assistant.decoder = Decoder(assistant.model, assistant.tokenizer, assistant.vocab, batched=True,
-                                max_words_tokens=plain.max_words_tokens)
     bar = tqdm(total=sum(map(len, sessions)), desc="re-ranker blocks", disable=not progress, unit="turn")
 
     def session_blocks(histories: Sequence[list[dict]]) -> list:
@@ -202,13 +198,12 @@ def generate_turns(assistant, sessions: Sequence[Sequence[list[dict]]], *, worke
             bar.update()
         return out
 
+    batched = assistant.decoder.batcher is not None
     try:
-        with ThreadPoolExecutor(max(1, workers)) as pool:
+        with ThreadPoolExecutor(max(1, workers) if batched else 1) as pool:
             return list(pool.map(session_blocks, sessions))
     finally:
         bar.close()
-        assistant.decoder.batcher.close()
-        assistant.decoder = plain
 
 
 def turn_rows(assistant, conversations: Sequence[dict], *, progress: bool = True) -> list[dict]:

@@ -91,8 +91,10 @@ def test_blocks_generated_sessions_at_once_are_those_of_one_turn_at_a_time(dirs)
     sessions = [[h for h, _ in eval_turns(c)] for c in read_conversations(conversations_path(model_dir, "val"))]
     assert max(map(len, sessions)) > 1  # a session's later turns reuse its cache
     alone = [[assistant._generate(h) for h in session] for session in sessions]
+    assistant = MusicAssistant.load(index_dir, model_dir, batch_sessions=True)
     plain = assistant.decoder
     together = generate_turns(assistant, sessions, workers=3, progress=False)
+    assistant.decoder.batcher.close()
     assert assistant.decoder is plain and [len(s) for s in together] == [len(s) for s in sessions]
     for a, b in zip((g for s in alone for g in s), (g for s in together for g in s)):
         assert a.codes == b.codes
