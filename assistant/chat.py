@@ -616,7 +616,8 @@ class MusicAssistant:
 
     def _reason(self, t: Track, session: Session, refinement: Refinement) -> str:
         d = t.descriptors
-        human = [x for x in t.tags if x not in set(_derived_tags(t))][:3]
+        derived = {x.lower() for x in _derived_tags(t)}
+        human = [x for x in t.tags if x.lower() not in derived and not vocabulary.parse_key(x)][:3]  # the key comes below
         facts = []
         if human:
             facts.append(", ".join(human))

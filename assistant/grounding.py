@@ -97,7 +97,7 @@ def tempo_numbers(bpm) -> set[int]:
 
 
 def key_of(t: Track | None) -> str | None:
-    """The track's measured key as a sentence would state it, lowercased ("a# minor"), or None."""
+    """The track's key (the library's, else measured) as a sentence would state it, lowercased ("a# minor"), or None."""
     key = norm(str(t.descriptors.get("key") or "")) if t is not None else ""
     return key or None
 

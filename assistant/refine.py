@@ -76,7 +76,7 @@ def parse_refinement(message: str, words=None) -> Refinement:
 
 
 def tonic_and_mode(track: Track) -> tuple[int, str] | None:
-    """A track's measured key as (pitch class, mode), or None when it has no readable key."""
+    """A track's key (the library's, else measured) as (pitch class, mode), or None when it has none."""
     return vocabulary.parse_key(str(track.descriptors.get("key") or ""))
 
 

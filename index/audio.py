@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import os
 import warnings
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
@@ -1009,6 +1010,48 @@ def audio_features(y: np.ndarray, sr: int = SAMPLE_RATE) -> AudioFeatures:
 # Words
 
 
+def with_library_key(descriptors: dict, tags: Iterable[str]) -> dict:
+    """``descriptors`` with the key the library states, where it states one.
+
+    The first tag that names a key with its mode ("c# minor", from a score or a file's key
+    field) is the track's ``key`` and ``mode``, with ``key_source`` "library": an estimate from
+    the audio can land on a related key (the dominant, the relative major), and a card must not
+    contradict the library it shows. The estimate is kept as ``measured_key`` and
+    ``measured_key_confidence``. Without such a tag the measured key stays (``key_source``
+    "audio"). Applying it again, as a rebuild that reuses a track's features does, gives the
+    same result; the input is not changed.
+
+    >>> d = with_library_key({"key": "G# major", "mode": "major", "key_confidence": 0.8}, ["piano", "c# minor"])
+    >>> d["key"], d["mode"], d["key_source"], d["measured_key"]
+    ('C# minor', 'minor', 'library', 'G# major')
+    >>> with_library_key(d, ["piano"])["key"]
+    'G# major'
+    """
+    from .vocabulary import key_label
+
+    if not isinstance(descriptors, dict):
+        raise TypeError(f"descriptors must be a dict, got {type(descriptors).__name__}")
+    d = dict(descriptors)
+    if d.get("key_source") == "library":  # back to what the audio gave
+        d.pop("key", None), d.pop("mode", None), d.pop("key_confidence", None)
+        if d.get("measured_key"):
+            d["key"] = d["measured_key"]
+            d["mode"] = str(d["measured_key"]).split()[-1]
+            d["key_confidence"] = d.get("measured_key_confidence")
+    for name in ("measured_key", "measured_key_confidence", "key_source"):
+        d.pop(name, None)
+    stated = next(filter(None, map(key_label, tags)), None)
+    if stated is None:
+        if d.get("key"):
+            d["key_source"] = "audio"
+        return d
+    if d.get("key"):
+        d["measured_key"], d["measured_key_confidence"] = d["key"], d.get("key_confidence")
+    d.pop("key_confidence", None)
+    d.update(key=stated, mode=stated.split()[-1], key_source="library")
+    return d
+
+
 def descriptor_tags(descriptors: dict) -> list[str]:
     """Words a person would search by, derived from ``AudioFeatures.descriptors``.
 
@@ -1025,7 +1068,8 @@ def descriptor_tags(descriptors: dict) -> list[str]:
     word = band_word("tempo_bpm", d.get("tempo_bpm"))
     if word:
         tags.append(word)
-    if d.get("key") and float(d.get("key_confidence", 0.0)) >= KEY_CONFIDENCE_MIN:
+    if d.get("key") and (d.get("key_source") == "library"
+                         or float(d.get("key_confidence") or 0.0) >= KEY_CONFIDENCE_MIN):
         mode = d.get("mode") or str(d["key"]).split()[-1]
         tags += [f"{mode} key", str(d["key"])]
     for descriptor in ("energy", "brightness"):

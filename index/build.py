@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 from tqdm.auto import tqdm
 
-from .audio import AUDIO_FEATURE_DIM, descriptor_tags
+from .audio import AUDIO_FEATURE_DIM, descriptor_tags, with_library_key
 from .codebook import Codebook, assign_codes, fit_codebook
 from .holdout import cooccurrence_overlap, hold_out_playlists
 from .embeddings import (PLAYLIST_DIM, fit_audio_normaliser, l2_normalise, normalise_audio,
@@ -375,6 +375,13 @@ class _LazyEncoder:
         return self._encoder.encode(texts, **kwargs)
 
 
+def _with_derived_tags(tags: Sequence[str], derived: Sequence[str]) -> list[str]:
+    """The library's tags, then the words derived from the audio that they do not already hold
+    in any case ("C# minor" beside the library's "c# minor" is said once)."""
+    have = {t.lower() for t in tags}
+    return list(tags) + [w for w in dict.fromkeys(derived) if w.lower() not in have]
+
+
 def _reusable_features(prev: PreviousIndex | None, library: Path, with_audio: Sequence[Track],
                        stamps: dict[str, list[int]]) -> dict[str, FileFeatures]:
     """Audio features the previous index holds for files that have not changed since."""
@@ -470,6 +477,8 @@ def index_scan(scan: LibraryScan, out: str | Path, *, progress: bool = True, wor
     text_only = list(scan.text_only)
     for tr in scan.tracks:
         if not tr.file:
+            tr.descriptors = with_library_key({}, tr.tags)  # a key in its tags is all it has
+            tr.tags = _with_derived_tags(tr.tags, descriptor_tags(tr.descriptors))
             tracks.append(tr)
             raw_vectors.append(None)
             continue
@@ -486,9 +495,9 @@ def index_scan(scan: LibraryScan, out: str | Path, *, progress: bool = True, wor
                 log(f"skipped {tr.file}: {r.error}")
                 skipped.append(SkippedFile(path=tr.file, reason=r.error))
             continue
-        tr.descriptors = dict(r.descriptors)
+        tr.descriptors = with_library_key(r.descriptors, tr.tags)
         tr.duration_s = tr.duration_s or r.duration
-        tr.tags = list(dict.fromkeys(tr.tags + descriptor_tags(r.descriptors)))
+        tr.tags = _with_derived_tags(tr.tags, descriptor_tags(tr.descriptors))
         tracks.append(tr)
         raw_vectors.append(r.vector)
     if not tracks:

@@ -7,6 +7,9 @@ Each file's embedded tags are read with mutagen; optional files refine or add to
   and optional ``id``, ``title``, ``artist``, ``album``, ``year``, ``genre``, ``tags``,
   ``lyrics``, ``description``, which override embedded tags. A line with ``id`` and no
   ``file`` is a text-only track. Other keys are ignored.
+- A key field (ID3 ``TKEY``, ``INITIALKEY``, iTunes' ``initialkey``: "Am", "F#", "8A") becomes a
+  tag such as "a minor", after those of ``metadata.jsonl``; the index build takes the first key
+  among a track's tags as its key, before the one measured from its audio.
 - ``NAME.lrc`` or ``NAME.txt`` beside ``NAME.mp3``: lyrics (LRC timestamps are removed).
 - ``*.m3u``, ``*.m3u8``, ``*.pls`` and ``*.xspf`` anywhere in the folder (commonly
   ``playlists/`` at the root, or one beside each album's audio): ordered track lists whose
@@ -46,6 +49,7 @@ from tqdm import tqdm
 
 from .audio import AUDIO_EXTENSIONS, AudioError, audio_duration
 from .track import Track
+from .vocabulary import key_from_field
 
 PLAYLIST_EXTENSIONS: tuple[str, ...] = (".m3u", ".m3u8", ".pls", ".xspf")
 METADATA_FILE = "metadata.jsonl"
@@ -259,6 +263,7 @@ def _id3_fields(tags: ID3) -> dict[str, Any]:
         "genre": list(genre.genres) if genre is not None else [],  # resolves "(17)" style numbers
         "description": _texts(comments[0]) if comments else [],
         "lyrics": next((_texts(f.text) for f in tags.getall("USLT") if _texts(f.text)), []),
+        "key": _texts(tags.get("TKEY")),
     }
 
 
@@ -271,6 +276,7 @@ def _mp4_fields(tags: MP4Tags) -> dict[str, Any]:
         "genre": _texts(tags.get("\xa9gen")),
         "description": _texts(tags.get("\xa9cmt")) or _texts(tags.get("desc")),
         "lyrics": _texts(tags.get("\xa9lyr")),
+        "key": _texts(tags.get("----:com.apple.iTunes:initialkey")),
     }
 
 
@@ -294,6 +300,7 @@ def _vorbis_fields(tags: Any) -> dict[str, Any]:
         "genre": get("genre"),
         "description": get("comment", "description"),
         "lyrics": get("lyrics", "unsyncedlyrics"),
+        "key": get("initialkey", "key"),
     }
 
 
@@ -314,7 +321,7 @@ def _decodable_seconds(path: Path) -> float:
 
 
 _NO_TAGS: dict[str, Any] = {"title": "", "artist": "", "album": "", "year": "", "genre": "", "genre_tags": [],
-                            "description": "", "lyrics": ""}
+                            "description": "", "lyrics": "", "key": ""}
 
 
 def read_audio_tags(path: Path) -> dict[str, Any]:
@@ -324,7 +331,8 @@ def read_audio_tags(path: Path) -> dict[str, Any]:
     -------
     dict
         ``title``, ``artist``, ``album``, ``year``, ``genre`` (str), ``genre_tags`` (list),
-        ``description``, ``lyrics`` (str, possibly empty) and ``duration_s`` (float).
+        ``description``, ``lyrics``, ``key`` (str, possibly empty; the key as
+        ``index.vocabulary.key_from_field`` reads it) and ``duration_s`` (float).
 
     Raises
     ------
@@ -369,6 +377,7 @@ def read_audio_tags(path: Path) -> dict[str, Any]:
         "genre_tags": split_genre(genres),
         "description": "\n".join(raw.get("description", [])),
         "lyrics": clean_lyrics("\n".join(raw.get("lyrics", []))),
+        "key": next(filter(None, map(key_from_field, raw.get("key", []))), ""),
         "duration_s": float(length),
     }
 
@@ -797,7 +806,7 @@ def scan_library(root: str | Path, *, progress: bool = True, log: Callable[[str]
                 id=tid,
                 file=None if "unreadable" in tags else rel,
                 duration_s=tags["duration_s"],
-                tags=normalize_tags([*genre_tags, *entry.get("tags", [])]),
+                tags=normalize_tags([*genre_tags, *entry.get("tags", []), tags["key"]]),
                 **fields,
             )
         )

@@ -22,6 +22,8 @@ class Track:
         Human tags (genre, mood, ...) followed by tags derived from the audio.
     descriptors : dict
         Measured audio facts (tempo_bpm, key, mode, energy, brightness, ...); empty without audio.
+        ``key`` and ``mode`` are the library's where a tag names a key (``key_source``
+        "library", the estimate kept as ``measured_key``), else measured (``key_source`` "audio").
     playlists : list of str
         Names of the playlists the track appears in.
     """

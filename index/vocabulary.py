@@ -136,6 +136,55 @@ def parse_key(text: str) -> tuple[int, str] | None:
     return (_PITCH[m.group(1).lower()] + _ACCIDENTAL[m.group(2) or ""]) % 12, m.group(3)
 
 
+_KEY_FIELD = re.compile(r"^\s*([A-Ga-g])\s*-?\s*(#|♯|b|♭|sharp|flat)?\s*(major|minor|maj|min|m)?\s*$", re.IGNORECASE)
+_CAMELOT = re.compile(r"^\s*0?(\d{1,2})\s*([AaBb])\s*$")
+# How a key of each pitch class is usually spelled (a Camelot code gives only the pitch class).
+_SPELLING = {"major": ("C", "Db", "D", "Eb", "E", "F", "F#", "G", "Ab", "A", "Bb", "B"),
+             "minor": ("C", "C#", "D", "Eb", "E", "F", "F#", "G", "G#", "A", "Bb", "B")}
+
+
+def key_label(text: str) -> str | None:
+    """A key name written the one way the catalog states keys ("c sharp minor" -> "C# minor"),
+    or None when ``text`` is not a key name with its mode.
+
+    >>> key_label("bb major"), key_label("C sharp minor"), key_label("calm")
+    ('Bb major', 'C# minor', None)
+    """
+    m = _KEY.match(str(text or ""))
+    if not m:
+        return None
+    accidental = {"♯": "#", "sharp": "#", "♭": "b", "flat": "b"}.get(m.group(2) or "", m.group(2) or "")
+    return f"{m.group(1).upper()}{accidental} {m.group(3)}"
+
+
+def key_from_field(text: str) -> str | None:
+    """The key a file's key field holds (ID3 ``TKEY``, ``INITIALKEY``), as ``key_label`` writes it.
+
+    Taggers write it many ways: "Am", "F#m", "Ebmin", "C", "D-flat major", or the Camelot
+    wheel's "8A" (A minor) to "12B" (E major). A letter alone is major; "o" (off key), an
+    empty field and anything else give None.
+
+    >>> [key_from_field(x) for x in ("Am", "F#", "Ebmin", "D-flat major", "8A", "1A", "o")]
+    ['A minor', 'F# major', 'Eb minor', 'Db major', 'A minor', 'G# minor', None]
+    """
+    text = str(text or "").strip()
+    camelot = _CAMELOT.match(text)
+    if camelot:
+        number, letter = int(camelot.group(1)), camelot.group(2).upper()
+        if not 1 <= number <= 12:
+            return None
+        mode = "minor" if letter == "A" else "major"
+        tonic = ((9 if mode == "minor" else 0) + 7 * (number - 8)) % 12  # 8A is A minor, 8B C major
+        return f"{_SPELLING[mode][tonic]} {mode}"
+    m = _KEY_FIELD.match(text)
+    if not m:
+        return None
+    # "Bb" is B flat; a lone "b" after the letter cannot also be a mode.
+    mode = "minor" if (m.group(3) or "").lower() in ("minor", "min", "m") else "major"
+    accidental = m.group(2) or ""
+    return key_label(f"{m.group(1)}{accidental.lower() if len(accidental) > 1 else accidental} {mode}")
+
+
 def same_key(a: str, b: str) -> bool:
     """Whether two key names name the same key (enharmonics too: "C# minor" is "Db minor")."""
     ka, kb = parse_key(a), parse_key(b)

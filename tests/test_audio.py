@@ -247,3 +247,21 @@ def test_descriptor_tags_words():
     assert tags == ["fast", "energetic", "bright", "percussive", "vocals"]  # unsure key left out
     assert descriptor_tags({"tempo_bpm": 100, "brightness": 0.5}) == ["moderate tempo", "warm"]
     assert descriptor_tags({}) == []
+
+
+def test_a_key_tag_replaces_the_estimate_which_is_kept_and_can_come_back():
+    from index.audio import descriptor_tags, with_library_key
+
+    measured = {"tempo_bpm": 120.0, "key": "G# major", "mode": "major", "key_confidence": 0.3}
+    assert "G# major" not in descriptor_tags(measured)  # too unsure to be named
+    stated = with_library_key(measured, ["romantic", "minor", "c# minor", "e major"])  # the first key counts
+    assert stated["key"] == "C# minor" and stated["key_source"] == "library"
+    assert (stated["measured_key"], stated["measured_key_confidence"]) == ("G# major", 0.3)
+    assert {"minor key", "C# minor"} <= set(descriptor_tags(stated))  # the library is sure
+    assert measured["key"] == "G# major"  # the input is left as it was
+    assert with_library_key(stated, ["c# minor"]) == stated
+    assert with_library_key(stated, []) == {**measured, "key_source": "audio"}
+    assert with_library_key({}, ["a minor"]) == {"key": "A minor", "mode": "minor", "key_source": "library"}
+    assert with_library_key({}, ["calm"]) == {}
+    with pytest.raises(TypeError):
+        with_library_key(None, [])

@@ -113,3 +113,35 @@ def test_a_model_record_says_when_the_catalog_changed(first_build, tmp_path):
     assert report.update["codebooks"].startswith("kept")  # the model still fits the index ...
     note = catalog_changes(model_dir, MusicIndex.load(out))
     assert note is not None and "1 added" in note and "Retrain" in note  # ... and is told what it does not know
+
+
+def test_a_key_the_library_states_is_the_tracks_key_and_the_estimate_is_kept(first_build):
+    import json
+
+    from index.vocabulary import same_key
+
+    lib, out, _ = first_build
+    measured = next(t for t in MusicIndex.load(out).tracks if t.file == "folk_reels/folk_reels_1.wav").descriptors
+    assert measured["key_source"] == "audio" and "measured_key" not in measured
+    stated = "b minor" if not same_key(measured["key"], "b minor") else "f# minor"
+
+    def rebuild_with_tags(extra: list[str]):
+        lines = [json.loads(x) for x in (lib / "metadata.jsonl").read_text().splitlines()]
+        for line in lines:
+            if line.get("file") == "folk_reels/folk_reels_1.wav":
+                line["tags"] = ["folk", "reel", "fiddle", "dance tune", *extra]
+        (lib / "metadata.jsonl").write_text("".join(json.dumps(x) + "\n" for x in lines))
+        report = build_index(lib, out, progress=False, log=lambda s: None)
+        assert report.update["decoded"] == 0  # the audio's features are reused, not measured again
+        return next(t for t in MusicIndex.load(out).tracks if t.file == "folk_reels/folk_reels_1.wav")
+
+    track = rebuild_with_tags([stated])
+    d = track.descriptors
+    assert (d["key"], d["mode"], d["key_source"]) == (stated[0].upper() + stated[1:], "minor", "library")
+    assert (d["measured_key"], d["measured_key_confidence"]) == (measured["key"], measured["key_confidence"])
+    assert "minor key" in track.tags and measured["key"] not in track.tags
+    assert [t for t in track.tags if t.lower() == stated] == [stated]  # said once, in the library's words
+    # Rebuilt again with the key still stated, then without it: the estimate comes back.
+    assert rebuild_with_tags([stated]).descriptors == d
+    back = rebuild_with_tags([]).descriptors
+    assert (back["key"], back["key_source"]) == (measured["key"], "audio") and "measured_key" not in back

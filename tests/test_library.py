@@ -13,7 +13,7 @@ import mutagen.wave
 import numpy as np
 import pytest
 import soundfile as sf
-from mutagen.id3 import COMM, ID3, TALB, TCON, TDRC, TIT2, TPE1, USLT
+from mutagen.id3 import COMM, ID3, TALB, TCON, TDRC, TIT2, TKEY, TPE1, USLT
 
 from index.library import (
     LibraryError,
@@ -163,6 +163,23 @@ def test_reads_embedded_tags_from_flac_ogg_opus_and_wav(tmp_path):
     assert (d.title, d.artist, d.year, d.genre, d.lyrics) == ("Dawn", "Cy", "1999", "Folk", "birds")
     assert result.skipped == [] and result.duplicates == []
     assert any("4 tracks" in line for line in lines)  # the summary line
+
+
+def test_a_key_field_becomes_a_key_tag_after_those_of_the_metadata(tmp_path):
+    flac = write_sine(tmp_path / "a.flac", 220)
+    write_vorbis_tags(flac, mutagen.flac.FLAC, title="Wheel", genre="House", initialkey="8A")  # Camelot: A minor
+    wav = write_sine(tmp_path / "b.wav", 330)
+    tagged = mutagen.wave.WAVE(wav)
+    tagged.add_tags()
+    tagged.tags.add(TKEY(encoding=3, text="F#m"))
+    tagged.save()
+    off = write_sine(tmp_path / "c.flac", 440)
+    write_vorbis_tags(off, mutagen.flac.FLAC, initialkey="o")  # "off key" in ID3's notation: no key
+    (tmp_path / "metadata.jsonl").write_text(json.dumps({"file": "b.wav", "tags": ["d major", "folk"]}) + "\n")
+    tracks = by_file(scan(tmp_path)[0])
+    assert tracks["a.flac"].tags == ["house", "a minor"]
+    assert tracks["b.wav"].tags == ["d major", "folk", "f# minor"]  # the metadata's key comes first
+    assert tracks["c.flac"].tags == []
 
 
 @pytest.mark.skipif(not can_write_mp3(), reason="this libsndfile cannot write MP3")
@@ -444,3 +461,14 @@ def test_ids_and_playlists_are_stable_across_scans_and_library_locations(tmp_pat
         if track.file and track.file != "music/b.wav":
             assert track.id == path_track_id(track.file)
     assert len({t.id for t in first.tracks}) == len(first.tracks)
+
+
+@pytest.mark.parametrize("field, key", [
+    ("Am", "A minor"), ("F#m", "F# minor"), ("Ebmin", "Eb minor"), ("Bb", "Bb major"), ("C", "C major"),
+    ("D-flat major", "Db major"), ("c sharp minor", "C# minor"), ("8A", "A minor"), ("8B", "C major"),
+    ("1A", "G# minor"), ("12B", "E major"), ("o", None), ("", None), ("13A", None), ("Cmajor7", None),
+])
+def test_key_fields_are_read_in_the_notations_taggers_use(field, key):
+    from index.vocabulary import key_from_field
+
+    assert key_from_field(field) == key
