@@ -295,8 +295,10 @@ class ClaimGuard:
             if not (any(n.startswith(said.group(1)) for n in tempos) if said.end() == len(claims)
                     else said.group(1) in tempos):
                 return False
-        if _REPEATED_WORD.search(claims) and not self._copying_name(low):
-            return False  # "a piece in the 2012s 2012s": a loop, not a sentence
+        start = self._name_start(low)
+        before = low[:start] + re.match(r"\S*", low[start:]).group()  # and the name's first word
+        if _REPEATED_WORD.search(without_names(before, self.names)):
+            return False  # "a piece in the 2012s 2012s": a loop, not a sentence (a name's own may repeat)
         if GLUED_WORD.search(without_names(sentence, self.names)):
             return False
         pending = re.search(r"\d+$", claims)
@@ -368,6 +370,13 @@ class ClaimGuard:
             if any(len(os.path.commonprefix([a, after])) > len(a.split(" ")[0]) for a in artists):
                 return True
         return False
+
+    def _name_start(self, low: str) -> int:
+        """Where the name that ``low`` ends part-way through begins (the earliest such word), or
+        ``len(low)`` when it ends in none. Only after its first word is a repeated word a name's
+        own: "in C C" stays a loop, though each "C" could begin a name on screen."""
+        starts = [0] + [m.end() for m in re.finditer(r"\s+", low)]
+        return next((i for i in starts if low[i:] and any(name.startswith(low[i:]) for name in self.names)), len(low))
 
     def _copying_name(self, low: str) -> bool:
         """Whether ``low`` ends part-way through one of the names, from one of its words on."""

@@ -98,6 +98,10 @@ def test_a_word_twice_in_a_row_is_refused_outside_a_name():
     assert not g.allows("A song from the 1920s 1920s") and g.allows("A song from 1926, a calm one.")
     assert not g.allows("A traditional piece at about ё ё")  # a one-letter loop too
     assert g.allows("It is Bye Bye") and g.allows("It is Bye Bye Blackbird, from 1926.")  # the title's own
+    # Each "C" could begin the name on screen ("Carl Ring"), but the repeat lies before it.
+    g = ClaimGuard.for_tracks(Track(id="k", title="Keep", artist="Carl Ring", descriptors={"key": "C minor"}))
+    assert g.allows("A dark forest in C") and g.allows("A dark forest, by C")
+    assert not g.allows("A dark forest in C C") and not g.allows("A dark forest in Carl Carl")
 
 
 def test_a_title_begun_in_quotes_is_completed_from_the_titles_on_screen():
