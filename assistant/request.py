@@ -105,6 +105,9 @@ _OTHER_ARTIST = re.compile(r"\b(?:(?:different|another|other|new)\s+(?:artists?|
                            r"someone else|somebody else|anyone else|a different band or composer)\b")
 _MODE = re.compile(r"\b(?P<m>minor|major)[- ]key\b|\bin (?:a )?(?P<n>minor|major)\b|\b(?P<o>minor|major) keys?\b")
 _KEY = re.compile(r"\b([A-G])\s?(#|♯|b|♭| sharp| flat)?\s+(major|minor)\b(?![-\s]key)")
+# Typed in lower case a key needs "in" or "key of" before it, and "a minor" stays the mode
+# ("in a minor key", "in a minor mood"); "in c# minor", "in the key of e minor" are keys.
+_KEY_LOWER = re.compile(r"\b(?:in|key of)\s+(?!a\s)([a-g])\s?(#|♯|b|♭| sharp| flat)?\s+(major|minor)\b(?![-\s]key)")
 _BPM = re.compile(r"\b(\d{2,3})\s*bpm\b", re.IGNORECASE)
 _DECADE = re.compile(r"\b(1[5-9]|20)(\d)0s\b|\b(?:the )?'?([5-9])0s\b")
 _QUOTED = re.compile(r'"[^"]*"|“[^”]*”')
@@ -254,11 +257,12 @@ def _read_artist(text: str, words: CatalogWords, r: Refinement) -> None:
 
 
 def _read_key(message: str, text: str, r: Refinement) -> None:
-    m = _KEY.search(message.replace("♯", "#").replace("♭", "b"))
+    plain = message.replace("♯", "#").replace("♭", "b")
+    m = _KEY.search(plain) or _KEY_LOWER.search(plain)
     if m:
         acc = (m.group(2) or "").strip().replace("sharp", "#").replace("flat", "b")
-        r.key = parse_key(f"{m.group(1)}{acc} {m.group(3)}")
-        r.key_name = f"{m.group(1)}{acc} {m.group(3)}"
+        r.key = parse_key(f"{m.group(1).upper()}{acc} {m.group(3)}")
+        r.key_name = f"{m.group(1).upper()}{acc} {m.group(3)}"
     else:
         for clause in clauses(text):
             mm = _MODE.search(clause)

@@ -54,6 +54,15 @@ def test_typos_are_mended_only_where_the_word_is_not_english():
     assert reading_of(read_request("the master tapes")) == {}
 
 
+@pytest.mark.parametrize("text, reading", [
+    ("something in c# minor", {"key": "C# minor"}), ("in the key of e minor please", {"key": "E minor"}),
+    ("a piece in b flat major", {"key": "Bb major"}), ("anything in D minor?", {"key": "D minor"}),
+    ("something in a minor key", {"mode": "minor"}), ("in a minor mood", {"mode": "minor"}),
+])
+def test_a_key_typed_in_lower_case_is_a_key_and_a_minor_stays_the_mode(text, reading):
+    assert reading_of(read_request(text)) == reading
+
+
 def test_a_quoted_title_is_not_read_as_a_request():
     assert reading_of(read_request('Play "Slow Air for the Dark Night" please')) == {}
 
