@@ -9,7 +9,7 @@ from __future__ import annotations
 import re
 
 from index.track import Track
-from index.vocabulary import number, vocal_state
+from index.vocabulary import in_band, number, vocal_state
 
 
 def descriptor_value(d: dict, key: str) -> float | None:
@@ -42,3 +42,46 @@ def year_of(track: Track) -> int | None:
     """The track's year as a number (the first four digits of ``year``), or None."""
     m = re.match(r"\s*(\d{4})", str(track.year or ""))
     return int(m.group(1)) if m else None
+
+
+# The words that describe each band of a measured descriptor (``index.vocabulary``), as the
+# synthesizer's replies use them; a reply's use of one is a claim about the track.
+BAND_WORDS: dict[tuple[str, str], tuple[str, ...]] = {
+    ("tempo_bpm", "slow"): ("slow", "unhurried", "slow-paced"),
+    ("tempo_bpm", "fast"): ("fast", "uptempo", "quick"),
+    ("tempo_bpm", "moderate tempo"): ("mid-tempo", "medium-paced"),
+    ("energy", "calm"): ("calm", "gentle", "mellow", "low-key"),
+    ("energy", "energetic"): ("energetic", "high-energy", "intense", "lively"),
+    ("brightness", "dark"): ("dark", "dark-sounding"),
+    ("brightness", "bright"): ("bright", "bright-sounding"),
+}
+_BAND_OF = {word: band for band, words in BAND_WORDS.items() for word in words}
+_BAND_WORD = re.compile(r"\b(" + "|".join(sorted(map(re.escape, _BAND_OF), key=len, reverse=True)) + r")(?=\W|$)")
+# "not fast", "isn't dark", "as fast as", "less calm", "too slow": no claim that the track is so.
+_NOT_A_DESCRIPTION = re.compile(r"(?:\b(?:not|never|no|as|less|more|too|so|nor)|n't)\s+$")
+
+
+def false_descriptions(text: str, track: Track) -> list[str]:
+    """The words of ``text`` (lowercased, names taken out) that put ``track`` in a band ("slow",
+    "calm", "dark", ...) its measurements do not, and that none of its tags or its genre says.
+
+    A word is read as soon as it is written whole, so a sentence being written cannot stop on it
+    (one on its way to "darker" as " dark" and "er" goes with it); a word after "not", "as",
+    "too", ... claims nothing.
+
+    >>> t = Track(id="m", tags=["romantic"], descriptors={"tempo_bpm": 185.0, "brightness": 0.7})
+    >>> false_descriptions("a slow, romantic, dark piece.", t), false_descriptions("a fast, bright one.", t)
+    (['slow', 'dark'], [])
+    """
+    if not isinstance(text, str):
+        raise TypeError(f"text must be a str, got {type(text).__name__}")
+    said = {w for tag in [*track.tags, track.genre] for w in re.findall(r"[\w-]+", tag.lower())}
+    false = []
+    for m in _BAND_WORD.finditer(text):
+        word = m.group(1)
+        descriptor, band = _BAND_OF[word]
+        if _NOT_A_DESCRIPTION.search(text[:m.start()]) or word in said or word.split("-")[0] in said:
+            continue
+        if not in_band(descriptor, band, track.descriptors.get(descriptor)):
+            false.append(word)
+    return false

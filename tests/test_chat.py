@@ -164,6 +164,11 @@ def test_text_never_names_tracks_that_were_not_retrieved(assistant):
         assert assistant.grounded_sentences(plain, [card(fastest)], reference=slowest) == ""
         versus = f"It is faster than the last one ({fast_bpm} vs {slow_bpm} BPM)."
         assert assistant.grounded_sentences(versus, [card(fastest)], reference=slowest) == versus
+    # Words of a band ("slow", "dark") hold by the card's measurements or its tags, else are dropped.
+    assert assistant.grounded_sentences(f'Try "{fastest.title}": a slow piece.', [card(fastest)]) == ""
+    assert assistant.grounded_sentences(f'Try "{slowest.title}": a fast piece.', [card(slowest)]) == ""
+    kept = f'Try "{fastest.title}": a fast piece.'
+    assert assistant.grounded_sentences(kept, [card(fastest)]) == kept
     # A year is one of a card's numbers, but not as its tempo.
     dated = next(t for t in by_tempo if str(t.year).isdigit())
     assert assistant.grounded_sentences(f"It is from {dated.year}.", [card(dated)]) == f"It is from {dated.year}."

@@ -392,3 +392,19 @@ def test_held_out_wording_covers_every_relation_with_new_words():
     assert set(held.refinements) == set(REFINEMENTS) == set(trained.refinements)
     for kind, asks in held.refinements.items():
         assert asks and not set(asks) & set(trained.refinements[kind])
+
+
+def test_the_replies_band_words_are_the_ones_the_grounding_check_reads():
+    from assistant.facts import BAND_WORDS, false_descriptions
+
+    for band, words in [*synth.TEMPO_WORDS.items(), *synth.ENERGY_WORDS.items()]:
+        descriptor = "tempo_bpm" if band in ("slow", "fast", "moderate tempo") else "energy"
+        assert set(words) <= set(BAND_WORDS[descriptor, band])
+    fast = Track(id="f", tags=["dark ambient"], descriptors={"tempo_bpm": 185.0, "energy": 0.5, "brightness": 0.7})
+    assert false_descriptions("a slow, calm, dark piece that is never intense", fast) == ["slow", "calm"]  # "dark": a tag
+    assert false_descriptions("a fast piece, and calm", fast) == ["calm"]  # read as soon as it is written
+    rng = random.Random(0)
+    for _ in range(50):  # what the synthesizer says of a track, the check lets stand
+        assert false_descriptions(synth.compose_reply(fast, rng).lower() + " ", fast) == []
+    with pytest.raises(TypeError):
+        false_descriptions(None, fast)
