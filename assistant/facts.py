@@ -1,8 +1,10 @@
-"""What a track's stored facts say: its measured tempo, whether it is sung, its year.
+"""What a track's stored facts say: its measured tempo, whether it is sung, its year, and
+which words describe it ("slow", "calm", "dark": ``false_descriptions``).
 
 Shared by the conversation synthesizer (which only writes a request that is true of the
-track) and the live refinement (which checks that the tracks shown move the asked way), so
-the two read a track the same way; the words' thresholds are ``index.vocabulary``'s.
+track), the live refinement (which checks that the tracks shown move the asked way) and the
+grounding of replies, so all read a track the same way; the words' thresholds are
+``index.vocabulary``'s.
 """
 from __future__ import annotations
 
