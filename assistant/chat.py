@@ -29,7 +29,7 @@ from index.track import Track
 from index import vocabulary
 
 from .conversations import played_tracks
-from .facts import false_descriptions
+from .facts import false_descriptions, unfounded_tags
 from .facts import has_vocals as vocal_state
 from .generation import DecodeState
 from .grounding import (COMPARING, KEY_CLAIM, NUMBER_CLAIM, TEMPO_CLAIM, ClaimGuard, album_said, names_album,
@@ -599,7 +599,7 @@ class MusicAssistant:
             subject, about, allowed, claim = self._about(sentence, named, shown, reference)
             return not self._names_strangers(sentence, about, allowed, growing=True) and \
                 not _says_false(sentence, subject, reference, claim) and \
-                not _misdescribes(without_names(norm(sentence), names_of(allowed)), about)
+                not self._misdescribes(without_names(norm(sentence), names_of(allowed)), about)
 
         guard = ClaimGuard.for_tracks(shown[0], reference, shown, holds=holds)
         turn = {"role": "assistant", "content": "", "tracks": [shown[0].id]}
@@ -727,9 +727,18 @@ class MusicAssistant:
         keys = {str(t.descriptors.get("key", "")).lower() for t in about}
         if any(k not in keys for k in KEY_CLAIM.findall(claims)):
             return "facts"  # not "a minor-key piece"
-        if _misdescribes(claims + " ", about):
+        if self._misdescribes(claims + " ", about):
             return "facts"  # "a slow piece" of a card at 185 BPM
         return "facts" if _says_false(sentence, subject, reference, claim) else None
+
+    def _misdescribes(self, text: str, about: Sequence[Track]) -> bool:
+        """Whether ``text`` (names taken out) puts its track in a band ("slow", "dark") or gives it a
+        catalog tag ("piano") that no track it is about has (the card, and the track before where
+        the sentence compares with it)."""
+        if not about:
+            return False
+        return bool(set.intersection(*(set(false_descriptions(text, t)) | set(unfounded_tags(text, t, self.words.tags))
+                                       for t in about)))
 
     def _about(self, sentence: str, named: list[Track], shown: list[Track], reference: Track | None
                ) -> tuple[Track | None, list[Track], list[Track], Refinement]:
@@ -880,14 +889,6 @@ def _says_false(sentence: str, subject: Track | None, reference: Track | None,
             and vocal_state(subject) is not claim.vocals:
         return True  # "a piece with vocals" over an instrumental card
     return subject is not None and "instrumental" in low and vocal_state(subject) is not False
-
-
-def _misdescribes(text: str, about: Sequence[Track]) -> bool:
-    """Whether ``text`` puts its track in a band ("slow", "dark") that no track it is about is in
-    (the card, and the track before where the sentence compares with it)."""
-    if not about:
-        return False
-    return bool(set.intersection(*(set(false_descriptions(text, t)) for t in about)))
 
 
 def _without_initials(text: str) -> str:

@@ -9,6 +9,7 @@ grounding of replies, so all read a track the same way; the words' thresholds ar
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 
 from index.track import Track
 from index.vocabulary import in_band, number, vocal_state
@@ -87,3 +88,27 @@ def false_descriptions(text: str, track: Track) -> list[str]:
         if not in_band(descriptor, band, track.descriptors.get(descriptor)):
             false.append(word)
     return false
+
+
+def unfounded_tags(text: str, track: Track, catalog_tags: Sequence[str]) -> list[str]:
+    """The catalog's tags that ``text`` (lowercased, names taken out) says and ``track`` does not
+    have: "a piano piece" of an orchestral track. A tag counts as the track's when it is one of its
+    tags or its genre, or when each of its words is in them ("romantic" of "romantic classical").
+    Like ``false_descriptions``, a tag is read as soon as it is written whole.
+
+    >>> t = Track(id="b", tags=["romantic classical", "orchestral"])
+    >>> unfounded_tags("a romantic, orchestral piano piece", t, ["piano", "orchestral", "romantic", "violin"])
+    ['piano']
+    """
+    if not isinstance(text, str):
+        raise TypeError(f"text must be a str, got {type(text).__name__}")
+    own = {tag.lower() for tag in [*track.tags, track.genre] if tag}
+    own_words = {w for tag in own for w in re.findall(r"[\w-]+", tag)}
+    out = []
+    for tag in sorted({t.lower() for t in catalog_tags if t.strip()}, key=len, reverse=True):
+        if tag in own or all(w in own_words for w in re.findall(r"[\w-]+", tag)):
+            continue
+        if re.search(r"(?<![\w-])" + re.escape(tag) + r"(?![\w-])", text) and \
+                not any(tag in o for o in out):  # "dark ambient" said is not "ambient" said again
+            out.append(tag)
+    return out

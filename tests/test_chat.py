@@ -169,6 +169,12 @@ def test_text_never_names_tracks_that_were_not_retrieved(assistant):
     assert assistant.grounded_sentences(f'Try "{slowest.title}": a fast piece.', [card(slowest)]) == ""
     kept = f'Try "{fastest.title}": a fast piece.'
     assert assistant.grounded_sentences(kept, [card(fastest)]) == kept
+    # So do the catalog's tags: "piano" of a track not tagged so is dropped.
+    piano = next(t for t in assistant.index.tracks if "piano" in t.tags)
+    other = next(t for t in assistant.index.tracks if "piano" not in t.tags and t.title and t.tags)
+    said = lambda t: f'Try "{t.title}": a piano piece.'  # noqa: E731
+    assert assistant.grounded_sentences(said(piano), [card(piano)]) == said(piano)
+    assert assistant.grounded_sentences(said(other), [card(other)]) == ""
     # A year is one of a card's numbers, but not as its tempo.
     dated = next(t for t in by_tempo if str(t.year).isdigit())
     assert assistant.grounded_sentences(f"It is from {dated.year}.", [card(dated)]) == f"It is from {dated.year}."

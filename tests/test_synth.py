@@ -408,3 +408,17 @@ def test_the_replies_band_words_are_the_ones_the_grounding_check_reads():
         assert false_descriptions(synth.compose_reply(fast, rng).lower() + " ", fast) == []
     with pytest.raises(TypeError):
         false_descriptions(None, fast)
+
+
+def test_a_reply_gives_its_track_only_tags_it_has():
+    from assistant.facts import unfounded_tags
+
+    reel = Track(id="r", title="Reel", tags=["folk", "fiddle tune", "irish"], genre="Folk")
+    catalog = ["folk", "fiddle", "fiddle tune", "piano", "dark ambient", "ambient", "irish"]
+    assert unfounded_tags("an irish fiddle tune, folk", reel, catalog) == []  # "fiddle": a word of its own tag
+    assert unfounded_tags("a dark ambient piano piece", reel, catalog) == ["dark ambient", "piano"]
+    rng = random.Random(0)
+    for _ in range(30):  # what the synthesizer says of a track, the check lets stand
+        assert unfounded_tags(synth.compose_reply(reel, rng).lower(), reel, catalog) == []
+    with pytest.raises(TypeError):
+        unfounded_tags(None, reel, catalog)
