@@ -380,5 +380,4 @@ class ClaimGuard:
 
     def _copying_name(self, low: str) -> bool:
         """Whether ``low`` ends part-way through one of the names, from one of its words on."""
-        starts = [0] + [m.end() for m in re.finditer(r"\s+", low)]
-        return any(name.startswith(low[i:]) for i in starts if low[i:] for name in self.names)
+        return self._name_start(low) < len(low)

@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
 
-from index.vocabulary import parse_key
+from index.vocabulary import key_label, parse_key
 
 from .refine import Refinement
 
@@ -260,9 +260,8 @@ def _read_key(message: str, text: str, r: Refinement) -> None:
     plain = message.replace("♯", "#").replace("♭", "b")
     m = _KEY.search(plain) or _KEY_LOWER.search(plain)
     if m:
-        acc = (m.group(2) or "").strip().replace("sharp", "#").replace("flat", "b")
-        r.key = parse_key(f"{m.group(1).upper()}{acc} {m.group(3)}")
-        r.key_name = f"{m.group(1).upper()}{acc} {m.group(3)}"
+        r.key_name = key_label(f"{m.group(1)}{(m.group(2) or '').strip()} {m.group(3)}")
+        r.key = parse_key(r.key_name)
     else:
         for clause in clauses(text):
             mm = _MODE.search(clause)
