@@ -41,6 +41,17 @@ def has_vocals(track: Track) -> bool | None:
     return True if track.lyrics.strip() else None
 
 
+def mode_of(track: Track) -> str | None:
+    """"major", "minor" or None, from the ``mode`` descriptor or else the key."""
+    for source in (track.descriptors.get("mode"), track.descriptors.get("key")):
+        s = str(source or "").lower()
+        if "minor" in s or s == "min":
+            return "minor"
+        if "major" in s or s == "maj":
+            return "major"
+    return None
+
+
 def year_of(track: Track) -> int | None:
     """The track's year as a number (the first four digits of ``year``), or None."""
     m = re.match(r"\s*(\d{4})", str(track.year or ""))
@@ -60,13 +71,19 @@ BAND_WORDS: dict[tuple[str, str], tuple[str, ...]] = {
 }
 _BAND_OF = {word: band for band, words in BAND_WORDS.items() for word in words}
 _BAND_WORD = re.compile(r"\b(" + "|".join(sorted(map(re.escape, _BAND_OF), key=len, reverse=True)) + r")(?=\W|$)")
+# A mode said of the track ("a minor-key piece", "in a major key"); a key with its pitch ("C minor")
+# is the grounding's key claim, not this.
+_MODE_WORD = re.compile(r"\b(major|minor)(?:-key|\s+key|\s+mode)\b")
+# A decade ("from the 1990s"): the track's year must lie in it.
+_DECADE = re.compile(r"\b(\d{3}0)s\b")
 # "not fast", "isn't dark", "as fast as", "less calm", "too slow": no claim that the track is so.
 _NOT_A_DESCRIPTION = re.compile(r"(?:\b(?:not|never|no|as|less|more|too|so|nor)|n't)\s+$")
 
 
 def false_descriptions(text: str, track: Track) -> list[str]:
     """The words of ``text`` (lowercased, names taken out) that put ``track`` in a band ("slow",
-    "calm", "dark", ...) its measurements do not, and that none of its tags or its genre says.
+    "calm", "dark", ...) its measurements do not, and that none of its tags or its genre says;
+    or that give it a mode ("minor-key") or a decade ("from the 1990s") that is not its own.
 
     A word is read as soon as it is written whole, so a sentence being written cannot stop on it
     (one on its way to "darker" as " dark" and "er" goes with it); a word after "not", "as",
@@ -75,6 +92,9 @@ def false_descriptions(text: str, track: Track) -> list[str]:
     >>> t = Track(id="m", tags=["romantic"], descriptors={"tempo_bpm": 185.0, "brightness": 0.7})
     >>> false_descriptions("a slow, romantic, dark piece.", t), false_descriptions("a fast, bright one.", t)
     (['slow', 'dark'], [])
+    >>> m = Track(id="k", year="1994", descriptors={"key": "C# minor", "mode": "minor"})
+    >>> false_descriptions("a major-key piece from the 1980s", m), false_descriptions("a minor-key piece from the 1990s", m)
+    (['major-key', '1980s'], [])
     """
     if not isinstance(text, str):
         raise TypeError(f"text must be a str, got {type(text).__name__}")
@@ -87,6 +107,13 @@ def false_descriptions(text: str, track: Track) -> list[str]:
             continue
         if not in_band(descriptor, band, track.descriptors.get(descriptor)):
             false.append(word)
+    for m in _MODE_WORD.finditer(text):
+        if not _NOT_A_DESCRIPTION.search(text[:m.start()]) and mode_of(track) != m.group(1):
+            false.append(m.group(0))
+    year = year_of(track)
+    for m in _DECADE.finditer(text):
+        if not _NOT_A_DESCRIPTION.search(text[:m.start()]) and (year is None or year // 10 * 10 != int(m.group(1))):
+            false.append(m.group(0))
     return false
 
 

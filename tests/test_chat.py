@@ -10,6 +10,7 @@ import pytest
 import soundfile as sf
 
 from assistant.chat import MusicAssistant, TrackCard
+from assistant.facts import mode_of
 from assistant.generation import FINISH_TOKENS
 from assistant.refine import parse_refinement, satisfies
 from tiny_catalog import SR, synth_track
@@ -153,9 +154,12 @@ def test_text_never_names_tracks_that_were_not_retrieved(assistant):
     card = lambda t: assistant._card(t.id, 0.0, assistant.new_session(), parse_refinement(""))  # noqa: E731
     claim = "It's faster than the last one."
     assert assistant.grounded_sentences(claim, [card(fastest)], reference=slowest) == claim
-    # "a minor-key piece" names no key, and "by <artist> fits" names the artist alone.
-    for said in (f'Try "{fastest.title}": a minor-key piece.', f'"{fastest.title}" by {fastest.artist} fits: a piece.'):
+    # "a minor-key piece" names no key, only the mode, and "by <artist> fits" names the artist alone.
+    mode = mode_of(fastest)
+    for said in (f'Try "{fastest.title}": a {mode}-key piece.', f'"{fastest.title}" by {fastest.artist} fits: a piece.'):
         assert assistant.grounded_sentences(said, [card(fastest)]) == said
+    other_mode = {"major": "minor", "minor": "major"}[mode]
+    assert assistant.grounded_sentences(f'Try "{fastest.title}": a {other_mode}-key piece.', [card(fastest)]) == ""
     assert assistant.grounded_sentences(claim, [card(slowest)], reference=fastest) == ""
     # The track before lends its numbers to a comparison, never to a plain claim about the card.
     slow_bpm, fast_bpm = (round(float(t.descriptors["tempo_bpm"])) for t in (slowest, fastest))
@@ -178,6 +182,9 @@ def test_text_never_names_tracks_that_were_not_retrieved(assistant):
     # A year is one of a card's numbers, but not as its tempo.
     dated = next(t for t in by_tempo if str(t.year).isdigit())
     assert assistant.grounded_sentences(f"It is from {dated.year}.", [card(dated)]) == f"It is from {dated.year}."
+    decade = int(dated.year) // 10 * 10
+    assert assistant.grounded_sentences(f"It is from the {decade}s.", [card(dated)]) == f"It is from the {decade}s."
+    assert assistant.grounded_sentences(f"It is from the {decade - 10}s.", [card(dated)]) == ""
     assert assistant.grounded_sentences(f"It moves at about {dated.year}.", [card(dated)]) == ""
     # "from" and a capital names the card's album; any other is dropped.
     with_album = next(t for t in assistant.index.tracks if t.album and t.title)
