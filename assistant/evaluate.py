@@ -7,6 +7,7 @@ model and every baseline are scored in the same run.
 from __future__ import annotations
 
 import json
+import re
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -17,7 +18,9 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from .conversations import played_tracks
+from .facts import BAND_WORDS
 from .metrics import METRIC_KEYS, aggregate, aggregate_by_kind, eval_turns, paired_bootstrap, score_turn, turn_kind
+from .synth import said_facts
 
 K = 20
 # A system: (history, k, played ids) -> ranked ids, (ranked ids, reply text), or a chat Reply.
@@ -45,15 +48,62 @@ class SystemResult:
     per_conversation: list[dict[str, float]] = field(default_factory=list)
 
 
+def _said(fact, text: str) -> bool:
+    """Whether ``text`` (lowercased) states ``fact`` (``synth.said_facts``), in any of its words:
+    a tempo, energy or brightness by any word of its band, a mode, key, singing or decade as a
+    reply would put it."""
+    def has(pattern: str) -> bool:
+        return re.search(r"(?<![\w-])(?:" + pattern + r")(?![\w-])", text) is not None
+
+    value = fact.short.lower()
+    if fact.kind in ("tempo", "energy", "brightness"):
+        words = next((w for w in BAND_WORDS.values() if value in w), (value,))
+        return has("|".join(map(re.escape, words)))
+    if fact.kind == "mode":
+        mode = value.split()[0]
+        return has(f"{mode}-key|{mode} key|{mode} mode")
+    if fact.kind == "vocals":
+        return has("instrumental") if value == "instrumental" else has("vocals?|sung|singing|sings|voices?")
+    if fact.kind == "era" and not value.isdigit():
+        decade = int(value[:4])
+        return has(re.escape(value) + "|" + "|".join(str(y) for y in range(decade, decade + 10)))
+    return has(re.escape(value))
+
+
+def answers_request(text: str, track, asked) -> bool | None:
+    """Whether a reply says what of the request its first card meets: None when the request
+    (``asked``, a synthesized user turn's ``[kind, value]`` pairs) asked for nothing the card
+    meets and its catalog facts list (``synth.said_facts``); else whether ``text`` states at
+    least one of those facts.
+
+    >>> from index.track import Track
+    >>> card = Track(id="a", tags=["piano"], descriptors={"tempo_bpm": 70.0, "energy": 0.2})
+    >>> answers_request("A mellow piano piece.", card, [["energy", "calm"]]), answers_request("A piece.", card, [["tag", "piano"]])
+    (True, False)
+    >>> answers_request("A piece.", card, [["tag", "organ"]]) is None
+    True
+    """
+    if not isinstance(text, str):
+        raise TypeError(f"text must be a str, got {type(text).__name__}")
+    said = said_facts(track, asked or [])
+    if not said:
+        return None
+    low = text.lower()
+    return any(_said(fact, low) for fact in said)
+
+
 def _ranked_and_text(answer) -> tuple[list[str], str | None]:
     if hasattr(answer, "ranked"):  # a chat Reply
         return list(answer.ranked), answer.text
     return answer if isinstance(answer, tuple) else (answer, None)
 
 
-def evaluate_system(name: str, rank: Ranker, conversations: Sequence[dict], *, k: int = K, progress: bool = True) -> SystemResult:
-    """Score one system on every evaluation point of ``conversations``."""
-    per_conversation, predictions, seconds, replies = [], [], [], []
+def evaluate_system(name: str, rank: Ranker, conversations: Sequence[dict], *, k: int = K, progress: bool = True,
+                    tracks_by_id: dict | None = None) -> SystemResult:
+    """Score one system on every evaluation point of ``conversations``. Given the catalog
+    (``tracks_by_id``), a system's replies are also read for whether they say what of the request
+    their first card meets (:func:`answers_request`)."""
+    per_conversation, predictions, seconds, replies, answered = [], [], [], [], []
     for conv in tqdm(conversations, desc=f"eval {name}", disable=not progress, unit="conv"):
         scored = []
         for n, (history, relevant) in enumerate(eval_turns(conv), start=1):
@@ -63,6 +113,9 @@ def evaluate_system(name: str, rank: Ranker, conversations: Sequence[dict], *, k
             ranked, text = _ranked_and_text(answer)
             if hasattr(answer, "own_words"):
                 replies.append(answer)
+                if tracks_by_id is not None and answer.tracks and answer.tracks[0].id in tracks_by_id:
+                    answered.append(answers_request(answer.text, tracks_by_id[answer.tracks[0].id],
+                                                    history[-1].get("asked")))
             ranked = list(dict.fromkeys(ranked))[:k]
             scored.append((turn_kind(history), score_turn(ranked, relevant)))
             if text is not None:
@@ -77,6 +130,9 @@ def evaluate_system(name: str, rank: Ranker, conversations: Sequence[dict], *, k
         words = {"replies": len(replies), "own_words": sum(r.own_words for r in replies) / len(replies),
                  "contradictions": sum(len(r.dropped) for r in replies),
                  "dropped": [s for r in replies for s in r.dropped]}
+        eligible = [a for a in answered if a is not None]
+        if eligible:
+            words |= {"asked_met": len(eligible), "answers_request": sum(eligible) / len(eligible)}
     means = [{key: float(np.mean([scores[key] for _, scores in conversation])) for key in METRIC_KEYS}
              for conversation in per_conversation if conversation]
     return SystemResult(name, metrics, float(np.percentile(seconds, 50)), float(np.percentile(seconds, 95)),
@@ -181,6 +237,9 @@ def format_table(results: Sequence[SystemResult]) -> str:
         for r in worded:
             lines.append(f"{r.name:<16}{r.words['own_words']:>9.3f}{r.words['contradictions']:>9d}"
                          f"  (of {r.words['replies']} replies)")
+            if "answers_request" in r.words:
+                lines.append(f"{'':<16}{r.words['answers_request']:>9.3f}  of the {r.words['asked_met']} replies whose "
+                             "first card meets something the request asked say so")
     paired = paired_comparisons(results)
     if paired:
         n = int(next(iter(next(iter(paired.values())).values()))["conversations"])
@@ -270,7 +329,7 @@ def run_evaluation(model_dir: str | Path | None, index_dir: str | Path, conversa
         tuned_reranker = tuned.reranker
         replay_generations(tuned)
         results.append(evaluate_system("assistant", assistant_ranker(tuned, with_text=True), conversations,
-                                       progress=progress))
+                                       progress=progress, tracks_by_id=index.by_id))
         if live:
             results[-1].following = refinement_following(assistant_ranker(tuned), conversations, index.by_id,
                                                          progress=progress, name="assistant")

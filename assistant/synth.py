@@ -44,7 +44,7 @@ from index import vocabulary
 from index.track import Track
 
 from .conversations import SPLITS, write_conversations
-from .facts import descriptor_value, has_vocals, tempo_of, year_of
+from .facts import descriptor_value, has_vocals, mode_of, tempo_of, year_of
 
 # What "fast", "calm", "faster", ... mean, and how different two tracks must be before a
 # comparative is claimed, are index.vocabulary's: the same numbers the chat checks by.
@@ -106,17 +106,6 @@ def energy_of(track: Track) -> float | None:
 
 def brightness_of(track: Track) -> float | None:
     return descriptor_value(track.descriptors, "brightness")
-
-
-def mode_of(track: Track) -> str | None:
-    """"major", "minor" or None, from the ``mode`` descriptor or else the key."""
-    for source in (track.descriptors.get("mode"), track.descriptors.get("key")):
-        s = str(source or "").lower()
-        if "minor" in s or s == "min":
-            return "minor"
-        if "major" in s or s == "maj":
-            return "major"
-    return None
 
 
 def key_of(track: Track) -> str | None:
@@ -600,16 +589,54 @@ def compose_refinement(kind: str, previous: Track, target: Track, rng: random.Ra
     return text, asked_of(extra)
 
 
-def describe_track(track: Track, rng: random.Random) -> str:
-    """A short noun phrase of true facts about ``track``: "a fast, minor-key piece at 140 BPM"."""
+def said_facts(track: Track, asked: Sequence[Sequence[str]]) -> list[Fact]:
+    """The facts a request asked for (its ``"asked"`` pairs) that hold for ``track`` and that its
+    catalog facts list, in the request's own words ("mellow", "minor-key", "from the 1990s"), so a
+    reply can say why the track answers it. A tempo asked in BPM is left to the reply's exact
+    tempo; an artist, title or lyric is left to the reply's name."""
+    listed = {label.lower() for label in fact_labels(track)}
+    out: list[Fact] = []
+    for kind, value in asked:
+        value = str(value)
+        if kind in ("bpm", "artist", "title", "lyric line", "lyric word") or not allows(track, kind, value):
+            continue
+        if kind in ("tag", "genre"):
+            if value.lower() in listed:
+                out.append(Fact(kind, value, adj=value.lower()))
+        elif kind in ("tempo", "energy", "brightness"):
+            out.append(Fact(kind, value, adj=value))
+        elif kind == "mode":
+            out.append(Fact(kind, value, adj=value.replace(" ", "-")))
+        elif kind == "key":
+            out.append(Fact(kind, value, mod=f"in {value}"))
+        elif kind == "vocals":
+            out.append(Fact(kind, value, adj="instrumental") if value == "instrumental"
+                       else Fact(kind, value, mod="with vocals"))
+        elif kind == "era":
+            out.append(Fact(kind, value, mod=f"from {value}" if value.isdigit() else f"from the {value}"))
+    return out
+
+
+def describe_track(track: Track, rng: random.Random, asked: Sequence[Sequence[str]] = ()) -> str:
+    """A short noun phrase of true facts about ``track``: "a fast, minor-key piece at 140 BPM".
+
+    The facts the request ``asked`` for that hold (:func:`said_facts`) come first, in its words;
+    the rest are drawn from the track's facts, up to three in all. ``rng`` is drawn from the same
+    way whatever was asked, so a session's other turns do not depend on it.
+    """
     listed = set(fact_labels(track))  # what the model will read about the track
     facts = [f for f in track_facts(track, rng) if f.kind != "bpm" and (f.kind not in ("tag", "genre")
                                                                       or f.short in listed)]
-    chosen = _pick_facts(facts, rng.randint(1, 3), rng)
+    drawn = _pick_facts(facts, rng.randint(1, 3), rng)
+    said = said_facts(track, asked)[:3]
+    same = {"key": {"mode"}, "mode": {"key"}, "genre": {"tag"}, "tag": {"genre"}}
+    chosen = said + [f for f in drawn if len(said) < 3 and not any(
+        g.kind == f.kind or g.kind in same.get(f.kind, ()) or g.short == f.short for g in said)][: 3 - len(said)]
     adjs = [f.adj for f in chosen if f.adj]
     mods = [f.mod for f in chosen if not f.adj and f.mod]
     bpm = tempo_of(track)
-    if bpm is not None and rng.random() < 0.5:
+    tempo_asked = any(kind == "bpm" and allows(track, kind, value) for kind, value in asked)
+    if bpm is not None and (rng.random() < 0.5 or tempo_asked):
         mods.append(f"at about {round(bpm)} BPM")
     head = (", ".join(adjs) + " " if adjs else "") + "piece"
     return f"{_article(head)} {head}" + (" " + " ".join(mods) if mods else "")
@@ -679,14 +706,15 @@ def facts_lookup(by_id: dict[str, Track]) -> Callable[[str, "str | None", "str |
 
 
 def compose_reply(track: Track, rng: random.Random, *, previous: Track | None = None,
-                  refinement: str | None = None) -> str:
-    """Assistant text grounded in the track's facts, stating the refinement's relation when there is one."""
+                  refinement: str | None = None, asked: Sequence[Sequence[str]] = ()) -> str:
+    """Assistant text grounded in the track's facts, saying first what of the request (``asked``,
+    a user turn's ``"asked"`` pairs) the track meets, and the refinement's relation when there is one."""
     name = f'"{track.title}"' if track.title.strip() else "this track"
     if track.artist.strip():
         name += f" by {track.artist}"
     if track.album.strip() and rng.random() < 0.4:
         name += f" from {track.album}"
-    desc = describe_track(track, rng)
+    desc = describe_track(track, rng, asked)
     text = rng.choice([f"Here's {name}, {desc}.", f"Try {name}: {desc}.", f"How about {name}? It's {desc}.",
                        f"{_sentence_case(name)} fits: {desc}."])
     if refinement is not None and previous is not None:
@@ -730,7 +758,8 @@ def _session(pool: list[Track], n_turns: int, rng: random.Random, refine_share: 
         else:
             text, asked = compose_refinement(kind, played[-1], target, rng)
             turns.append({"role": "user", "content": text, "refinement": kind, "asked": asked})
-        reply = compose_reply(target, rng, previous=played[-1] if played else None, refinement=kind)
+        reply = compose_reply(target, rng, previous=played[-1] if played else None, refinement=kind,
+                              asked=turns[-1]["asked"])
         turns.append({"role": "assistant", "content": reply, "tracks": [target.id]})
         used.add(target.id)
         played.append(target)

@@ -422,3 +422,46 @@ def test_a_reply_gives_its_track_only_tags_it_has():
         assert unfounded_tags(synth.compose_reply(reel, rng).lower(), reel, catalog) == []
     with pytest.raises(TypeError):
         unfounded_tags(None, reel, catalog)
+
+
+def test_a_reply_says_what_of_the_request_its_track_meets():
+    from assistant.evaluate import answers_request
+    from assistant.facts import false_descriptions
+
+    track = Track(id="n", title="Nocturne", artist="Chopin", year="1835", tags=["piano", "romantic"],
+                  descriptors={"tempo_bpm": 68.0, "energy": 0.2, "brightness": 0.5, "vocals": 0.1,
+                               "key": "C# minor", "mode": "minor"})
+    asked = [["energy", "mellow"], ["tag", "piano"], ["mode", "minor key"], ["era", "1830s"], ["tag", "organ"]]
+    said = synth.said_facts(track, asked)
+    assert [(f.kind, f.adj or f.mod) for f in said] == [
+        ("energy", "mellow"), ("tag", "piano"), ("mode", "minor-key"), ("era", "from the 1830s")]  # not "organ"
+    for seed in range(20):
+        reply = synth.compose_reply(track, random.Random(seed), asked=asked)
+        assert "mellow, piano, minor-key piece" in reply, reply  # the first three, in the request's words
+        assert answers_request(reply, track, asked) is True
+        assert false_descriptions(reply.lower() + " ", track) == []
+    assert answers_request("Here is a romantic piece.", track, asked) is False
+    assert answers_request("Here is a romantic piece.", track, [["tag", "organ"]]) is None  # nothing asked is met
+    with pytest.raises(TypeError):
+        answers_request(None, track, asked)
+
+
+def test_what_a_request_asked_changes_the_reply_and_nothing_else():
+    tracks = [Track(id=f"t{i}", title=f"Song {i}", artist=f"Artist {i % 3}", year=str(1960 + 3 * i),
+                    tags=[["piano", "calm"], ["folk", "fiddle"], ["orchestral", "battle"]][i % 3],
+                    descriptors={"tempo_bpm": 60.0 + 9 * i, "energy": (i % 10) / 10, "brightness": (i % 7) / 7})
+              for i in range(24)]
+    playlists = {f"p{j}": [t.id for t in tracks[j::3]] for j in range(3)}
+    plain = synth.compose_reply
+    try:  # the same sessions written with replies that ignore what was asked
+        synth.compose_reply = lambda track, rng, asked=(), **kw: plain(track, rng, **kw)
+        before = synth.synthesize_conversations(tracks, playlists, seed=3, progress=False)
+    finally:
+        synth.compose_reply = plain
+    after = synth.synthesize_conversations(tracks, playlists, seed=3, progress=False)
+    changed = 0
+    for a, b in zip(before, after, strict=True):
+        for x, y in zip(a["turns"], b["turns"], strict=True):
+            assert x.get("tracks") == y.get("tracks") and (x["role"] == "assistant" or x == y)
+            changed += x["content"] != y["content"]
+    assert changed > 0
