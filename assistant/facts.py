@@ -72,8 +72,9 @@ BAND_WORDS: dict[tuple[str, str], tuple[str, ...]] = {
 _BAND_OF = {word: band for band, words in BAND_WORDS.items() for word in words}
 _BAND_WORD = re.compile(r"\b(" + "|".join(sorted(map(re.escape, _BAND_OF), key=len, reverse=True)) + r")(?=\W|$)")
 # A mode said of the track ("a minor-key piece", "in a major key"); a key with its pitch ("C minor")
-# is the grounding's key claim, not this.
-_MODE_WORD = re.compile(r"\b(major|minor)(?:-key|\s+key|\s+mode)\b")
+# is the grounding's key claim, not this. Read from the hyphen, so a reply that may not say
+# "major-key" cannot go on to "major-piano" instead.
+_MODE_WORD = re.compile(r"\b(major|minor)(?:-|\s+key\b|\s+mode\b)")
 # A decade ("from the 1990s"): the track's year must lie in it.
 _DECADE = re.compile(r"\b(\d{3}0)s\b")
 # "not fast", "isn't dark", "as fast as", "less calm", "too slow": no claim that the track is so.
@@ -94,7 +95,7 @@ def false_descriptions(text: str, track: Track) -> list[str]:
     (['slow', 'dark'], [])
     >>> m = Track(id="k", year="1994", descriptors={"key": "C# minor", "mode": "minor"})
     >>> false_descriptions("a major-key piece from the 1980s", m), false_descriptions("a minor-key piece from the 1990s", m)
-    (['major-key', '1980s'], [])
+    (['major-', '1980s'], [])
     """
     if not isinstance(text, str):
         raise TypeError(f"text must be a str, got {type(text).__name__}")
