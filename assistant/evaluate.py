@@ -7,7 +7,6 @@ model and every baseline are scored in the same run.
 from __future__ import annotations
 
 import json
-import re
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -18,9 +17,8 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from .conversations import played_tracks
-from .facts import BAND_WORDS
 from .metrics import METRIC_KEYS, aggregate, aggregate_by_kind, eval_turns, paired_bootstrap, score_turn, turn_kind
-from .synth import said_facts
+from .synth import said_facts, stated
 
 K = 20
 # A system: (history, k, played ids) -> ranked ids, (ranked ids, reply text), or a chat Reply.
@@ -48,48 +46,25 @@ class SystemResult:
     per_conversation: list[dict[str, float]] = field(default_factory=list)
 
 
-def _said(fact, text: str) -> bool:
-    """Whether ``text`` (lowercased) states ``fact`` (``synth.said_facts``), in any of its words:
-    a tempo, energy or brightness by any word of its band, a mode, key, singing or decade as a
-    reply would put it."""
-    def has(pattern: str) -> bool:
-        return re.search(r"(?<![\w-])(?:" + pattern + r")(?![\w-])", text) is not None
-
-    value = fact.short.lower()
-    if fact.kind in ("tempo", "energy", "brightness"):
-        words = next((w for w in BAND_WORDS.values() if value in w), (value,))
-        return has("|".join(map(re.escape, words)))
-    if fact.kind == "mode":
-        mode = value.split()[0]
-        return has(f"{mode}-key|{mode} key|{mode} mode")
-    if fact.kind == "vocals":
-        return has("instrumental") if value == "instrumental" else has("vocals?|sung|singing|sings|voices?")
-    if fact.kind == "era" and not value.isdigit():
-        decade = int(value[:4])
-        return has(re.escape(value) + "|" + "|".join(str(y) for y in range(decade, decade + 10)))
-    return has(re.escape(value))
-
-
-def answers_request(text: str, track, asked) -> bool | None:
-    """Whether a reply says what of the request its first card meets: None when the request
-    (``asked``, a synthesized user turn's ``[kind, value]`` pairs) asked for nothing the card
-    meets and its catalog facts list (``synth.said_facts``); else whether ``text`` states at
-    least one of those facts.
+def answers_request(text: str, track, request: str) -> bool | None:
+    """Whether a reply says what of the person's ``request`` its first card meets: None when the
+    request names nothing the card is and its catalog facts list (``synth.request_met``); else
+    whether ``text`` states at least one of those facts, in any words of it.
 
     >>> from index.track import Track
     >>> card = Track(id="a", tags=["piano"], descriptors={"tempo_bpm": 70.0, "energy": 0.2})
-    >>> answers_request("A mellow piano piece.", card, [["energy", "calm"]]), answers_request("A piece.", card, [["tag", "piano"]])
+    >>> answers_request("A calm piano piece.", card, "something mellow"), answers_request("A piece.", card, "piano")
     (True, False)
-    >>> answers_request("A piece.", card, [["tag", "organ"]]) is None
+    >>> answers_request("A piece.", card, "organ music") is None
     True
     """
     if not isinstance(text, str):
         raise TypeError(f"text must be a str, got {type(text).__name__}")
-    said = said_facts(track, asked or [])
+    said = said_facts(track, request or "")
     if not said:
         return None
     low = text.lower()
-    return any(_said(fact, low) for fact in said)
+    return any(stated(fact, low) is not None for fact in said)
 
 
 def _ranked_and_text(answer) -> tuple[list[str], str | None]:
@@ -115,7 +90,7 @@ def evaluate_system(name: str, rank: Ranker, conversations: Sequence[dict], *, k
                 replies.append(answer)
                 if tracks_by_id is not None and answer.tracks and answer.tracks[0].id in tracks_by_id:
                     answered.append(answers_request(answer.text, tracks_by_id[answer.tracks[0].id],
-                                                    history[-1].get("asked")))
+                                                    str(history[-1].get("content", ""))))
             ranked = list(dict.fromkeys(ranked))[:k]
             scored.append((turn_kind(history), score_turn(ranked, relevant)))
             if text is not None:

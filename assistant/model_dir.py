@@ -26,13 +26,13 @@ DEFAULT_SYSTEM_PROMPT = (
 )
 MODEL_RECORD = "tonearm_model.json"
 # How an assistant turn is laid out: its music block, the catalog's facts about the chosen
-# track (a tool message, read and not learned), then its words. The block comes first so the
-# tracks can be shown after a handful of generated tokens, and the words are written from the
-# facts of the track actually shown.
-REPLY_FORMAT = "block-facts-words"
+# track and what of the request it meets (a tool message, read and not learned), then its
+# words. The block comes first so the tracks can be shown after a handful of generated tokens,
+# and the words are written from the facts of the track actually shown.
+REPLY_FORMAT = "block-facts-asked-words"
 FACTS_ROLE = "tool"
-# facts_for(track_id, previous_id, first_id) -> the facts text (``assistant.synth.catalog_facts``)
-FactsFor = Callable[[str, "str | None", "str | None"], str]
+# facts_for(track_id, previous_id, first_id, request) -> the facts text (``assistant.synth.catalog_facts``)
+FactsFor = Callable[[str, "str | None", "str | None", "str | None"], str]
 SAVED_BASE_DIR = "base"  # a base model saved inside the model directory is recorded by this name
 # How a loaded model keeps its weights: "float32" as trained; "bfloat16", half the bytes per
 # generated token, quick only where the CPU computes bfloat16 natively (AVX512-BF16 or AMX); or
@@ -69,23 +69,25 @@ def conversation_messages(turns: Sequence[dict], codes_for: Callable[[str], dict
     """A conversation as chat messages in ``REPLY_FORMAT``, as the model reads it at its last turn.
 
     Only a last assistant turn carries facts: about its first track, against the first track of
-    the reply before it (the one a "faster" reacts to) and the session's first (``facts_for``;
-    None leaves facts out). Earlier
+    the reply before it (the one a "faster" reacts to) and the session's first, and what of the
+    user turn before it the track meets (``facts_for``; None leaves facts out). Earlier
     assistant turns are their block and words, the words marked ``"learn": False``: they were
     written from facts no longer in view, so they are context, not something to imitate.
     """
     messages: list[dict] = []
     played: list[str] = []
     before: str | None = None  # the first track of the last reply that showed any
+    request: str | None = None  # the last user turn
     for i, turn in enumerate(turns):
         if turn["role"] != "assistant":
             messages.append({"role": turn["role"], "content": str(turn["content"])})
+            request = str(turn["content"]) if turn["role"] == "user" else request
             continue
         tracks = list(turn.get("tracks") or [])
         last = i == len(turns) - 1
         facts = None
         if last and tracks and facts_for is not None:
-            facts = facts_for(tracks[0], before, played[0] if played else None)
+            facts = facts_for(tracks[0], before, played[0] if played else None, request)
         said = assistant_messages(turn, codes_for, vocab, facts)
         if not last and said[-1]["content"] and not said[-1]["content"].startswith(vocab.BLOCK_START):
             said[-1]["learn"] = False

@@ -44,7 +44,7 @@ from index import vocabulary
 from index.track import Track
 
 from .conversations import SPLITS, write_conversations
-from .facts import descriptor_value, has_vocals, mode_of, tempo_of, year_of
+from .facts import BAND_WORDS, descriptor_value, has_vocals, mode_of, tempo_of, year_of
 
 # What "fast", "calm", "faster", ... mean, and how different two tracks must be before a
 # comparative is claimed, are index.vocabulary's: the same numbers the chat checks by.
@@ -589,53 +589,47 @@ def compose_refinement(kind: str, previous: Track, target: Track, rng: random.Ra
     return text, asked_of(extra)
 
 
-def said_facts(track: Track, asked: Sequence[Sequence[str]]) -> list[Fact]:
-    """The facts a request asked for (its ``"asked"`` pairs) that hold for ``track`` and that its
-    catalog facts list, in the request's own words ("mellow", "minor-key", "from the 1990s"), so a
-    reply can say why the track answers it. A tempo asked in BPM is left to the reply's exact
-    tempo; an artist, title or lyric is left to the reply's name."""
-    listed = {label.lower() for label in fact_labels(track)}
+def said_facts(track: Track, request: str) -> list[Fact]:
+    """What of a person's ``request`` ``track`` meets (:func:`request_met`), as facts a reply can
+    say in the request's own words ("mellow", "minor-key", "from the 1990s")."""
     out: list[Fact] = []
-    for kind, value in asked:
-        value = str(value)
-        if kind in ("bpm", "artist", "title", "lyric line", "lyric word") or not allows(track, kind, value):
-            continue
-        if kind in ("tag", "genre"):
-            if value.lower() in listed:
-                out.append(Fact(kind, value, adj=value.lower()))
-        elif kind in ("tempo", "energy", "brightness"):
-            out.append(Fact(kind, value, adj=value))
-        elif kind == "mode":
-            out.append(Fact(kind, value, adj=value.replace(" ", "-")))
-        elif kind == "key":
-            out.append(Fact(kind, value, mod=f"in {value}"))
-        elif kind == "vocals":
-            out.append(Fact(kind, value, adj="instrumental") if value == "instrumental"
-                       else Fact(kind, value, mod="with vocals"))
-        elif kind == "era":
-            out.append(Fact(kind, value, mod=f"from {value}" if value.isdigit() else f"from the {value}"))
+    for fact, word in _met(request, track):
+        if fact.kind in ("tempo", "energy", "brightness"):
+            out.append(Fact(fact.kind, word, adj=word))
+        elif fact.kind == "mode":
+            out.append(Fact(fact.kind, fact.short, adj=fact.short.replace(" ", "-")))
+        elif fact.kind == "key":
+            out.append(Fact(fact.kind, fact.short, mod=f"in {fact.short}"))
+        elif fact.kind == "vocals":
+            out.append(Fact(fact.kind, fact.short, adj="instrumental") if fact.short == "instrumental"
+                       else Fact(fact.kind, fact.short, mod="with vocals"))
+        elif fact.kind == "era":
+            year = year_of(track)
+            out.append(Fact(fact.kind, fact.short, mod=f"from {year}" if word == str(year) else f"from the {fact.short}"))
+        else:
+            out.append(Fact(fact.kind, fact.short, adj=fact.short))
     return out
 
 
-def describe_track(track: Track, rng: random.Random, asked: Sequence[Sequence[str]] = ()) -> str:
+def describe_track(track: Track, rng: random.Random, request: str = "") -> str:
     """A short noun phrase of true facts about ``track``: "a fast, minor-key piece at 140 BPM".
 
-    The facts the request ``asked`` for that hold (:func:`said_facts`) come first, in its words;
-    the rest are drawn from the track's facts, up to three in all. ``rng`` is drawn from the same
-    way whatever was asked, so a session's other turns do not depend on it.
+    What of the person's ``request`` the track meets (:func:`said_facts`) comes first, in its
+    words; the rest is drawn from the track's facts, up to three in all. ``rng`` is drawn from the
+    same way whatever the request, so a session's other turns do not depend on it.
     """
     listed = set(fact_labels(track))  # what the model will read about the track
     facts = [f for f in track_facts(track, rng) if f.kind != "bpm" and (f.kind not in ("tag", "genre")
                                                                       or f.short in listed)]
     drawn = _pick_facts(facts, rng.randint(1, 3), rng)
-    said = said_facts(track, asked)[:3]
+    said = said_facts(track, request)[:3]
     same = {"key": {"mode"}, "mode": {"key"}, "genre": {"tag"}, "tag": {"genre"}}
     chosen = said + [f for f in drawn if len(said) < 3 and not any(
         g.kind == f.kind or g.kind in same.get(f.kind, ()) or g.short == f.short for g in said)][: 3 - len(said)]
     adjs = [f.adj for f in chosen if f.adj]
     mods = [f.mod for f in chosen if not f.adj and f.mod]
     bpm = tempo_of(track)
-    tempo_asked = any(kind == "bpm" and allows(track, kind, value) for kind, value in asked)
+    tempo_asked = bpm is not None and re.search(r"\bbpm\b", request.lower()) is not None
     if bpm is not None and (rng.random() < 0.5 or tempo_asked):
         mods.append(f"at about {round(bpm)} BPM")
     head = (", ".join(adjs) + " " if adjs else "") + "piece"
@@ -663,12 +657,70 @@ class _FirstChoice(random.Random):
         return seq[0]
 
 
-def catalog_facts(track: Track, previous: Track | None = None, first: Track | None = None) -> str:
+# A word that something before it turns around: "not fast", "nothing with piano"; and for a
+# band, "too fast", "less intense", "more energetic" (a comparison, read against the track before).
+_NEGATED = re.compile(r"(?:\b(?:not|never|no|nothing|without|nor)|n't)\s+(?:\w+\s+)?$")
+_TURNED = re.compile(r"(?:\b(?:not|never|no|nothing|without|nor|less|more|too|as)|n't)\s+(?:\w+\s+)?$")
+
+
+def stated(fact: Fact, text: str) -> str | None:
+    """Where lowercased ``text`` states ``fact``, the words that do ("mellow" for a calm track,
+    "minor-key", "1990s", "without vocals"), else None. A band is stated by any of its words, a
+    mode, key, singing or decade as a request or a reply would put it; a word that something
+    before it turns around ("not too fast") states nothing."""
+    value = fact.short.lower()
+    if fact.kind in ("tempo", "energy", "brightness"):
+        words = next((w for w in BAND_WORDS.values() if value in w), (value,))
+        pattern = "|".join(map(re.escape, words))
+    elif fact.kind == "mode":
+        mode = value.split()[0]
+        pattern = f"{mode}-key|{mode} key|{mode} mode"
+    elif fact.kind == "vocals":
+        pattern = ("instrumental|without vocals|no vocals|without singing|no singing" if value == "instrumental"
+                   else "with vocals|vocals|vocal|sung|singing|sings|singer|voices?")
+    elif fact.kind == "era" and not value.isdigit():
+        decade = int(value[:4])
+        pattern = "|".join([re.escape(value), f"'?{value[2:]}", *(str(y) for y in range(decade, decade + 10))])
+    else:
+        pattern = re.escape(value)
+    turned = _TURNED if fact.kind in ("tempo", "energy", "brightness") else _NEGATED
+    for m in re.finditer(r"(?<![\w-])(?:" + pattern + r")(?![\w-])", text):
+        if not turned.search(text[:m.start()]):
+            return m.group(0)
+    return None
+
+
+def _met(request: str, track: Track) -> list[tuple[Fact, str]]:
+    """(fact, the request's words for it) for each fact of ``track`` its catalog facts list that
+    ``request`` states."""
+    low = " ".join(str(request).lower().split())
+    listed = {label.lower() for label in fact_labels(track)}
+    out: list[tuple[Fact, str]] = []
+    for fact in track_facts(track, _FirstChoice()):
+        if fact.kind == "bpm" or (fact.kind in ("tag", "genre") and fact.short not in listed):
+            continue
+        word = stated(fact, low)
+        if word is not None and all(word != w for _, w in out):
+            out.append((fact, word))
+    return out
+
+
+def request_met(request: str, track: Track) -> list[str]:
+    """The words of a person's ``request`` that ask for something ``track`` is and that its
+    catalog facts list, as the request words them: "something mellow with piano" of a calm piano
+    piece gives ``["piano", "mellow"]``. Read the same way in training and in the chat, this is
+    what the model is told the track answers (:func:`catalog_facts`)."""
+    return [word for _, word in _met(request, track)]
+
+
+def catalog_facts(track: Track, previous: Track | None = None, first: Track | None = None,
+                  request: str | None = None) -> str:
     """What the catalog states about ``track``, as the model reads it before it writes a reply.
 
     The name, album and year; the tags and the measured facts in plain words, with the exact
-    tempo; and, given the track played before it (and the session's first), which of the
-    refinement relations hold against it ("faster", "same artist", ...). Every fact the
+    tempo; given the person's ``request``, what of it the track meets, in its words
+    (:func:`request_met`); and, given the track played before it (and the session's first), which
+    of the refinement relations hold against it ("faster", "same artist", ...). Every fact the
     synthesized replies state is here, so a model that copies from it says only true things.
     """
     name = f'"{track.title}"' if track.title.strip() else "An untitled track"
@@ -687,6 +739,9 @@ def catalog_facts(track: Track, previous: Track | None = None, first: Track | No
     if bpm is not None:
         words.append(f"{round(bpm)} BPM")
     text = name + (": " + ", ".join(words) if words else "") + "."
+    met = request_met(request, track) if request else []
+    if met:
+        text += " Asked for, and true of it: " + ", ".join(met) + "."
     if previous is not None:
         before = ", ".join(x for x in (f"by {previous.artist}" if previous.artist.strip() else "",
                                         f"{round(tempo_of(previous))} BPM" if tempo_of(previous) else "") if x)
@@ -696,25 +751,26 @@ def catalog_facts(track: Track, previous: Track | None = None, first: Track | No
     return text
 
 
-def facts_lookup(by_id: dict[str, Track]) -> Callable[[str, "str | None", "str | None"], str]:
-    """``facts_for(track_id, previous_id, first_id)`` over a catalog: its tracks' ``catalog_facts``."""
-    def facts_for(track_id: str, previous_id: str | None = None, first_id: str | None = None) -> str:
+def facts_lookup(by_id: dict[str, Track]) -> Callable[[str, "str | None", "str | None", "str | None"], str]:
+    """``facts_for(track_id, previous_id, first_id, request)`` over a catalog: its tracks' ``catalog_facts``."""
+    def facts_for(track_id: str, previous_id: str | None = None, first_id: str | None = None,
+                  request: str | None = None) -> str:
         return catalog_facts(by_id[track_id], by_id.get(previous_id) if previous_id else None,
-                             by_id.get(first_id) if first_id else None)
+                             by_id.get(first_id) if first_id else None, request)
 
     return facts_for
 
 
 def compose_reply(track: Track, rng: random.Random, *, previous: Track | None = None,
-                  refinement: str | None = None, asked: Sequence[Sequence[str]] = ()) -> str:
-    """Assistant text grounded in the track's facts, saying first what of the request (``asked``,
-    a user turn's ``"asked"`` pairs) the track meets, and the refinement's relation when there is one."""
+                  refinement: str | None = None, request: str = "") -> str:
+    """Assistant text grounded in the track's facts, saying first what of the person's ``request``
+    the track meets, and the refinement's relation when there is one."""
     name = f'"{track.title}"' if track.title.strip() else "this track"
     if track.artist.strip():
         name += f" by {track.artist}"
     if track.album.strip() and rng.random() < 0.4:
         name += f" from {track.album}"
-    desc = describe_track(track, rng, asked)
+    desc = describe_track(track, rng, request)
     text = rng.choice([f"Here's {name}, {desc}.", f"Try {name}: {desc}.", f"How about {name}? It's {desc}.",
                        f"{_sentence_case(name)} fits: {desc}."])
     if refinement is not None and previous is not None:
@@ -759,7 +815,7 @@ def _session(pool: list[Track], n_turns: int, rng: random.Random, refine_share: 
             text, asked = compose_refinement(kind, played[-1], target, rng)
             turns.append({"role": "user", "content": text, "refinement": kind, "asked": asked})
         reply = compose_reply(target, rng, previous=played[-1] if played else None, refinement=kind,
-                              asked=turns[-1]["asked"])
+                              request=turns[-1]["content"])
         turns.append({"role": "assistant", "content": reply, "tracks": [target.id]})
         used.add(target.id)
         played.append(target)

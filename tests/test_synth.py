@@ -431,19 +431,24 @@ def test_a_reply_says_what_of_the_request_its_track_meets():
     track = Track(id="n", title="Nocturne", artist="Chopin", year="1835", tags=["piano", "romantic"],
                   descriptors={"tempo_bpm": 68.0, "energy": 0.2, "brightness": 0.5, "vocals": 0.1,
                                "key": "C# minor", "mode": "minor"})
-    asked = [["energy", "mellow"], ["tag", "piano"], ["mode", "minor key"], ["era", "1830s"], ["tag", "organ"]]
-    said = synth.said_facts(track, asked)
+    request = "Something mellow with piano, minor-key, from the 1830s, no organ and nothing fast."
+    assert synth.request_met(request, track) == ["piano", "minor-key", "mellow", "1830s"]  # not "organ", not "fast"
+    assert synth.request_met("not piano, and nothing too slow", track) == []  # turned around
+    said = synth.said_facts(track, request)
     assert [(f.kind, f.adj or f.mod) for f in said] == [
-        ("energy", "mellow"), ("tag", "piano"), ("mode", "minor-key"), ("era", "from the 1830s")]  # not "organ"
+        ("tag", "piano"), ("mode", "minor-key"), ("energy", "mellow"), ("era", "from the 1830s")]
     for seed in range(20):
-        reply = synth.compose_reply(track, random.Random(seed), asked=asked)
-        assert "mellow, piano, minor-key piece" in reply, reply  # the first three, in the request's words
-        assert answers_request(reply, track, asked) is True
+        reply = synth.compose_reply(track, random.Random(seed), request=request)
+        assert "piano, minor-key, mellow piece" in reply, reply  # the first three, in the request's words
+        assert answers_request(reply, track, request) is True
         assert false_descriptions(reply.lower() + " ", track) == []
-    assert answers_request("Here is a romantic piece.", track, asked) is False
-    assert answers_request("Here is a romantic piece.", track, [["tag", "organ"]]) is None  # nothing asked is met
+    assert "Asked for, and true of it: piano, minor-key, mellow, 1830s." in synth.catalog_facts(track, request=request)
+    assert "Asked for" not in synth.catalog_facts(track, request="play something by Bach")
+    assert answers_request("Here is a romantic piece.", track, request) is False
+    assert answers_request("Here is a calm piece.", track, request) is True  # any word of the band
+    assert answers_request("Here is a romantic piece.", track, "organ music") is None  # nothing asked is met
     with pytest.raises(TypeError):
-        answers_request(None, track, asked)
+        answers_request(None, track, request)
 
 
 def test_what_a_request_asked_changes_the_reply_and_nothing_else():
@@ -454,7 +459,7 @@ def test_what_a_request_asked_changes_the_reply_and_nothing_else():
     playlists = {f"p{j}": [t.id for t in tracks[j::3]] for j in range(3)}
     plain = synth.compose_reply
     try:  # the same sessions written with replies that ignore what was asked
-        synth.compose_reply = lambda track, rng, asked=(), **kw: plain(track, rng, **kw)
+        synth.compose_reply = lambda track, rng, request="", **kw: plain(track, rng, **kw)
         before = synth.synthesize_conversations(tracks, playlists, seed=3, progress=False)
     finally:
         synth.compose_reply = plain

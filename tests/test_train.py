@@ -163,14 +163,15 @@ def test_assistant_messages_block_first_then_facts_then_words(base_tokenizer, mu
     with pytest.raises(KeyError, match="not in the index"):
         assistant_messages({"content": "x", "tracks": ["missing"]}, catalog_codes.__getitem__, music_vocab)
     # Only the last turn, the one being answered, has facts: about its first track against the last
-    # one played before it and the session's first. Earlier words are context, not learned.
+    # one played before it and the session's first, and the request it answers. Earlier words are
+    # context, not learned.
     seen = []
     turns = [{"role": "user", "content": "a"}, {"role": "assistant", "content": "A.", "tracks": ["sad-folk"]},
              {"role": "user", "content": "b"}, {"role": "assistant", "content": "B.", "tracks": ["sad-folk", "x"]},
              {"role": "user", "content": "c"}, {"role": "assistant", "content": "C.", "tracks": ["sad-folk"]}]
     messages = conversation_messages(turns, catalog_codes.__getitem__, music_vocab,
-                                     lambda t, prev, first: seen.append((t, prev, first)) or f"{t}|{prev}|{first}")
-    assert seen == [("sad-folk", "sad-folk", "sad-folk")]  # against the first card of the reply before
+                                     lambda *args: seen.append(args) or "|".join(map(str, args)))
+    assert seen == [("sad-folk", "sad-folk", "sad-folk", "c")]  # against the first card of the reply before
     assert [m["role"] for m in messages] == ["user", "assistant", "assistant"] * 2 + [
         "user", "assistant", FACTS_ROLE, "assistant"]
     assert [m.get("learn", True) for m in messages if m["role"] == "assistant"] == [True, False] * 2 + [True, True]
