@@ -29,7 +29,7 @@ from index.track import Track
 from index import vocabulary
 
 from .conversations import played_tracks
-from .facts import false_descriptions, unfounded_tags
+from .facts import false_descriptions, false_start, unfounded_tags
 from .facts import has_vocals as vocal_state
 from .generation import DecodeState
 from .grounding import (COMPARING, KEY_CLAIM, NUMBER_CLAIM, TEMPO_CLAIM, ClaimGuard, album_said, names_album,
@@ -599,7 +599,7 @@ class MusicAssistant:
             subject, about, allowed, claim = self._about(sentence, named, shown, reference)
             return not self._names_strangers(sentence, about, allowed, growing=True) and \
                 not _says_false(sentence, subject, reference, claim) and \
-                not self._misdescribes(without_names(norm(sentence), names_of(allowed)), about)
+                not self._misdescribes(without_names(norm(sentence), names_of(allowed)), about, growing=True)
 
         guard = ClaimGuard.for_tracks(shown[0], reference, shown, holds=holds)
         turn = {"role": "assistant", "content": "", "tracks": [shown[0].id]}
@@ -731,13 +731,16 @@ class MusicAssistant:
             return "facts"  # "a slow piece" of a card at 185 BPM
         return "facts" if _says_false(sentence, subject, reference, claim) else None
 
-    def _misdescribes(self, text: str, about: Sequence[Track]) -> bool:
+    def _misdescribes(self, text: str, about: Sequence[Track], *, growing: bool = False) -> bool:
         """Whether ``text`` (names taken out) puts its track in a band ("slow", "dark") or gives it a
         catalog tag ("piano") that no track it is about has (the card, and the track before where
-        the sentence compares with it)."""
+        the sentence compares with it). ``growing``: ``text`` is still being written, and a word it
+        ends part-way through that can only become such a word counts too (``false_start``)."""
         if not about:
             return False
-        return bool(set.intersection(*(set(false_descriptions(text, t)) | set(unfounded_tags(text, t, self.words.tags))
+        tags = self.words.tags
+        return bool(set.intersection(*(set(false_descriptions(text, t)) | set(unfounded_tags(text, t, tags))
+                                       | ({false_start(text, t, tags)} - {None} if growing else set())
                                        for t in about)))
 
     def _about(self, sentence: str, named: list[Track], shown: list[Track], reference: Track | None

@@ -75,8 +75,8 @@ _BAND_WORD = re.compile(r"\b(" + "|".join(sorted(map(re.escape, _BAND_OF), key=l
 # is the grounding's key claim, not this. Read from the hyphen, so a reply that may not say
 # "major-key" cannot go on to "major-piano" instead.
 _MODE_WORD = re.compile(r"\b(major|minor)(?:-|\s+key\b|\s+mode\b)")
-# A decade ("from the 1990s"): the track's year must lie in it.
-_DECADE = re.compile(r"\b(\d{3}0)s\b")
+# A decade ("from the 1990s"): the track's year must lie in it ("the 2012s" is none).
+_DECADE = re.compile(r"\b(\d{4})s\b")
 # "not fast", "isn't dark", "as fast as", "less calm", "too slow": no claim that the track is so.
 _NOT_A_DESCRIPTION = re.compile(r"(?:\b(?:not|never|no|as|less|more|too|so|nor)|n't)\s+$")
 
@@ -96,6 +96,8 @@ def false_descriptions(text: str, track: Track) -> list[str]:
     >>> m = Track(id="k", year="1994", descriptors={"key": "C# minor", "mode": "minor"})
     >>> false_descriptions("a major-key piece from the 1980s", m), false_descriptions("a minor-key piece from the 1990s", m)
     (['major-', '1980s'], [])
+    >>> false_descriptions("a piece from the 1994s", m)
+    ['1994s']
     """
     if not isinstance(text, str):
         raise TypeError(f"text must be a str, got {type(text).__name__}")
@@ -140,3 +142,29 @@ def unfounded_tags(text: str, track: Track, catalog_tags: Sequence[str]) -> list
                 not any(tag in o for o in out):  # "dark ambient" said is not "ambient" said again
             out.append(tag)
     return out
+
+
+def false_start(text: str, track: Track, catalog_tags: Sequence[str]) -> str | None:
+    """The word ``text`` (lowercased, names taken out) ends part-way through, when every band word
+    or catalog tag it can still become is false of ``track`` (``false_descriptions``,
+    ``unfounded_tags``): "mid-tem" of a card at 129 BPM, which can only go on to a false
+    "mid-tempo" or to junk. None when it is no such start, or is one of a word that holds.
+
+    >>> t = Track(id="f", tags=["electronic"], descriptors={"tempo_bpm": 129.0})
+    >>> false_start("an electronic, mid-tem", t, ["electronic", "orchestral"]), false_start("a fa", t, [])
+    ('mid-tem', None)
+    >>> false_start("an orches", t, ["electronic", "orchestral"]), false_start("an elec", t, ["electronic"])
+    ('orches', None)
+    >>> false_start("an electronic", t, ["electronic", "electronic rock"])  # whole, and its own
+
+    """
+    part = re.search(r"(?<![\w-])[\w-]{3,}$", text)
+    if part is None:
+        return None
+    start = part.group()
+    words = [w for w in (*_BAND_OF, *(t.lower() for t in catalog_tags)) if w.startswith(start)]  # itself too
+    if not words:
+        return None
+    if any(not false_descriptions(f"a {w} ", track) and not unfounded_tags(w, track, catalog_tags) for w in words):
+        return None
+    return start

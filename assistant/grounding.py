@@ -30,8 +30,9 @@ NUMBER_CLAIM = re.compile(r"\b\d{2,4}\b")
 # A small word glued to a capital ("fromString Quartet"): not a sentence, the start of junk.
 GLUED_WORD = re.compile(r"\b(?:from|of|in|on|at|with|and|for|to|the|a)(?=[A-Z])")
 AT_ABOUT = re.compile(r"\bat (?:about|around) ?$", re.IGNORECASE)  # what a tempo follows
-# A number given as a tempo ("at about 112"): the track's tempo, never its year ("at about 1840").
-TEMPO_CLAIM = re.compile(r"\bat (?:about|around) (\d+)")
+# A number given as a tempo ("at about 112", "129 BPM against 112"): a tempo of the track or of
+# the one it is set against, never a year ("at about 1840", "129 BPM against 2012").
+TEMPO_CLAIM = re.compile(r"\b(?:at (?:about|around)|bpm (?:against|vs\.?|versus)) (\d+)")
 # A word written twice in a row ("2012s 2012s", "ё ё"), outside names: the start of a loop.
 _REPEATED_WORD = re.compile(r"\b(\w+)\W+\1\b")
 _ABBREVIATIONS = {"st", "mr", "mrs", "ms", "dr", "jr", "sr", "vs", "no", "op", "vol", "feat"}
@@ -169,6 +170,7 @@ class CardFacts:
     tempo: int | None = None  # BPM, rounded, for completing "at about"
     tempos: frozenset[str] = frozenset()  # what "at about" may give (``tempo_numbers``)
     album: str = ""  # as written, whitespace collapsed: what "from" may name
+    decade: str = ""  # "2010" for a track from 2012: what "the 2010s" may give
 
     @classmethod
     def of(cls, t: Track) -> "CardFacts":
@@ -177,7 +179,8 @@ class CardFacts:
                    numbers=frozenset(str(n) for n in numbers_of(t)), keys=frozenset(k for k in [key_of(t)] if k),
                    artist_as_written=re.sub(r"\s+", " ", t.artist).strip(),
                    tempo=round(float(tempo)) if tempo else None,
-                   tempos=frozenset(str(n) for n in tempo_numbers(tempo)), album=re.sub(r"\s+", " ", t.album).strip())
+                   tempos=frozenset(str(n) for n in tempo_numbers(tempo)), album=re.sub(r"\s+", " ", t.album).strip(),
+                   decade=str(int(t.year) // 10 * 10) if str(t.year).isdigit() else "")
 
     def named_in(self, low: str) -> bool:
         """Whether lowercased ``low`` names this card's title (``names_title``)."""
@@ -308,7 +311,12 @@ class ClaimGuard:
         # a key is a claim once the character after it is known ("a minor-key piece" is not one)
         if any(m.group() not in keys for m in KEY_CLAIM.finditer(head) if m.end() < len(head)):
             return False
-        if pending and not any(n.startswith(pending.group()) for n in numbers) and not self._copying_name(low):
+        decades = {c.decade for c in facts if c.decade}
+        if pending and not any(n.startswith(pending.group()) for n in numbers | decades) and not self._copying_name(low):
+            return False
+        # after "the", a year is the start of a decade ("from the 2010s"), not "from the 2012" and then junk
+        dated = re.search(r"\bthe (\d+)$", claims)
+        if dated and not any(d.startswith(dated.group(1)) for d in decades):
             return False
         stated = re.search(r"(?<=\s)[A-G][#b]? (?:major|minor)$", sentence)  # not "A minor-key ..." opening it
         if stated and norm(stated.group()) not in keys:

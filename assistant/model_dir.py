@@ -71,8 +71,10 @@ def conversation_messages(turns: Sequence[dict], codes_for: Callable[[str], dict
     Only a last assistant turn carries facts: about its first track, against the first track of
     the reply before it (the one a "faster" reacts to) and the session's first, and what of the
     user turn before it the track meets (``facts_for``; None leaves facts out). Earlier
-    assistant turns are their block and words, the words marked ``"learn": False``: they were
-    written from facts no longer in view, so they are context, not something to imitate.
+    assistant turns are their block alone: their words were written from facts no longer in view,
+    and a small model given them copies them ("an electronic, mid-tempo piece" of every card)
+    rather than reading the facts it has. An earlier turn without tracks keeps its words, as
+    context (``"learn": False``).
     """
     messages: list[dict] = []
     played: list[str] = []
@@ -89,7 +91,9 @@ def conversation_messages(turns: Sequence[dict], codes_for: Callable[[str], dict
         if last and tracks and facts_for is not None:
             facts = facts_for(tracks[0], before, played[0] if played else None, request)
         said = assistant_messages(turn, codes_for, vocab, facts)
-        if not last and said[-1]["content"] and not said[-1]["content"].startswith(vocab.BLOCK_START):
+        if not last and tracks:
+            said = said[:1]  # the block
+        elif not last:
             said[-1]["learn"] = False
         messages += said
         played += tracks

@@ -23,6 +23,9 @@ def test_a_number_must_be_the_tracks_while_it_is_written_and_when_it_ends():
     assert not g.allows("It runs at about 17 BPM")  # a start of 172, but it ended there
     assert g.allows("It was written in 1883.") and not g.allows("It was written in 1884.")
     assert not g.allows("It runs at about 2")  # no allowed number starts with a 2
+    # after "the", the year's decade: "the 188" may go on to "the 1880s", "the 1883" goes nowhere
+    assert g.allows("A reel from the 188") and g.allows("A reel from the 1880") and g.allows("A reel from the 1880s.")
+    assert not g.allows("A reel from the 1883") and not g.allows("A reel from the 1880 ")
 
 
 def test_numbers_in_names_and_titles_being_copied_are_names():
@@ -57,6 +60,11 @@ def test_the_track_before_lends_its_facts_only_to_a_comparison():
     g = guard()
     assert not g.allows("It runs at 66 BPM.")
     assert g.allows("It is faster than the last one (172 vs 66 BPM).")
+    assert g.allows("It's faster than the last one: about 172 BPM against 66.")
+    dated = ClaimGuard.for_tracks(REEL, reference=Track(id="d", title="Dated", year="2012",
+                                                        descriptors={"tempo_bpm": 66.0}), shown=[REEL])
+    assert not dated.allows("It's faster than the last one: about 172 BPM against 20")  # the year, as a tempo
+    assert dated.allows("It's faster than the last one: about 172 BPM against 6")
     assert g.allows('"Sonata in C minor" was at 66 BPM, in C minor; this one is in D major.')
     assert not g.allows("It is in C minor.")
     same_artist = ClaimGuard.for_tracks(REEL, reference=Track(id="t", title="Tivoli", artist="Traditional",

@@ -470,3 +470,17 @@ def test_what_a_request_asked_changes_the_reply_and_nothing_else():
             assert x.get("tracks") == y.get("tracks") and (x["role"] == "assistant" or x == y)
             changed += x["content"] != y["content"]
     assert changed > 0
+
+
+def test_a_word_begun_that_can_only_become_a_false_description_is_refused():
+    from assistant.facts import false_descriptions, false_start
+
+    card = Track(id="d", year="2012", tags=["electronic"], descriptors={"tempo_bpm": 129.0})
+    tags = ["electronic", "electronic rock", "orchestral"]
+    assert false_start("an electronic, mid-tem", card, tags) == "mid-tem"  # only "mid-tempo", false at 129 BPM
+    assert false_start("an orches", card, tags) == "orches"
+    assert false_start("a fas", card, tags) is None  # "fast" holds
+    assert false_start("an electronic", card, tags) is None  # whole, and its own tag
+    assert false_start("a track from the", card, tags) is None  # no band word or tag begins so
+    assert false_descriptions("a piece from the 2012s ", card) == ["2012s"]  # a year is not a decade
+    assert false_descriptions("a piece from the 2010s ", card) == []

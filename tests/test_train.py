@@ -163,8 +163,8 @@ def test_assistant_messages_block_first_then_facts_then_words(base_tokenizer, mu
     with pytest.raises(KeyError, match="not in the index"):
         assistant_messages({"content": "x", "tracks": ["missing"]}, catalog_codes.__getitem__, music_vocab)
     # Only the last turn, the one being answered, has facts: about its first track against the last
-    # one played before it and the session's first, and the request it answers. Earlier words are
-    # context, not learned.
+    # one played before it and the session's first, and the request it answers. Earlier turns are
+    # their blocks: their words, written from facts no longer in view, are left out.
     seen = []
     turns = [{"role": "user", "content": "a"}, {"role": "assistant", "content": "A.", "tracks": ["sad-folk"]},
              {"role": "user", "content": "b"}, {"role": "assistant", "content": "B.", "tracks": ["sad-folk", "x"]},
@@ -172,9 +172,13 @@ def test_assistant_messages_block_first_then_facts_then_words(base_tokenizer, mu
     messages = conversation_messages(turns, catalog_codes.__getitem__, music_vocab,
                                      lambda *args: seen.append(args) or "|".join(map(str, args)))
     assert seen == [("sad-folk", "sad-folk", "sad-folk", "c")]  # against the first card of the reply before
-    assert [m["role"] for m in messages] == ["user", "assistant", "assistant"] * 2 + [
-        "user", "assistant", FACTS_ROLE, "assistant"]
-    assert [m.get("learn", True) for m in messages if m["role"] == "assistant"] == [True, False] * 2 + [True, True]
+    assert [m["role"] for m in messages] == ["user", "assistant"] * 2 + ["user", "assistant", FACTS_ROLE, "assistant"]
+    assert [m["content"] for m in messages if m["role"] == "assistant"][-1] == "C."
+    assert not any(m["content"] in ("A.", "B.") for m in messages)
+    trackless = [{"role": "user", "content": "a"}, {"role": "assistant", "content": "Nothing fits."},
+                 {"role": "user", "content": "b"}, {"role": "assistant", "content": "B.", "tracks": ["sad-folk"]}]
+    kept = conversation_messages(trackless, catalog_codes.__getitem__, music_vocab)
+    assert kept[1] == {"role": "assistant", "content": "Nothing fits.", "learn": False}  # words without tracks stay
     with pytest.raises(KeyError, match="add_music_tokens"):
         build_examples([], catalog_codes.__getitem__, base_tokenizer, music_vocab, SYSTEM, 64)
 
