@@ -84,8 +84,8 @@ def build_examples(
     One example per assistant turn, seen as the chat sees it when answering that turn
     (``model_dir.conversation_messages``): the turn's block, facts and words after the
     conversation so far. The loss covers that turn's block and words and the earlier turns'
-    blocks (whose context is the same as when they were written), not the earlier words, which
-    were written from facts that are no longer in view.
+    blocks (whose context is the same as when they were written); the earlier words, written from
+    facts that are no longer in view, are left out of the context.
 
     Parameters
     ----------
