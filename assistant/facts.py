@@ -71,10 +71,10 @@ BAND_WORDS: dict[tuple[str, str], tuple[str, ...]] = {
 }
 _BAND_OF = {word: band for band, words in BAND_WORDS.items() for word in words}
 _BAND_WORD = re.compile(r"\b(" + "|".join(sorted(map(re.escape, _BAND_OF), key=len, reverse=True)) + r")(?=\W|$)")
-# A mode said of the track ("a minor-key piece", "in a major key"); a key with its pitch ("C minor")
-# is the grounding's key claim, not this. Read from the hyphen, so a reply that may not say
+# A mode said of the track ("a minor-key piece", "in a major key", "an electronic, minor piece",
+# and the mode of a key, "C minor"), read as soon as the word is whole, so a reply that may not say
 # "major-key" cannot go on to "major-piano" instead.
-_MODE_WORD = re.compile(r"\b(major|minor)(?:-|\s+key\b|\s+mode\b)")
+_MODE_WORD = re.compile(r"\b(major|minor)(?!\w)")
 # A decade ("from the 1990s"): the track's year must lie in it ("the 2012s" is none).
 _DECADE = re.compile(r"\b(\d{4})s\b")
 # "not fast", "isn't dark", "as fast as", "less calm", "too slow": no claim that the track is so.
@@ -84,7 +84,8 @@ _NOT_A_DESCRIPTION = re.compile(r"(?:\b(?:not|never|no|as|less|more|too|so|nor)|
 def false_descriptions(text: str, track: Track) -> list[str]:
     """The words of ``text`` (lowercased, names taken out) that put ``track`` in a band ("slow",
     "calm", "dark", ...) its measurements do not, and that none of its tags or its genre says;
-    or that give it a mode ("minor-key") or a decade ("from the 1990s") that is not its own.
+    or that give it a mode ("minor-key", "a minor piece") or a decade ("from the 1990s") that is not
+    its own.
 
     A word is read as soon as it is written whole, so a sentence being written cannot stop on it
     (one on its way to "darker" as " dark" and "er" goes with it); a word after "not", "as",
@@ -95,7 +96,7 @@ def false_descriptions(text: str, track: Track) -> list[str]:
     (['slow', 'dark'], [])
     >>> m = Track(id="k", year="1994", descriptors={"key": "C# minor", "mode": "minor"})
     >>> false_descriptions("a major-key piece from the 1980s", m), false_descriptions("a minor-key piece from the 1990s", m)
-    (['major-', '1980s'], [])
+    (['major', '1980s'], [])
     >>> false_descriptions("a piece from the 1994s", m)
     ['1994s']
     """
