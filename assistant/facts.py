@@ -121,6 +121,14 @@ def false_descriptions(text: str, track: Track) -> list[str]:
     return false
 
 
+def _tag_owner(track: Track):
+    """``owns(tag)``: whether a lowercased tag is ``track``'s, one of its tags or its genre, or made
+    of their words ("romantic" of "romantic classical")."""
+    own = {tag.lower() for tag in [*track.tags, track.genre] if tag}
+    own_words = {w for tag in own for w in re.findall(r"[\w-]+", tag)}
+    return lambda tag: tag in own or all(w in own_words for w in re.findall(r"[\w-]+", tag))
+
+
 def unfounded_tags(text: str, track: Track, catalog_tags: Sequence[str]) -> list[str]:
     """The catalog's tags that ``text`` (lowercased, names taken out) says and ``track`` does not
     have: "a piano piece" of an orchestral track. A tag counts as the track's when it is one of its
@@ -133,11 +141,10 @@ def unfounded_tags(text: str, track: Track, catalog_tags: Sequence[str]) -> list
     """
     if not isinstance(text, str):
         raise TypeError(f"text must be a str, got {type(text).__name__}")
-    own = {tag.lower() for tag in [*track.tags, track.genre] if tag}
-    own_words = {w for tag in own for w in re.findall(r"[\w-]+", tag)}
+    owns = _tag_owner(track)
     out = []
     for tag in sorted({t.lower() for t in catalog_tags if t.strip()}, key=len, reverse=True):
-        if tag in own or all(w in own_words for w in re.findall(r"[\w-]+", tag)):
+        if owns(tag):
             continue
         if re.search(r"(?<![\w-])" + re.escape(tag) + r"(?![\w-])", text) and \
                 not any(tag in o for o in out):  # "dark ambient" said is not "ambient" said again
@@ -163,9 +170,13 @@ def false_start(text: str, track: Track, catalog_tags: Sequence[str]) -> str | N
     if part is None:
         return None
     start = part.group()
-    words = [w for w in (*_BAND_OF, *(t.lower() for t in catalog_tags)) if w.startswith(start)]  # itself too
+    tags = {t.lower() for t in catalog_tags if t.strip()}
+    words = [w for w in (*_BAND_OF, *tags) if w.startswith(start)]  # itself too
     if not words:
         return None
-    if any(not false_descriptions(f"a {w} ", track) and not unfounded_tags(w, track, catalog_tags) for w in words):
+    # a word alone is an unfounded tag exactly when it is a catalog tag the track does not own:
+    # asked per candidate token while a reply is written, so no search over the whole catalog
+    owns = _tag_owner(track)
+    if any(not false_descriptions(f"a {w} ", track) and (w not in tags or owns(w)) for w in words):
         return None
     return start
