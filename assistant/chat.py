@@ -213,10 +213,11 @@ class MusicAssistant:
 
             self.system_prompt = DEFAULT_SYSTEM_PROMPT
 
-    def use_model(self, model, tokenizer, vocab, *, system_prompt: str | None = None) -> None:
+    def use_model(self, model, tokenizer, vocab, *, system_prompt: str | None = None, phrasebook=None) -> None:
         """Answer with ``model`` from the next turn on (a model that finished training meanwhile, say).
 
         A turn already running keeps what it started with: the model itself is set last.
+        ``phrasebook`` (``generation.Phrasebook``, optional) lends its guesses to the decoding.
         """
         from .generation import Decoder
 
@@ -228,7 +229,8 @@ class MusicAssistant:
 
             system_prompt = DEFAULT_SYSTEM_PROMPT
         self.tokenizer, self.vocab, self.system_prompt = tokenizer, vocab, system_prompt
-        self.decoder = Decoder(model, tokenizer, vocab, max_words_tokens=self.max_new_tokens, batched=self.batch_sessions)
+        self.decoder = Decoder(model, tokenizer, vocab, max_words_tokens=self.max_new_tokens, batched=self.batch_sessions,
+                               phrasebook=phrasebook)
         self.model = model
 
     def load_model(self, model_dir: str | Path, *, weights: str | None = None) -> None:
@@ -237,14 +239,15 @@ class MusicAssistant:
         ``weights`` is how the model keeps its weights (``model_dir.WEIGHT_FORMATS``); None: the
         assistant's ``weights``, set by the last call that named them (at first ``DEFAULT_WEIGHTS``).
         """
-        from .model_dir import catalog_changes, check_reply_format, load_finetuned, read_model_record
+        from .model_dir import catalog_changes, check_reply_format, load_finetuned, read_model_record, reply_phrasebook
         from .rerank import load_rerankers
 
         check_reply_format(model_dir)
         self.weights = weights or self.weights
         model, tokenizer, vocab = load_finetuned(model_dir, weights=self.weights)
         reranker = load_rerankers(model_dir).get("with_model")
-        self.use_model(model, tokenizer, vocab, system_prompt=read_model_record(model_dir).get("system_prompt"))
+        self.use_model(model, tokenizer, vocab, system_prompt=read_model_record(model_dir).get("system_prompt"),
+                       phrasebook=reply_phrasebook(model_dir, tokenizer))
         self.catalog_note = catalog_changes(model_dir, self.index)
         if reranker is not None:
             self.reranker = reranker

@@ -33,8 +33,9 @@ AT_ABOUT = re.compile(r"\bat (?:about|around) ?$", re.IGNORECASE)  # what a temp
 # A number given as a tempo ("at about 112", "129 BPM against 112"): a tempo of the track or of
 # the one it is set against, never a year ("at about 1840", "129 BPM against 2012").
 TEMPO_CLAIM = re.compile(r"\b(?:at (?:about|around)|bpm (?:against|vs\.?|versus)) (\d+)")
-# A word written twice in a row ("2012s 2012s", "ё ё"), outside names: the start of a loop.
-_REPEATED_WORD = re.compile(r"\b(\w+)\W+\1\b")
+# A word written twice in a row ("2012s 2012s", "ё ё"), or twice in one list ("an electronic,
+# minor-key, electronic piece"), outside names: the start of a loop.
+_REPEATED_WORD = re.compile(r"\b(\w+)\W+\1\b|\b([\w-]+),(?: [\w-]+,)* \2\b(?!-)")
 _ABBREVIATIONS = {"st", "mr", "mrs", "ms", "dr", "jr", "sr", "vs", "no", "op", "vol", "feat"}
 # "from" and a capital, as a reply names an album ('by Maxstack from Endgame: Singularity ...').
 _FROM_NAME = re.compile(r"\bfrom (?=[A-Z])")  # "fromString" is junk (GLUED_WORD), not an album

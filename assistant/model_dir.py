@@ -180,6 +180,20 @@ def quantize_int8(model):
     return quantize_dynamic(model, {torch.nn.Linear}, dtype=torch.qint8, inplace=True)
 
 
+def reply_phrasebook(model_dir: str | Path, tokenizer):
+    """The ``generation.Phrasebook`` of the replies ``model_dir`` was trained on (its training
+    conversations), cut by its ``tokenizer``; None when it keeps none."""
+    from .conversations import conversations_path, read_conversations
+    from .generation import Phrasebook
+
+    path = conversations_path(model_dir, "train")
+    if not path.is_file():
+        return None
+    replies = [turn["content"] for conversation in read_conversations(path)
+               for turn in conversation["turns"] if turn["role"] == "assistant" and turn.get("content")]
+    return Phrasebook.from_texts(replies, tokenizer) if replies else None
+
+
 def read_model_record(model_dir: str | Path) -> dict:
     """The ``tonearm_model.json`` of a model directory (base, system prompt, token ids)."""
     return json.loads((Path(model_dir) / MODEL_RECORD).read_text())

@@ -611,26 +611,33 @@ def said_facts(track: Track, request: str) -> list[Fact]:
     return out
 
 
+REPLY_FACTS = 2  # facts a reply gives its track; the card beside it lists the rest
+
+
 def describe_track(track: Track, rng: random.Random, request: str = "") -> str:
-    """A short noun phrase of true facts about ``track``: "a fast, minor-key piece at 140 BPM".
+    """A short noun phrase of true facts about ``track``: "a fast, minor-key piece".
 
     What of the person's ``request`` the track meets (:func:`said_facts`) comes first, in its
-    words; the rest is drawn from the track's facts, up to three in all. ``rng`` is drawn from the
-    same way whatever the request, so a session's other turns do not depend on it.
+    words; the rest is drawn from the track's facts, ``REPLY_FACTS`` in all. The tempo in BPM is
+    said only when the request asks for one: the card shows it, and each word the model writes
+    costs the person time. ``rng`` is drawn from the same way whatever the request, so a
+    session's other turns do not depend on it.
     """
     listed = set(fact_labels(track))  # what the model will read about the track
     facts = [f for f in track_facts(track, rng) if f.kind != "bpm" and (f.kind not in ("tag", "genre")
                                                                       or f.short in listed)]
     drawn = _pick_facts(facts, rng.randint(1, 3), rng)
-    said = said_facts(track, request)[:3]
+    said = said_facts(track, request)[:REPLY_FACTS]
     same = {"key": {"mode"}, "mode": {"key"}, "genre": {"tag"}, "tag": {"genre"}}
-    chosen = said + [f for f in drawn if len(said) < 3 and not any(
-        g.kind == f.kind or g.kind in same.get(f.kind, ()) or g.short == f.short for g in said)][: 3 - len(said)]
+    chosen = said + [f for f in drawn if not any(
+        g.kind == f.kind or g.kind in same.get(f.kind, ()) or g.short == f.short for g in said)][: REPLY_FACTS - len(said)]
     adjs = [f.adj for f in chosen if f.adj]
     mods = [f.mod for f in chosen if not f.adj and f.mod]
     bpm = tempo_of(track)
     tempo_asked = bpm is not None and re.search(r"\bbpm\b", request.lower()) is not None
-    if bpm is not None and (rng.random() < 0.5 or tempo_asked):
+    if bpm is not None:
+        rng.random()  # drawn as when the tempo was said half the time, so sessions stay the same
+    if tempo_asked:
         mods.append(f"at about {round(bpm)} BPM")
     head = (", ".join(adjs) + " " if adjs else "") + "piece"
     return f"{_article(head)} {head}" + (" " + " ".join(mods) if mods else "")
@@ -768,8 +775,8 @@ def compose_reply(track: Track, rng: random.Random, *, previous: Track | None = 
     name = f'"{track.title}"' if track.title.strip() else "this track"
     if track.artist.strip():
         name += f" by {track.artist}"
-    if track.album.strip() and rng.random() < 0.4:
-        name += f" from {track.album}"
+    if track.album.strip():
+        rng.random()  # drawn as when the album was named, so sessions stay the same; the card names it
     desc = describe_track(track, rng, request)
     text = rng.choice([f"Here's {name}, {desc}.", f"Try {name}: {desc}.", f"How about {name}? It's {desc}.",
                        f"{_sentence_case(name)} fits: {desc}."])

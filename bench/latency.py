@@ -5,9 +5,11 @@ sent in order and the assistant answers with its own picks, as in the chat. For 
 two times are taken from the moment the message is sent: until the tracks are chosen (the
 cards can be drawn) and until the reply is complete. They are measured twice in the same
 run: on the engine (``MusicAssistant.stream``) and through the app's controller (the code
-the Gradio page runs, ``app.ChatController.respond``, with the app's batched decoding). Printed: p50 and p95 of both, and the
-same for the engine without a model as the baseline, and for the engine decoding one token a
-pass (no guesses from the context: ``generation.Decoder(draft_tokens=0)``).
+the Gradio page runs, ``app.ChatController.respond``, with the app's batched decoding). Printed:
+p50 and p95 of both, and the same for the engine without a model as the baseline, for the
+engine guessing from the context alone (no ``generation.Phrasebook`` of the model's training
+replies), and for the engine decoding one token a pass (no guesses:
+``generation.Decoder(draft_tokens=0)``).
 
     python bench/latency.py                       # the demo index and model
     python bench/latency.py --index DIR --model DIR --conversations FILE --limit 20
@@ -147,6 +149,8 @@ def main(argv: list[str] | None = None) -> int:
     engine = MusicAssistant(tuned.index, name="engine")
     rows = [summarize("assistant (engine)", time_engine(tuned, conversations)),
             summarize("assistant (app)", time_app(served, conversations))]
+    tuned.decoder.phrasebook = None
+    rows.append(summarize("context guesses (engine)", time_engine(tuned, conversations)))
     tuned.decoder.draft_tokens = 0
     rows += [summarize("one token a pass (engine)", time_engine(tuned, conversations)),
              summarize("no model (engine)", time_engine(engine, conversations))]

@@ -538,6 +538,42 @@ def test_words_guessed_from_the_context_are_the_greedy_words(assistant):
         lookup_draft([1, 2], max_tokens=0)
 
 
+def test_guesses_from_a_phrasebook_keep_the_greedy_words_in_fewer_passes(assistant):
+    from assistant.generation import DecodeState, Decoder, Phrasebook
+
+    ids = assistant._prompt_ids(assistant._messages([{"role": "user", "content": "calm piano"}]))
+    _, block_ids = assistant.decoder.block(ids, DecodeState())
+    one_a_pass, state = Decoder(assistant.model, assistant.tokenizer, assistant.vocab, draft_tokens=0), DecodeState()
+    expected = list(one_a_pass.words(block_ids, state))
+    written = state.ids[len(block_ids):]  # the reply's tokens as generated (the last is never fed)
+    assert len(written) >= 4
+    unread = Decoder(assistant.model, assistant.tokenizer, assistant.vocab, draft_tokens=8)
+    assert list(unread.words(block_ids, DecodeState())) == expected
+    # a book of replies like this one: its guesses are the model's own words
+    book = Phrasebook.from_ids([written, written])
+    reading = Decoder(assistant.model, assistant.tokenizer, assistant.vocab, draft_tokens=8, phrasebook=book)
+    assert list(reading.words(block_ids, DecodeState())) == expected  # the same text, token by token
+    assert reading.passes < unread.passes and reading.accepted > unread.accepted
+    # a wrong book costs passes at most, never words
+    wrong = Phrasebook.from_ids([[(t + 1) % assistant.model.config.vocab_size for t in written]] * 2)
+    misled = Decoder(assistant.model, assistant.tokenizer, assistant.vocab, draft_tokens=8, phrasebook=wrong)
+    assert list(misled.words(block_ids, DecodeState())) == expected
+
+
+def test_a_phrasebook_guesses_what_most_often_followed_the_longest_ngram():
+    from assistant.generation import Phrasebook
+
+    book = Phrasebook.from_ids([[1, 2, 3, 4], [1, 2, 3, 4], [7, 2, 3, 5], [7, 2, 3, 5], [9, 2, 3, 5]])
+    assert book.draft([1, 2, 3], max_tokens=5) == [4]  # the trigram (1, 2, 3) says 4; then nothing follows (3, 4) twice
+    assert book.draft([8, 2, 3], max_tokens=5) == [5]  # no such trigram: the bigram (2, 3), 5 three times of five
+    assert book.draft([1, 2], max_tokens=1) == [3] and book.draft([4, 4], max_tokens=3) == []
+    assert Phrasebook.from_ids([[1, 2, 3]]).draft([1, 2], max_tokens=2) == []  # seen once: not a habit
+    assert Phrasebook.from_ids([[1, 2, 3]], min_count=1).draft([1, 2], max_tokens=2) == [3]
+    assert Phrasebook({}).draft([1, 2, 3], max_tokens=4) == [] and len(book) > 0
+    with pytest.raises(ValueError):
+        Phrasebook.from_ids([[1, 2, 3]], min_count=0)
+
+
 def test_what_the_claim_guard_allows_the_check_after_the_fact_keeps(assistant):
     from assistant.grounding import ClaimGuard
 

@@ -112,6 +112,14 @@ def test_a_word_twice_in_a_row_is_refused_outside_a_name():
     assert not g.allows("A dark forest in C C") and not g.allows("A dark forest in Carl Carl")
 
 
+def test_a_word_twice_in_one_list_is_refused():
+    g = ClaimGuard.for_tracks(Track(id="e", title="Apex", artist="Maxstack", tags=["electronic"],
+                                    descriptors={"key": "A minor"}))
+    assert g.allows("Try it: an electronic, minor-key piece.")
+    assert not g.allows("Try it: an electronic, minor-key, electronic")  # refused as the word ends
+    assert g.allows("Try it: an electronic, minor-key, elect")  # not yet a repeat
+
+
 def test_a_title_begun_in_quotes_is_completed_from_the_titles_on_screen():
     waltz = Track(id="w", title="Waltz of the Hours", artist="Léo Delibes")
     g = ClaimGuard.for_tracks(REEL, reference=SLOW, shown=[REEL, waltz])

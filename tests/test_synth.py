@@ -439,7 +439,9 @@ def test_a_reply_says_what_of_the_request_its_track_meets():
         ("tag", "piano"), ("mode", "minor-key"), ("energy", "mellow"), ("era", "from the 1830s")]
     for seed in range(20):
         reply = synth.compose_reply(track, random.Random(seed), request=request)
-        assert "piano, minor-key, mellow piece" in reply, reply  # the first three, in the request's words
+        assert "a piano, minor-key piece." in reply, reply  # the first two, in the request's words
+        assert "BPM" not in reply  # the card shows the tempo; the reply gives it when asked
+        assert "at about 68 BPM" in synth.compose_reply(track, random.Random(seed), request="piano around 70 BPM")
         assert answers_request(reply, track, request) is True
         assert false_descriptions(reply.lower() + " ", track) == []
     assert "Asked for, and true of it: piano, minor-key, mellow, 1830s." in synth.catalog_facts(track, request=request)
