@@ -720,6 +720,28 @@ def request_met(request: str, track: Track) -> list[str]:
     return [word for _, word in _met(request, track)]
 
 
+# The relations a request reader's constraints name: ("tempo_bpm", +1) is "faster".
+_RELATION_NAMES = {("tempo_bpm", 1): "faster", ("tempo_bpm", -1): "slower", ("brightness", 1): "brighter",
+                   ("brightness", -1): "darker", ("energy", -1): "calmer", ("energy", 1): "more energetic"}
+
+
+def asked_relations(request: str) -> list[str]:
+    """The relations of ``REFINEMENTS`` (their names) that a person's ``request`` asks of a track
+    against the one before, read as the chat reads a request (``assistant.request.read_request``):
+    "Less bright this time." asks ``["darker"]``."""
+    from .request import read_request
+
+    asked = read_request(request)
+    out = [_RELATION_NAMES[r] for r in asked.relative if r in _RELATION_NAMES]
+    if asked.vocals is not None:
+        out.append("with vocals" if asked.vocals else "without vocals")
+    if asked.same_artist is not None:
+        out.append("same artist" if asked.same_artist else "other artist")
+    if asked.reference == 0 and asked.from_session:
+        out.append("like first")
+    return out
+
+
 def catalog_facts(track: Track, previous: Track | None = None, first: Track | None = None,
                   request: str | None = None) -> str:
     """What the catalog states about ``track``, as the model reads it before it writes a reply.
@@ -727,7 +749,8 @@ def catalog_facts(track: Track, previous: Track | None = None, first: Track | No
     The name, album and year; the tags and the measured facts in plain words, with the exact
     tempo; given the person's ``request``, what of it the track meets, in its words
     (:func:`request_met`); and, given the track played before it (and the session's first), which
-    of the refinement relations hold against it ("faster", "same artist", ...). Every fact the
+    of the refinement relations hold against it ("faster", "same artist", ...), those the request
+    asks for (:func:`asked_relations`) first and also among what it meets. Every fact the
     synthesized replies state is here, so a model that copies from it says only true things.
     """
     name = f'"{track.title}"' if track.title.strip() else "An untitled track"
@@ -746,14 +769,20 @@ def catalog_facts(track: Track, previous: Track | None = None, first: Track | No
     if bpm is not None:
         words.append(f"{round(bpm)} BPM")
     text = name + (": " + ", ".join(words) if words else "") + "."
-    met = request_met(request, track) if request else []
+    met_facts = _met(request, track) if request else []
+    met = [word for _, word in met_facts]
+    held = [r.name for r in REFINEMENTS.values() if previous is not None and
+            (first is not None or r.name != "like first") and r.holds(previous, track, first or previous)]
+    if held and request:
+        asked = asked_relations(request)
+        held = sorted(held, key=lambda name: name not in asked)  # what was asked for, first
+        sung = any(fact.kind == "vocals" for fact, _ in met_facts)  # "no vocals" is met already
+        met += [name for name in held if name in asked and not (sung and "vocals" in name)]
     if met:
         text += " Asked for, and true of it: " + ", ".join(met) + "."
     if previous is not None:
         before = ", ".join(x for x in (f"by {previous.artist}" if previous.artist.strip() else "",
                                         f"{round(tempo_of(previous))} BPM" if tempo_of(previous) else "") if x)
-        held = [r.name for r in REFINEMENTS.values()
-                if (first is not None or r.name != "like first") and r.holds(previous, track, first or previous)]
         text += " Against the last track" + (f" ({before})" if before else "") + ": " + (", ".join(held) if held else "no clear change") + "."
     return text
 

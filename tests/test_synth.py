@@ -453,6 +453,24 @@ def test_a_reply_says_what_of_the_request_its_track_meets():
         answers_request(None, track, request)
 
 
+def test_the_facts_put_the_relation_asked_for_first():
+    before = Track(id="a", title="Reel", artist="Trad", descriptors={"tempo_bpm": 100.0, "energy": 0.8,
+                                                                     "brightness": 0.8, "vocals": 0.9})
+    now = Track(id="b", title="Air", artist="Purcell", descriptors={"tempo_bpm": 140.0, "energy": 0.3,
+                                                                    "brightness": 0.2, "vocals": 0.05})
+    assert synth.asked_relations("Less bright this time.") == ["darker"]
+    assert synth.asked_relations("Switch to a different artist.") == ["other artist"]
+    assert synth.asked_relations("More like the very first one.") == ["like first"]
+    assert synth.asked_relations("some piano music") == []
+    facts = synth.catalog_facts(now, before, before, "Less bright this time.")
+    assert "Asked for, and true of it: darker." in facts and ": darker, faster, calmer," in facts
+    assert "Asked for" not in synth.catalog_facts(now, before, before, "Something slower.")  # it is not slower
+    # a voice the request's own words already met is not said twice
+    assert "Asked for, and true of it: no vocals." in synth.catalog_facts(now, before, before, "No vocals this time.")
+    plain = synth.catalog_facts(now, before, before, "some piano music")
+    assert "Asked for" not in plain and ": faster, darker, calmer, without vocals, other artist." in plain
+
+
 def test_what_a_request_asked_changes_the_reply_and_nothing_else():
     tracks = [Track(id=f"t{i}", title=f"Song {i}", artist=f"Artist {i % 3}", year=str(1960 + 3 * i),
                     tags=[["piano", "calm"], ["folk", "fiddle"], ["orchestral", "battle"]][i % 3],
