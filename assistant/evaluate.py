@@ -7,6 +7,7 @@ model and every baseline are scored in the same run.
 from __future__ import annotations
 
 import json
+import re
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -18,7 +19,17 @@ from tqdm.auto import tqdm
 
 from .conversations import played_tracks
 from .metrics import METRIC_KEYS, aggregate, aggregate_by_kind, eval_turns, paired_bootstrap, score_turn, turn_kind
-from .synth import said_facts, stated
+from .synth import REFINEMENTS, asked_relations, said_facts, stated
+
+# How a reply words each relation of ``synth.REFINEMENTS`` to the track before.
+RELATION_WORDS = {"faster": r"\b(?:faster|quicker)\b", "slower": r"\bslower\b", "brighter": r"\bbrighter\b",
+                  "darker": r"\bdarker\b", "calmer": r"\b(?:calmer|gentler|more relaxed)\b",
+                  "more energetic": r"\bmore (?:energy|energetic|drive|intense)\b",
+                  "with vocals": r"\b(?:vocals|sung|singing|voice)\b",
+                  "without vocals": r"\b(?:instrumental|without vocals|no vocals|without singing)\b",
+                  "same artist": r"\b(?:another one by|also by|same artist|more by)\b",
+                  "other artist": r"\b(?:rather than|different artist|another artist|someone else)\b",
+                  "like first": r"\bfirst\b"}
 
 K = 20
 # A system: (history, k, played ids) -> ranked ids, (ranked ids, reply text), or a chat Reply.
@@ -67,6 +78,34 @@ def answers_request(text: str, track, request: str) -> bool | None:
     return any(stated(fact, low) is not None for fact in said)
 
 
+def says_relation(text: str, track, reference, first, request: str) -> bool | None:
+    """Whether a reply says how its first card stands to the track before as the request asked
+    ("Something darker." answered "It has a darker sound than the previous track."): None when
+    the request asks no relation (``synth.asked_relations``) that holds of ``track`` against
+    ``reference`` (and the session's ``first``); else whether ``text`` words one of them
+    (``RELATION_WORDS``).
+
+    >>> from index.track import Track
+    >>> before, now = Track(id="a", descriptors={"tempo_bpm": 90.0}), Track(id="b", descriptors={"tempo_bpm": 140.0})
+    >>> says_relation("It's faster than the last one.", now, before, before, "Something faster.")
+    True
+    >>> says_relation("It's calmer than the last one.", now, before, before, "Faster!")
+    False
+    >>> says_relation("It's faster.", now, before, before, "Something slower.") is None  # not slower: nothing to say
+    True
+    """
+    if not isinstance(text, str):
+        raise TypeError(f"text must be a str, got {type(text).__name__}")
+    if reference is None:
+        return None
+    held = [name for name in asked_relations(request or "")
+            if REFINEMENTS[name].met(reference, track, first if first is not None else reference)]
+    if not held:
+        return None
+    low = text.lower()
+    return any(re.search(RELATION_WORDS[name], low) for name in held)
+
+
 def _ranked_and_text(answer) -> tuple[list[str], str | None]:
     if hasattr(answer, "ranked"):  # a chat Reply
         return list(answer.ranked), answer.text
@@ -77,8 +116,9 @@ def evaluate_system(name: str, rank: Ranker, conversations: Sequence[dict], *, k
                     tracks_by_id: dict | None = None) -> SystemResult:
     """Score one system on every evaluation point of ``conversations``. Given the catalog
     (``tracks_by_id``), a system's replies are also read for whether they say what of the request
-    their first card meets (:func:`answers_request`)."""
-    per_conversation, predictions, seconds, replies, answered = [], [], [], [], []
+    their first card meets (:func:`answers_request`), and for whether they say the relation to the
+    track before that the request asked (:func:`says_relation`)."""
+    per_conversation, predictions, seconds, replies, answered, related = [], [], [], [], [], []
     for conv in tqdm(conversations, desc=f"eval {name}", disable=not progress, unit="conv"):
         scored = []
         for n, (history, relevant) in enumerate(eval_turns(conv), start=1):
@@ -89,8 +129,11 @@ def evaluate_system(name: str, rank: Ranker, conversations: Sequence[dict], *, k
             if hasattr(answer, "own_words"):
                 replies.append(answer)
                 if tracks_by_id is not None and answer.tracks and answer.tracks[0].id in tracks_by_id:
-                    answered.append(answers_request(answer.text, tracks_by_id[answer.tracks[0].id],
-                                                    str(history[-1].get("content", ""))))
+                    shown, request = tracks_by_id[answer.tracks[0].id], str(history[-1].get("content", ""))
+                    answered.append(answers_request(answer.text, shown, request))
+                    played = [tracks_by_id[t] for t in played_tracks(history) if t in tracks_by_id]
+                    related.append(says_relation(answer.text, shown, played[-1] if played else None,
+                                                 played[0] if played else None, request))
             ranked = list(dict.fromkeys(ranked))[:k]
             scored.append((turn_kind(history), score_turn(ranked, relevant)))
             if text is not None:
@@ -108,6 +151,9 @@ def evaluate_system(name: str, rank: Ranker, conversations: Sequence[dict], *, k
         eligible = [a for a in answered if a is not None]
         if eligible:
             words |= {"asked_met": len(eligible), "answers_request": sum(eligible) / len(eligible)}
+        compared = [a for a in related if a is not None]
+        if compared:
+            words |= {"relation_met": len(compared), "says_relation": sum(compared) / len(compared)}
     means = [{key: float(np.mean([scores[key] for _, scores in conversation])) for key in METRIC_KEYS}
              for conversation in per_conversation if conversation]
     return SystemResult(name, metrics, float(np.percentile(seconds, 50)), float(np.percentile(seconds, 95)),
@@ -215,6 +261,9 @@ def format_table(results: Sequence[SystemResult]) -> str:
             if "answers_request" in r.words:
                 lines.append(f"{'':<16}{r.words['answers_request']:>9.3f}  of the {r.words['asked_met']} replies whose "
                              "first card meets something the request asked say so")
+            if "says_relation" in r.words:
+                lines.append(f"{'':<16}{r.words['says_relation']:>9.3f}  of the {r.words['relation_met']} replies whose "
+                             "first card stands to the track before as asked say so")
     paired = paired_comparisons(results)
     if paired:
         n = int(next(iter(next(iter(paired.values())).values()))["conversations"])

@@ -471,6 +471,22 @@ def test_the_facts_put_the_relation_asked_for_first():
     assert "Asked for" not in plain and ": faster, darker, calmer, without vocals, other artist." in plain
 
 
+def test_a_reply_is_read_for_the_relation_the_request_asked():
+    from assistant.evaluate import says_relation
+
+    before = Track(id="a", artist="Trad", descriptors={"tempo_bpm": 90.0, "brightness": 0.8, "vocals": 0.9})
+    now = Track(id="b", artist="Purcell", descriptors={"tempo_bpm": 140.0, "brightness": 0.2, "vocals": 0.05})
+    assert says_relation("It has a darker sound than the previous track.", now, before, before, "Less bright this time.")
+    assert says_relation("It's faster than the last one.", now, before, before, "Less bright this time.") is False
+    assert says_relation("An instrumental piece.", now, before, before, "No vocals this time.")
+    assert says_relation("This time it's Purcell rather than Trad.", now, before, before, "Another artist, please.")
+    assert says_relation("It's slower.", now, before, before, "Something slower.") is None  # it is not: nothing to say
+    assert says_relation("A piece.", now, None, None, "Something faster.") is None  # no track before
+    assert says_relation("A piece.", now, before, before, "some piano music") is None
+    with pytest.raises(TypeError):
+        says_relation(None, now, before, before, "Faster!")
+
+
 def test_what_a_request_asked_changes_the_reply_and_nothing_else():
     tracks = [Track(id=f"t{i}", title=f"Song {i}", artist=f"Artist {i % 3}", year=str(1960 + 3 * i),
                     tags=[["piano", "calm"], ["folk", "fiddle"], ["orchestral", "battle"]][i % 3],
