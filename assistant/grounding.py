@@ -36,6 +36,13 @@ TEMPO_CLAIM = re.compile(r"\b(?:at (?:about|around)|bpm (?:against|vs\.?|versus)
 # A word written twice in a row ("2012s 2012s", "ё ё"), or twice in one list ("an electronic,
 # minor-key, electronic piece"), outside names: the start of a loop.
 _REPEATED_WORD = re.compile(r"\b(\w+)\W+\1\b|\b([\w-]+),(?: [\w-]+,)* \2\b(?!-)")
+def _said(sentence: str) -> str:
+    """A sentence as it reads, for telling whether it was said before: lower case, no end stop."""
+    return " ".join(sentence.lower().split()).rstrip(" .!?")
+
+
+# Three words or more written again at once ("than to the last one than to the last one").
+_REPEATED_PHRASE = re.compile(r"\b((?:\w+\W+){2,}\w+)\W+\1\b")
 _ABBREVIATIONS = {"st", "mr", "mrs", "ms", "dr", "jr", "sr", "vs", "no", "op", "vol", "feat"}
 # "from" and a capital, as a reply names an album ('by Maxstack from Endgame: Singularity ...').
 _FROM_NAME = re.compile(r"\bfrom (?=[A-Z])")  # "fromString" is junk (GLUED_WORD), not an album
@@ -250,13 +257,16 @@ class ClaimGuard:
         - An artist on screen begun after "by", past the name's first word, is written to its end.
         - "from" and a capital names an album: that card's (or, in a comparison, the track
           before's), as it is written.
-        - A word is not written twice in a row, outside a name.
+        - A word is not written twice in a row, nor twice in one list, nor a phrase of three words
+          or more twice at once, outside a name; nor a sentence the reply has said already.
         - A small word is not glued to a capital ("fromString"), outside a name.
         - Then ``holds``, if given.
         """
         parts = sentences(text)
         if not parts:
             return True
+        if len(parts) > 1 and _said(parts[-1]) in {_said(p) for p in parts[:-1]}:
+            return False  # "It has vocals. It has vocals.": a loop
         sentence = parts[-1] + (" " if text[-1:].isspace() else "")  # a trailing space ends a word
         low = sentence.lower()
         quotes = sentence.split('"')
@@ -301,7 +311,8 @@ class ClaimGuard:
                 return False
         start = self._name_start(low)
         before = low[:start] + re.match(r"\S*", low[start:]).group()  # and the name's first word
-        if _REPEATED_WORD.search(without_names(before, self.names)):
+        unnamed = without_names(before, self.names)
+        if _REPEATED_WORD.search(unnamed) or _REPEATED_PHRASE.search(unnamed):
             return False  # "a piece in the 2012s 2012s": a loop, not a sentence (a name's own may repeat)
         if GLUED_WORD.search(without_names(sentence, self.names)):
             return False

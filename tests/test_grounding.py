@@ -120,6 +120,16 @@ def test_a_word_twice_in_one_list_is_refused():
     assert g.allows("Try it: an electronic, minor-key, elect")  # not yet a repeat
 
 
+def test_a_phrase_written_again_at_once_is_refused():
+    g = ClaimGuard.for_tracks(Track(id="e", title="Apex", artist="Maxstack"))
+    assert g.allows("It's closer to the first one than to the last one.")
+    assert not g.allows("It's closer to the first one than to the last one than to the last one")
+    assert g.allows("It's closer to the first one than to the last one than to the")  # not yet whole
+    assert g.allows("It is one of the best, one of the few.")  # words again, but not at once
+    assert g.allows("It has vocals. It has") and not g.allows("It has vocals. It has vocals")  # a sentence again
+    assert g.allows("It has vocals. It has drums.")
+
+
 def test_a_title_begun_in_quotes_is_completed_from_the_titles_on_screen():
     waltz = Track(id="w", title="Waltz of the Hours", artist="Léo Delibes")
     g = ClaimGuard.for_tracks(REEL, reference=SLOW, shown=[REEL, waltz])
