@@ -36,11 +36,6 @@ TEMPO_CLAIM = re.compile(r"\b(?:at (?:about|around)|bpm (?:against|vs\.?|versus)
 # A word written twice in a row ("2012s 2012s", "ё ё"), or twice in one list ("an electronic,
 # minor-key, electronic piece"), outside names: the start of a loop.
 _REPEATED_WORD = re.compile(r"\b(\w+)\W+\1\b|\b([\w-]+),(?: [\w-]+,)* \2\b(?!-)")
-def _said(sentence: str) -> str:
-    """A sentence as it reads, for telling whether it was said before: lower case, no end stop."""
-    return " ".join(sentence.lower().split()).rstrip(" .!?")
-
-
 # Three words or more written again at once ("than to the last one than to the last one").
 _REPEATED_PHRASE = re.compile(r"\b((?:\w+\W+){2,}\w+)\W+\1\b")
 _ABBREVIATIONS = {"st", "mr", "mrs", "ms", "dr", "jr", "sr", "vs", "no", "op", "vol", "feat"}
@@ -193,6 +188,11 @@ class CardFacts:
     def named_in(self, low: str) -> bool:
         """Whether lowercased ``low`` names this card's title (``names_title``)."""
         return names_title(low, self.title)
+
+
+def _said(sentence: str) -> str:
+    """A sentence as it reads, for telling whether it was said before: lower case, no end stop."""
+    return " ".join(sentence.lower().split()).rstrip(" .!?")
 
 
 @dataclass(frozen=True)
