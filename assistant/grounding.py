@@ -286,6 +286,10 @@ class ClaimGuard:
         comparing = reference is not None and (bool(COMPARING.search(low)) or reference.named_in(low))
         facts = [c for c in (about, reference if comparing else None) if c is not None]
         artist = re.search(r"\bby ?([A-Z][^,.;:!?()\"]*)$", sentence)  # "byMaxstack" too
+        if artist is None:  # an artist written in lower case ("remaxim") is a name too, once begun
+            artist = re.search(r"\bby ([a-z][^,.;:!?()\"]*)$", sentence)
+            if artist and not any(c.artist_as_written[:1] == artist.group(1)[:1] for c in facts if c.artist):
+                artist = None
         if artist and facts:
             said = artist.group(1).lower().rstrip()
             if not any(c.artist.startswith(said) or said.startswith(c.artist + " ") for c in facts if c.artist):

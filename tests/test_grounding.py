@@ -120,6 +120,14 @@ def test_a_word_twice_in_one_list_is_refused():
     assert g.allows("Try it: an electronic, minor-key, elect")  # not yet a repeat
 
 
+def test_an_artist_written_in_lower_case_is_held_to_as_well():
+    g = ClaimGuard.for_tracks(Track(id="b", title="Battle Theme", artist="remaxim"))
+    assert g.allows('Here\'s "Battle Theme" by rem') and g.allows('Here\'s "Battle Theme" by remaxim, a piece.')
+    assert not g.allows('Here\'s "Battle Theme" by rep') and not g.allows('Here\'s "Battle Theme" by remaxims')
+    assert g.allows("It's by the same artist.")  # not the start of this artist's name
+    assert g.completion('Here\'s "Battle Theme" by rem') == "axim"
+
+
 def test_a_phrase_written_again_at_once_is_refused():
     g = ClaimGuard.for_tracks(Track(id="e", title="Apex", artist="Maxstack"))
     assert g.allows("It's closer to the first one than to the last one.")
