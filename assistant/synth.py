@@ -720,11 +720,6 @@ def request_met(request: str, track: Track) -> list[str]:
     return [word for _, word in _met(request, track)]
 
 
-# The relations a request reader's constraints name: ("tempo_bpm", +1) is "faster".
-_RELATION_NAMES = {("tempo_bpm", 1): "faster", ("tempo_bpm", -1): "slower", ("brightness", 1): "brighter",
-                   ("brightness", -1): "darker", ("energy", -1): "calmer", ("energy", 1): "more energetic"}
-
-
 def asked_relations(request: str) -> list[str]:
     """The relations of ``REFINEMENTS`` (their names) that a person's ``request`` asks of a track
     against the one before, read as the chat reads a request (``assistant.request.read_request``):
@@ -732,7 +727,8 @@ def asked_relations(request: str) -> list[str]:
     from .request import read_request
 
     asked = read_request(request)
-    out = [_RELATION_NAMES[r] for r in asked.relative if r in _RELATION_NAMES]
+    # the engine's word for a step ("faster" for tempo up) is the relation's name
+    out = [word for word in (vocabulary.comparative(d, sign) for d, sign in asked.relative) if word in REFINEMENTS]
     if asked.vocals is not None:
         out.append("with vocals" if asked.vocals else "without vocals")
     if asked.same_artist is not None:
