@@ -38,6 +38,9 @@ TEMPO_CLAIM = re.compile(r"\b(?:at (?:about|around)|bpm (?:against|vs\.?|versus)
 _REPEATED_WORD = re.compile(r"\b(\w+)\W+\1\b|\b([\w-]+),(?: [\w-]+,)* \2\b(?!-)")
 # Three words or more written again at once ("than to the last one than to the last one").
 _REPEATED_PHRASE = re.compile(r"\b((?:\w+\W+){2,}\w+)\W+\1\b")
+# Four words said twice in one sentence, anywhere in it: an alternating loop ("than the last one:
+# than the first one: than the last one ..."). No reply the synthesizer writes repeats even three.
+LOOP_WORDS = 4
 _ABBREVIATIONS = {"st", "mr", "mrs", "ms", "dr", "jr", "sr", "vs", "no", "op", "vol", "feat"}
 # "from" and a capital, as a reply names an album ('by Maxstack from Endgame: Singularity ...').
 _FROM_NAME = re.compile(r"\bfrom (?=[A-Z])")  # "fromString" is junk (GLUED_WORD), not an album
@@ -190,6 +193,14 @@ class CardFacts:
         return names_title(low, self.title)
 
 
+def repeats_words(text: str, n: int = LOOP_WORDS) -> bool:
+    """Whether ``text`` says the same ``n`` finished words twice (punctuation aside); a word still
+    being written (no space or mark after it yet) does not count."""
+    words = re.findall(r"\w+(?=\W)", text)
+    grams = [tuple(words[i:i + n]) for i in range(len(words) - n + 1)]
+    return len(set(grams)) < len(grams)
+
+
 def _said(sentence: str) -> str:
     """A sentence as it reads, for telling whether it was said before: lower case, no end stop."""
     return " ".join(sentence.lower().split()).rstrip(" .!?")
@@ -258,7 +269,8 @@ class ClaimGuard:
         - "from" and a capital names an album: that card's (or, in a comparison, the track
           before's), as it is written.
         - A word is not written twice in a row, nor twice in one list, nor a phrase of three words
-          or more twice at once, outside a name; nor a sentence the reply has said already.
+          or more twice at once, nor four words twice anywhere in the sentence, outside a name;
+          nor a sentence the reply has said already.
         - A small word is not glued to a capital ("fromString"), outside a name.
         - Then ``holds``, if given.
         """
@@ -316,7 +328,7 @@ class ClaimGuard:
         start = self._name_start(low)
         before = low[:start] + re.match(r"\S*", low[start:]).group()  # and the name's first word
         unnamed = without_names(before, self.names)
-        if _REPEATED_WORD.search(unnamed) or _REPEATED_PHRASE.search(unnamed):
+        if _REPEATED_WORD.search(unnamed) or _REPEATED_PHRASE.search(unnamed) or repeats_words(unnamed.lower()):
             return False  # "a piece in the 2012s 2012s": a loop, not a sentence (a name's own may repeat)
         if GLUED_WORD.search(without_names(sentence, self.names)):
             return False
@@ -385,14 +397,20 @@ class ClaimGuard:
     def _name_cut_short(self, sentence: str) -> bool:
         """Whether ``sentence`` began an artist on screen after "by" (and a capital), past the
         name's first word, and left it before its end ('by Joseph G."S' for Joseph G. Toscano
-        (Zhaytee)): half a name is not the artist's, and what follows it reads as no claim at all."""
+        (Zhaytee)), or inside its first word ("by R (" for remaxim): half a name is not the artist's,
+        and what follows it reads as no claim at all."""
         artists = {c.artist for c in self.tracks if c.artist}
         for by in re.finditer(r"\bby ?(?=[A-Z])", sentence):
             after = sentence[by.end():].lower()
             if any(a.startswith(after) or after.startswith(a) for a in artists):
                 continue  # still being written, or written whole
-            if any(len(os.path.commonprefix([a, after])) > len(a.split(" ")[0]) for a in artists):
-                return True
+            for a in artists:
+                shared = len(os.path.commonprefix([a, after]))
+                if shared > len(a.split(" ")[0]):
+                    return True
+                if 0 < shared < len(a) and a[shared - 1].isalnum() and a[shared].isalnum() \
+                        and not after[shared].isalnum():
+                    return True  # left inside a word of the name: "by R (" for remaxim
         return False
 
     def _name_start(self, low: str) -> int:

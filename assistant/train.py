@@ -15,7 +15,8 @@ The output directory is both a checkpoint and a model (``assistant.model_dir`` t
 Training stops at ``max_steps``, or when validation has not improved for ``patience`` passes
 (the weights kept are the best pass's), or, gracefully, when ``time_budget_s`` is about to run
 out; after a few steps it measures its own speed and fits the learning-rate schedule into the
-budget, so a short budget still ends with a decayed learning rate.
+budget, and fits it again after every step (the median step so far), so a short budget still ends
+with a decayed learning rate and a slow start does not shorten the run.
 """
 from __future__ import annotations
 
@@ -511,6 +512,11 @@ class _TimeBudget:
     def room_for_a_step(self, step: int) -> bool:
         return self.budget_s is None or self.next_step_cost(step) + self.finishing_cost() <= self.seconds_left()
 
+    def planned_steps(self, step: int, eval_every: int, max_steps: int) -> int:
+        """The step the learning-rate schedule should end at, seen from ``step``: no later than
+        ``max_steps`` and never before ``step`` (a run out of time ends at once)."""
+        return max(step, min(max_steps, step + self.affordable_steps(step, eval_every)))
+
     def affordable_steps(self, step: int, eval_every: int) -> int:
         """Steps after ``step`` that fit in what is left, the first epoch's replays and validation
         passes every ``eval_every`` steps included."""
@@ -761,10 +767,11 @@ def _train(base, conversations_train, conversations_val, codes_for, vocab, out, 
         run_losses.append(loss_sum)
         budget.step_seconds.append(time.monotonic() - tick - replay_s)
 
-        if len(budget.step_seconds) == 3 and config.time_budget_s is not None:
-            # The speed is known: fit the learning-rate schedule into the budget.
-            affordable = budget.affordable_steps(step, eval_every)
-            state["planned_steps"] = max(step + 1, min(config.max_steps, step + affordable))
+        if len(budget.step_seconds) >= 3 and config.time_budget_s is not None:
+            # The speed is known: fit the learning-rate schedule into what is left of the budget,
+            # again after every step, so a slow start (a machine busy with something else for the
+            # first steps) does not cut the whole run short, nor a slow end overrun the schedule.
+            state["planned_steps"] = budget.planned_steps(step, eval_every, config.max_steps)
             bar.total = state["planned_steps"]
         bar.update(1)
         bar.set_postfix(loss=f"{sum(run_losses[-10:]) / len(run_losses[-10:]):.3f}")

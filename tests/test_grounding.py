@@ -138,6 +138,29 @@ def test_a_phrase_written_again_at_once_is_refused():
     assert g.allows("It has vocals. It has drums.")
 
 
+def test_four_words_said_twice_in_one_sentence_are_a_loop():
+    g = ClaimGuard.for_tracks(Track(id="e", title="Apex", artist="Maxstack"))
+    loop = "It's faster than the last one: than the first one: than the last one"
+    assert g.allows(loop[: -len(" one")]) and g.allows(loop[:-1])  # "than the last o" is not yet a repeat
+    assert not g.allows(loop + ":") and not g.allows(loop + " ")
+    assert g.allows("It's faster than the last one, and closer to the first one than to the last.")
+    fast = ClaimGuard.for_tracks(Track(id="m", title="Media Threat", artist="Maxstack",
+                                       descriptors={"tempo_bpm": 199.0}))
+    assert fast.allows("It's calmer than the last one: about 199 BPLAKING than the first one: about 199")
+    assert not fast.allows("It's calmer than the last one: about 199 BPLAKING than the first one: about 199 BPLAKING ")
+    # names are taken out first: an artist said twice is not a loop of words
+    assert g.allows('Here\'s "Apex" by Maxstack, like the last one by Maxstack.')
+
+
+def test_an_artist_left_inside_its_first_word_is_refused():
+    g = ClaimGuard.for_tracks(Track(id="b", title="Battle Theme", artist="remaxim"))
+    assert g.allows('Here\'s "Battle Theme" by R') and g.allows('Here\'s "Battle Theme" by Remaxim (')
+    assert not g.allows('Here\'s "Battle Theme" by R (') and not g.allows('Here\'s "Battle Theme" by R ')
+    assert not g.allows('How about "Battle Theme" by R ?"')
+    g = ClaimGuard.for_tracks(Track(id="z", title="Revelation", artist="Joseph G. Toscano (Zhaytee)"))
+    assert g.allows("Try it, by Joseph G. Toscano (Zh") and not g.allows("Try it, by Jos. ")
+
+
 def test_a_title_begun_in_quotes_is_completed_from_the_titles_on_screen():
     waltz = Track(id="w", title="Waltz of the Hours", artist="Léo Delibes")
     g = ClaimGuard.for_tracks(REEL, reference=SLOW, shown=[REEL, waltz])

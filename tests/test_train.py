@@ -320,6 +320,22 @@ def test_time_budget_pays_the_frozen_layers_first_pass_in_the_first_epoch_only()
     assert unmeasured.finishing_cost() == (1.0 + 4.0) * 2 + 1.0
 
 
+def test_time_budget_plan_recovers_from_a_slow_start():
+    # Three slow first steps (a busy machine) plan a short run; the steps after them, at the
+    # machine's usual speed, plan it again from the median so far.
+    now = time.monotonic()
+    budget = _TimeBudget(now, 600.0, val_examples=0, examples_per_step=8, step_seconds=[6.0, 6.0, 6.0],
+                         eval_seconds=0.0)
+    slow_plan = budget.planned_steps(3, eval_every=50, max_steps=10_000)
+    assert abs(slow_plan - (3 + 600 / 6)) <= 1
+    budget.step_seconds += [2.0] * 4
+    assert abs(budget.planned_steps(7, eval_every=50, max_steps=10_000) - (7 + 600 / 2)) <= 1
+    assert budget.planned_steps(7, eval_every=50, max_steps=120) == 120
+    spent = _TimeBudget(now - 700.0, 600.0, val_examples=0, examples_per_step=8, step_seconds=[2.0] * 3,
+                        eval_seconds=0.0)
+    assert spent.planned_steps(40, eval_every=50, max_steps=10_000) == 40  # out of time: the schedule ends now
+
+
 def test_training_with_frozen_bottom_layers_reloads_untied(tmp_path, base_tokenizer, music_vocab, catalog_codes,
                                                            conversations):
     out = tmp_path / "model"
