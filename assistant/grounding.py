@@ -304,8 +304,9 @@ class ClaimGuard:
                 artist = None
         if artist and facts:
             said = artist.group(1).lower().rstrip()
-            if not any(c.artist.startswith(said) or said.startswith(c.artist + " ") for c in facts if c.artist):
-                return False
+            if not any((c.artist.startswith(said) or said.startswith(c.artist + " "))
+                       and c.artist_as_written[:1] == artist.group(1)[:1] for c in facts if c.artist):
+                return False  # another name, or this one in another case ("by R" for remaxim)
         album = album_said(sentence)
         if album is not None:
             if not any(names_album(album, c.album, growing=True) for c in facts):
@@ -399,8 +400,11 @@ class ClaimGuard:
         name's first word, and left it before its end ('by Joseph G."S' for Joseph G. Toscano
         (Zhaytee)), or inside its first word ("by R (" for remaxim): half a name is not the artist's,
         and what follows it reads as no claim at all."""
-        artists = {c.artist for c in self.tracks if c.artist}
-        for by in re.finditer(r"\bby ?(?=[A-Z])", sentence):
+        written = {c.artist_as_written for c in self.tracks if c.artist}
+        for by in re.finditer(r"\bby ?(?=[A-Za-z])", sentence):
+            begun = sentence[by.end()]
+            # a small letter begins a name only where an artist is written so ("by re:" for remaxim)
+            artists = {a.lower() for a in written if begun.isupper() or a[:1] == begun}
             after = sentence[by.end():].lower()
             if any(a.startswith(after) or after.startswith(a) for a in artists):
                 continue  # still being written, or written whole
