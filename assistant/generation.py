@@ -310,8 +310,9 @@ class Decoder:
 
     def _completion(self, new: list[int], room: int, allows: Callable[[str], bool] | None,
                     complete: Callable[[str], str | None] | None) -> list[int]:
-        """The tokens of the text ``complete`` says must follow ``new`` ([] when it names none,
-        when they do not fit in ``room``, or when ``allows`` refuses the result)."""
+        """The tokens of the text ``complete`` says must follow ``new``, but the last of several
+        ([] when it names none, when they do not fit in ``room``, or when ``allows`` refuses the
+        result)."""
         if complete is None:
             return []
         text = self.tokenizer.decode(new, skip_special_tokens=True)
@@ -322,7 +323,10 @@ class Decoder:
         whole = self.tokenizer.decode(new + forced, skip_special_tokens=True)
         if len(forced) > room or whole != text + rest or (allows is not None and not allows(whole)):
             return []
-        return forced
+        # The last token is left to the model: in its training text a name's end is often one
+        # token with what follows it ("(Zhaytee)," ends in "),"), and after a lone ")" that it
+        # never saw there it wrote nonsense. Where it still cannot go on, the rest is forced then.
+        return forced[:-1] if len(forced) > 1 else forced
 
     def _allowed(self, logits: torch.Tensor, new: list[int], allows: Callable[[str], bool] | None,
                  may_end: Callable[[str], bool] | None) -> int | None:

@@ -671,6 +671,13 @@ def test_a_title_begun_and_not_among_the_likeliest_is_written_out(assistant):
         assert texts and texts[-1].startswith(title) and len(texts[-1]) > len(title), texts  # and went on
         stopped = list(decoder.words(block_ids, DecodeState(), allows=allows, may_end=never_ends))
         assert stopped == []  # without a completion the reply ends rather than say something else
+    # The last token of a completion is left to the model (a name's end often merges with what
+    # follows it: "(Zhaytee)," is "...tee", "),"); a one-token completion is forced whole.
+    whole = assistant.tokenizer(title, add_special_tokens=False)["input_ids"]
+    forced = decoder._completion([], 20, None, lambda text: title)
+    assert forced == whole[:-1] and len(whole) > 1
+    one = assistant.tokenizer.decode(whole[:1])
+    assert decoder._completion([], 20, None, lambda text: one) == whole[:1]
 
 
 def test_a_guarded_reply_says_only_what_its_guard_allows(assistant):
