@@ -329,7 +329,7 @@ class ClaimGuard:
         start = self._name_start(low)
         before = low[:start] + re.match(r"\S*", low[start:]).group()  # and the name's first word
         unnamed = without_names(before, self.names)
-        if _REPEATED_WORD.search(unnamed) or _REPEATED_PHRASE.search(unnamed) or repeats_words(unnamed.lower()):
+        if _REPEATED_WORD.search(unnamed) or _REPEATED_PHRASE.search(unnamed) or repeats_words(unnamed):
             return False  # "a piece in the 2012s 2012s": a loop, not a sentence (a name's own may repeat)
         if GLUED_WORD.search(without_names(sentence, self.names)):
             return False
@@ -396,10 +396,11 @@ class ClaimGuard:
         return not parts or (parts[-1].count('"') % 2 == 0 and well_formed(parts[-1]))
 
     def _name_cut_short(self, sentence: str) -> bool:
-        """Whether ``sentence`` began an artist on screen after "by" (and a capital), past the
-        name's first word, and left it before its end ('by Joseph G."S' for Joseph G. Toscano
-        (Zhaytee)), or inside its first word ("by R (" for remaxim): half a name is not the artist's,
-        and what follows it reads as no claim at all."""
+        """Whether ``sentence`` began an artist on screen after "by" (and a capital, or the small
+        letter the artist is written with) and left it before its end: past the name's first word
+        ('by Joseph G."S' for Joseph G. Toscano (Zhaytee)), or inside a word of it ("by R (" or
+        "by re:" for remaxim). Half a name is not the artist's, and what follows it reads as no
+        claim at all."""
         written = {c.artist_as_written for c in self.tracks if c.artist}
         for by in re.finditer(r"\bby ?(?=[A-Za-z])", sentence):
             begun = sentence[by.end()]
