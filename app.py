@@ -545,6 +545,7 @@ def main(argv: list[str] | None = None) -> int:
     elif assistant.catalog_note:
         print(assistant.catalog_note)
         status = lambda: assistant.catalog_note  # noqa: E731
+    threading.Thread(target=assistant.warm_up, name="warm-up", daemon=True).start()
     demo = build_app(assistant, max_upload_mb=args.max_upload_mb, concurrency=args.concurrency, status=status)
     launch(demo, host=args.host, port=args.port)
     return 0

@@ -48,9 +48,13 @@ CANDIDATES = 100
 # Weights of the rankings fused in a turn (weighted reciprocal rank): the model's block, a BM25
 # match of the person's words, a dense MiniLM match of them, and the neighbourhood of the tracks
 # played in this session. Chosen on the demo catalog's validation conversations, where the
-# words' BM25 match was the strongest single signal, the dense match added nothing to it, and the
-# session's neighbourhood, once taken in tags and metadata too, weighed more than the words.
-FUSION_WEIGHTS: dict[str, float] = {"block": 0.5, "lexical": 1.0, "dense": 0.0, "session": 2.0}
+# words' BM25 match was the strongest single signal and the session's neighbourhood, once taken
+# in tags and metadata too, weighed more than the words. The dense match weighs as much as BM25:
+# synthesized requests reuse the catalog's own words, which BM25 matches, but people write
+# "something for a haunted house party"; on hand-written validation conversations over a library
+# of real recordings it took the engine from nDCG@10 0.61 to 0.68, for 0.461 to 0.454 on the
+# demo's synthesized ones.
+FUSION_WEIGHTS: dict[str, float] = {"block": 0.5, "lexical": 1.0, "dense": 1.0, "session": 2.0}
 BLOCK_RANKINGS = ("codes", "likelihood")
 SESSION_TRACKS = 3  # the session's neighbourhood is taken around its last few tracks
 # The modalities that neighbourhood is taken in. Playlist co-occurrence alone knows nothing of a
@@ -272,6 +276,12 @@ class MusicAssistant:
 
     def new_session(self) -> Session:
         return Session()
+
+    def warm_up(self) -> None:
+        """Build what the first turn would otherwise wait seconds for: the BM25 index over the
+        catalog and the MiniLM encoder of the person's words (a server calls this at start)."""
+        self.index.lexical
+        self.index.encode_text(["warm up"])
 
     # ---- the public turn -----------------------------------------------------------------------
 

@@ -41,17 +41,31 @@ def train_on_index(index_dir: str | Path, out: str | Path, *, base: str | None =
                    config=config or TrainConfig(), progress=progress)
     write_catalog_record(out, index)
     if val_convs:
-        fit_reranker_for(out, index, val_convs, folds=0, progress=progress)
+        fitted = fit_reranker_for(out, index, val_convs, folds=0, progress=progress)
+        if "skipped" in fitted and progress:
+            print(fitted["skipped"])
     return report
 
 
 def fit_reranker_for(model_dir: str | Path, index, conversations: list[dict], *, folds: int = 5,
-                     progress: bool = True) -> dict:
+                     progress: bool = True, min_turns: int | None = None) -> dict:
     """Fit the learned re-rankers of ``model_dir`` on validation ``conversations`` and save them
-    (``assistant.rerank``); ``folds`` > 1 also cross-validates them. Returns the report."""
-    from .chat import MusicAssistant
-    from .rerank import fit_on_validation, save_rerankers
+    (``assistant.rerank``); ``folds`` > 1 also cross-validates them. Returns the report.
 
+    With fewer than ``min_turns`` turns to score (default ``rerank.min_fit_turns()``) nothing is
+    fitted: the model ranks by rank fusion, an earlier ``reranker.json`` is removed, and the
+    report's ``skipped`` says why."""
+    from .chat import MusicAssistant
+    from .metrics import eval_turns
+    from .rerank import RERANKER_FILE, fit_on_validation, min_fit_turns, save_rerankers
+
+    needed = min_fit_turns() if min_turns is None else min_turns
+    turns = sum(len(eval_turns(c)) for c in conversations)
+    if turns < needed:
+        (Path(model_dir) / RERANKER_FILE).unlink(missing_ok=True)
+        return {"conversations": len(conversations), "turns": turns, "folds": folds,
+                "skipped": f"{turns} validation turns are too few to fit a re-ranker on (it needs {needed}); "
+                           f"the model ranks by rank fusion"}
     assistant = MusicAssistant(index, batch_sessions=True)  # the rows' blocks decode several sessions at once
     assistant.load_model(model_dir)
     assistant.reranker = None  # fitted from the rank fusion's searches, not from an earlier fit

@@ -204,10 +204,23 @@ def test_without_a_model_the_engine_answers_and_dense_search_is_the_last_resort(
     reply = plain.reply(plain.new_session(), "dark orchestral strings")
     assert reply.source == "engine" and not reply.notes
     assert assistant_albums(plain, reply)[0] == "Dark Orchestral"
-    with caplog.at_level(logging.INFO, logger="tonearm.chat"):  # no word matches, nothing played yet
-        reply = plain.reply(plain.new_session(), "zzzz qqqq")
+    # no word matches and nothing is played yet: the MiniLM match in the fusion still answers
+    reply = plain.reply(plain.new_session(), "zzzz qqqq")
+    assert reply.source == "engine" and len(reply.tracks) == 3
+    words_only = MusicAssistant.load(index_dir, None, fusion_weights={"block": 0.5, "lexical": 1.0, "dense": 0.0,
+                                                                      "session": 2.0})
+    with caplog.at_level(logging.INFO, logger="tonearm.chat"):
+        reply = words_only.reply(words_only.new_session(), "zzzz qqqq")
     assert reply.source == "dense-fallback" and any("dense fallback" in n for n in reply.notes)
     assert "dense fallback" in caplog.text
+
+
+def test_warm_up_builds_the_word_searches_before_the_first_turn(dirs):
+    index_dir, _ = dirs
+    plain = MusicAssistant.load(index_dir, None)
+    assert "lexical" not in vars(plain.index) and "text_encoder" not in vars(plain.index)
+    plain.warm_up()
+    assert "lexical" in vars(plain.index) and "text_encoder" in vars(plain.index)
 
 
 def test_a_model_attached_later_answers_the_next_turn(dirs):

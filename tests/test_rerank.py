@@ -127,7 +127,8 @@ def test_fitted_on_validation_the_reranker_is_used_and_scored_against_its_no_mod
     model = tmp_path / "model"
     shutil.copytree(model_dir, model)
     val = read_conversations(conversations_path(model, "val"))
-    report = fit_reranker_for(model, MusicIndex.load(index_dir), val, folds=2, progress=False)
+    # the tiny catalog has a few validation turns; a library would need min_fit_turns()
+    report = fit_reranker_for(model, MusicIndex.load(index_dir), val, folds=2, progress=False, min_turns=1)
     assert (model / RERANKER_FILE).is_file() and report["turns"] > 0
     assert report["folds_by"] == "conversation"  # the tiny catalog holds out one validation playlist
     assert set(report["cross_validated"]) == {"assistant (rank fusion)", "engine (rank fusion)",
@@ -142,3 +143,22 @@ def test_fitted_on_validation_the_reranker_is_used_and_scored_against_its_no_mod
                              progress=False)
     assert "engine-reranked" in [r.name for r in results]
     assert load_rerankers(model_dir) == {}  # a model directory without one: rank fusion
+
+
+def test_too_few_validation_turns_fit_no_reranker_and_remove_an_old_one(dirs, tmp_path):
+    from assistant.metrics import eval_turns
+    from assistant.pipeline import fit_reranker_for
+    from assistant.rerank import min_fit_turns
+    from index.store import MusicIndex
+
+    index_dir, model_dir = dirs
+    model = tmp_path / "model"
+    shutil.copytree(model_dir, model)
+    val = read_conversations(conversations_path(model, "val"))
+    turns = sum(len(eval_turns(c)) for c in val)
+    assert 0 < turns < min_fit_turns()
+    (model / RERANKER_FILE).write_text("{}")  # one fitted before, on other conversations
+    report = fit_reranker_for(model, MusicIndex.load(index_dir), val, folds=0, progress=False)
+    assert report["turns"] == turns and "rank fusion" in report["skipped"]
+    assert not (model / RERANKER_FILE).exists()
+    assert MusicAssistant.load(index_dir, model).reranker is None
