@@ -180,9 +180,12 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--conversations", default=None,
                    help="conversations to fit on (default: MODEL/conversations/val/conversations.jsonl; never the test set)")
     r.add_argument("--folds", type=int, default=5, help="cross-validation folds for the report, each holding out whole playlists (default 5; 0 = none)")
+    from .rerank import TURNS_PER_FEATURE, min_fit_turns
+
     r.add_argument("--min-turns", type=int, default=None,
-                   help="fit only on at least this many validation turns, else rank by rank fusion (default: "
-                        "10 per re-ranker feature, 180); a re-ranker fitted on a handful of turns ranks worse")
+                   help=f"fit only on at least this many validation turns, else rank by rank fusion (default: "
+                        f"{TURNS_PER_FEATURE} per re-ranker feature, {min_fit_turns()}); a re-ranker fitted on a "
+                        f"handful of turns ranks worse")
     r.set_defaults(func=cmd_rerank)
 
     e = sub.add_parser("evaluate", help="Hit@k, MRR, nDCG of the assistant and the baselines on conversations.jsonl")
