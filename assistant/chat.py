@@ -279,9 +279,13 @@ class MusicAssistant:
 
     def warm_up(self) -> None:
         """Build what the first turn would otherwise wait seconds for: the BM25 index over the
-        catalog and the MiniLM encoder of the person's words (a server calls this at start)."""
-        self.index.lexical
-        self.index.encode_text(["warm up"])
+        catalog and the MiniLM encoder of the person's words (a server calls this at start).
+        A failure is logged, not raised: the first turn then builds them, or says what is wrong."""
+        try:
+            self.index.lexical
+            self.index.encode_text(["warm up"])
+        except Exception as e:  # noqa: BLE001 - a server starts anyway
+            log.warning("warming up the word searches failed (%s); the first turn will try again", e)
 
     # ---- the public turn -----------------------------------------------------------------------
 

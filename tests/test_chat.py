@@ -223,6 +223,19 @@ def test_warm_up_builds_the_word_searches_before_the_first_turn(dirs):
     assert "lexical" in vars(plain.index) and "text_encoder" in vars(plain.index)
 
 
+def test_a_failed_warm_up_is_logged_and_the_server_goes_on(dirs, monkeypatch, caplog):
+    index_dir, _ = dirs
+    plain = MusicAssistant.load(index_dir, None)
+
+    def broken(texts):
+        raise OSError("no MiniLM here")
+
+    monkeypatch.setattr(plain.index, "encode_text", broken)
+    with caplog.at_level(logging.WARNING, logger="tonearm.chat"):
+        plain.warm_up()
+    assert "no MiniLM here" in caplog.text and "first turn" in caplog.text
+
+
 def test_a_model_attached_later_answers_the_next_turn(dirs):
     index_dir, model_dir = dirs
     assistant = MusicAssistant.load(index_dir, None)
