@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from assistant.chat import MusicAssistant, TrackCard
+from assistant.chat import FUSION_WEIGHTS, MusicAssistant, TrackCard
 from assistant.facts import mode_of
 from assistant.generation import FINISH_TOKENS
 from assistant.refine import parse_refinement, satisfies
@@ -207,8 +207,7 @@ def test_without_a_model_the_engine_answers_and_dense_search_is_the_last_resort(
     # no word matches and nothing is played yet: the MiniLM match in the fusion still answers
     reply = plain.reply(plain.new_session(), "zzzz qqqq")
     assert reply.source == "engine" and len(reply.tracks) == 3
-    words_only = MusicAssistant.load(index_dir, None, fusion_weights={"block": 0.5, "lexical": 1.0, "dense": 0.0,
-                                                                      "session": 2.0})
+    words_only = MusicAssistant.load(index_dir, None, fusion_weights=dict(FUSION_WEIGHTS, dense=0.0))
     with caplog.at_level(logging.INFO, logger="tonearm.chat"):
         reply = words_only.reply(words_only.new_session(), "zzzz qqqq")
     assert reply.source == "dense-fallback" and any("dense fallback" in n for n in reply.notes)
