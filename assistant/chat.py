@@ -34,6 +34,7 @@ from .facts import has_vocals as vocal_state
 from .generation import DecodeState
 from .grounding import (COMPARING, KEY_CLAIM, NUMBER_CLAIM, TEMPO_CLAIM, ClaimGuard, album_said, names_album,
                         names_of, names_title, norm, numbers_of, sentences, tempo_numbers, well_formed, without_names)
+from .familiarity import FAMILIAR, RequestWords
 from .rerank import Reranker, candidate_features
 from .refine import Refinement, apply_refinement, reference_track, satisfies
 from .request import CatalogWords, artist_patterns, fold, read_request
@@ -179,16 +180,23 @@ class MusicAssistant:
     batch_sessions : bool
         Let the sessions whose turns run at the same time (in other threads: a server's) share
         one forward pass per decoding step (``assistant.batching``).
+    request_words : RequestWords, optional
+        The words the model's training requests used (``assistant.familiarity``): a request with
+        other words is ranked by the rank fusion without the block and without the re-ranker
+        (``knows_words``). None takes every request as known; a model directory that keeps them
+        sets them when loaded.
     """
 
     def __init__(self, index: MusicIndex, model=None, tokenizer=None, vocab=None, *, system_prompt: str | None = None,
                  max_context_tokens: int = 768, max_new_tokens: int = 60, name: str = "assistant",
                  text_fusion: bool = True, fusion_weights: dict[str, float] | None = None,
-                 block_ranking: str = "codes", reranker: Reranker | None = None, batch_sessions: bool = False):
+                 block_ranking: str = "codes", reranker: Reranker | None = None, batch_sessions: bool = False,
+                 request_words: RequestWords | None = None):
         if block_ranking not in BLOCK_RANKINGS:
             raise ValueError(f"block_ranking must be one of {BLOCK_RANKINGS}, got {block_ranking!r}")
         self.block_ranking = block_ranking
         self.reranker = reranker
+        self.request_words = request_words
         self.batch_sessions = batch_sessions  # sessions decoding at once share each step (a server)
         self.weights = DEFAULT_WEIGHTS  # how load_model keeps a model's weights
         self.index = index
@@ -250,6 +258,7 @@ class MusicAssistant:
         self.weights = weights or self.weights
         model, tokenizer, vocab = load_finetuned(model_dir, weights=self.weights)
         reranker = load_rerankers(model_dir).get("with_model")
+        self.request_words = RequestWords.load(model_dir)
         self.use_model(model, tokenizer, vocab, system_prompt=read_model_record(model_dir).get("system_prompt"),
                        phrasebook=reply_phrasebook(model_dir, tokenizer))
         self.catalog_note = catalog_changes(model_dir, self.index)
@@ -442,6 +451,9 @@ class MusicAssistant:
                 ranked = self.index.retrieve(codes=codes, k=k, exclude=exclude)
             if self.text_fusion:
                 ranked = self._fuse(ranked, history, session, k, exclude, generation)
+                if not self.knows_words(history):
+                    notes.append("the request has words the model never trained on: the searches rank this "
+                                 "turn by rank fusion, without its block")
             source = "model"
         elif self.model is None and self.text_fusion and (ranked := self._fuse([], history, session, k, exclude)):
             source = "engine"
@@ -522,19 +534,30 @@ class MusicAssistant:
 
         The block is a guess at five clusters; the person's own words (matched by BM25 and, if
         weighted, by MiniLM) correct a guess that is off, and the tracks near what this session
-        played carry its direction when a request is vague.
+        played carry its direction when a request is vague. The model and the re-ranker both
+        learned from requests in the synthesized conversations' words; a request in other words
+        (``knows_words``) is ranked by the rank fusion without the block.
         """
-        if self.reranker is not None:
+        familiar = self.knows_words(history)
+        if self.reranker is not None and familiar:
             rankings = self.rankings(by_block, history, session, k, exclude, generation)
             log_probs = generation.code_log_probs if generation is not None else None
             candidates, rows = candidate_features(rankings, log_probs, self.index.track_codes,
                                                   with_model=self.reranker.with_model, played=session.played,
                                                   track_of=self.index.by_id.get, features=self.reranker.features)
             return self.reranker.rank(candidates, rows)
-        weight = self.fusion_weights
+        weight = dict(self.fusion_weights, block=self.fusion_weights.get("block", 0.0) if familiar else 0.0)
         wanted = {name for name, w in weight.items() if w > 0 and name != "block"}  # a zero weight spares the search
         rankings = self.rankings(by_block, history, session, k, exclude, only=wanted)
         return _rrf(list(rankings.values()), weights=[weight.get(name, 0.0) for name in rankings])
+
+    def knows_words(self, history: Sequence[dict]) -> bool:
+        """Whether the model's training requests used every content word of the last request
+        (``assistant.familiarity``); True without a record of them."""
+        if self.request_words is None:
+            return True
+        said = [t["content"] for t in history if t.get("role") == "user" and isinstance(t.get("content"), str)]
+        return not said or self.request_words.familiarity(said[-1]) >= FAMILIAR
 
     def rankings(self, by_block: list[tuple[str, float]], history: list[dict], session: Session, k: int,
                  exclude: set[str], generation: Generation | None = None,

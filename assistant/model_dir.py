@@ -8,6 +8,7 @@ the evaluation, the benches) reads them through this module and never imports th
 - tokenizer files with the music tokens, ``music_vocab.json``
 - ``tonearm_model.json`` (``MODEL_RECORD``): the base model, the system prompt, the music-token ids
 - ``train_state.pt`` and ``train_report.json``: the trainer's checkpoint and figures
+- ``request_words.json``: the words its training requests used (``assistant.familiarity``)
 """
 from __future__ import annotations
 

@@ -35,6 +35,7 @@ import torch
 
 from assistant.examples import IGNORE, build_examples, collate
 from assistant.llm import DEFAULT_BASE, ensure_pad_token, load_base, native_bf16
+from assistant.familiarity import RequestWords
 from assistant.model_dir import DEFAULT_SYSTEM_PROMPT, MODEL_RECORD, REPLY_FORMAT, FactsFor, SAVED_BASE_DIR, read_model_record, untie_output_rows
 from tokenizer.hf import add_music_tokens, music_token_ids
 from tokenizer.vocab import MusicVocab
@@ -684,6 +685,7 @@ def _train(base, conversations_train, conversations_val, codes_for, vocab, out, 
 
     started = time.monotonic()
     out.mkdir(parents=True, exist_ok=True)
+    RequestWords.from_conversations(conversations_train).save(out)  # what the chat trusts the model's block on
     device = torch.device("cuda" if config.device == "cuda" or (config.device == "auto" and torch.cuda.is_available())
                           else "cpu")
     bf16 = native_bf16(device) if config.bf16 is None else config.bf16

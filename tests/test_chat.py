@@ -322,6 +322,41 @@ def test_fusion_follows_the_session_and_checks_its_weights(dirs):
         MusicAssistant(base.index, fusion_weights={"block": -1.0})
 
 
+def test_a_request_in_words_the_model_never_trained_on_is_ranked_without_it(dirs):
+    from assistant.conversations import conversations_path, read_conversations
+    from assistant.familiarity import RequestWords
+    from assistant.rerank import Reranker, feature_names
+
+    index_dir, model_dir = dirs
+    a = MusicAssistant.load(index_dir, model_dir)
+    trained = read_conversations(conversations_path(model_dir, "train"))
+    known = next(t["content"] for c in trained for t in c["turns"] if t["role"] == "user")
+    assert a.request_words == RequestWords.from_conversations(trained)  # training kept them
+    assert a.knows_words([{"role": "user", "content": known}])
+    strange = [{"role": "user", "content": known}, {"role": "assistant", "content": "ok"},
+               {"role": "user", "content": "zyzzyva quokka marimbaphone"}]
+    assert not a.knows_words(strange)
+    assert not a.knows_words([{"role": "user", "content": known + " quokka"}])  # one new word is enough
+    engine_fusion = MusicAssistant(a.index, a.model, a.tokenizer, a.vocab,
+                                   fusion_weights=dict(FUSION_WEIGHTS, block=0.0))
+
+    def fused(assistant, history):
+        ranked, source, notes = assistant._rank(history, assistant.new_session(), parse_refinement(""), 50)
+        return source, [t for t, score in ranked if score > 0], notes
+
+    source, ranked, notes = fused(a, strange)
+    assert source == "model" and any("words the model never trained on" in n for n in notes)
+    assert ranked == fused(engine_fusion, strange)[1]
+    # A re-ranker, learned on requests in the training words, is not used on other words either.
+    names = feature_names(True)
+    a.reranker = Reranker(names, -np.ones(len(names)), np.zeros(len(names)), np.ones(len(names)))
+    assert fused(a, strange)[1] == ranked
+    asked = [{"role": "user", "content": known}]
+    assert fused(a, asked)[1] != fused(engine_fusion, asked)[1]
+    a.reranker, a.request_words = None, None  # a model trained before its words were kept: every request is known
+    assert a.knows_words(strange) and fused(a, strange)[1] != ranked
+
+
 def test_weighted_rank_fusion():
     from assistant.chat import _rrf
 
