@@ -62,7 +62,7 @@ class RequestWords:
 
     def familiarity(self, text: str) -> float:
         """The share of ``text``'s content words that a training request used; 1.0 when it has
-        none (a bare "another one" says nothing new).
+        none (a bare "and then?" says nothing new).
 
         >>> RequestWords(frozenset({"calm", "piano"})).familiarity("calm piano for sleeping")
         0.6666666666666666
