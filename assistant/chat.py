@@ -450,8 +450,9 @@ class MusicAssistant:
             else:
                 ranked = self.index.retrieve(codes=codes, k=k, exclude=exclude)
             if self.text_fusion:
-                ranked = self._fuse(ranked, history, session, k, exclude, generation)
-                if not self.knows_words(history):
+                familiar = self.knows_words(history)
+                ranked = self._fuse(ranked, history, session, k, exclude, generation, familiar=familiar)
+                if not familiar:
                     notes.append("the request has words the model never trained on: the searches rank this "
                                  "turn by rank fusion, without its block")
             source = "model"
@@ -528,7 +529,8 @@ class MusicAssistant:
         return [x for x in ranked if x[0] not in near] + [x for x in ranked if x[0] in near]
 
     def _fuse(self, by_block: list[tuple[str, float]], history: list[dict], session: Session, k: int,
-              exclude: set[str], generation: Generation | None = None) -> list[tuple[str, float]]:
+              exclude: set[str], generation: Generation | None = None, *,
+              familiar: bool = True) -> list[tuple[str, float]]:
         """Fusion of the block's ranking with the other evidence of the turn: by the learned
         re-ranker when one is set (``assistant.rerank``), else by weighted reciprocal rank.
 
@@ -536,9 +538,8 @@ class MusicAssistant:
         weighted, by MiniLM) correct a guess that is off, and the tracks near what this session
         played carry its direction when a request is vague. The model and the re-ranker both
         learned from requests in the synthesized conversations' words; a request in other words
-        (``knows_words``) is ranked by the rank fusion without the block.
+        (``familiar`` False, from ``knows_words``) is ranked by the rank fusion without the block.
         """
-        familiar = self.knows_words(history)
         if self.reranker is not None and familiar:
             rankings = self.rankings(by_block, history, session, k, exclude, generation)
             log_probs = generation.code_log_probs if generation is not None else None
