@@ -46,6 +46,10 @@ def cmd_rerank(args: argparse.Namespace) -> int:
     for name, m in report.get("cross_validated", {}).items():
         print(f"  {name:<26} nDCG@10 {m['ndcg@10']:.4f}  hit@3 {m['hit@3']:.4f}  ({report['folds']}-fold cross-validated, "
               f"folds by {report['folds_by']})")
+    if report.get("by_turn"):
+        from .rerank import describe_by_turn
+
+        print(f"  {describe_by_turn(report['by_turn'])}")
     print(f"saved to {args.model}/reranker.json")
     return 0
 

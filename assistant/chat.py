@@ -176,7 +176,11 @@ class MusicAssistant:
         other rankings on the validation conversations).
     reranker : Reranker, optional
         Fuse with this learned re-ranker instead of ``fusion_weights`` (``assistant.rerank``);
-        a model directory that holds one sets it when loaded.
+        a model directory that holds one sets it when loaded (``rerank.rerankers_by_turn``).
+    later_reranker : Reranker, optional
+        The re-ranker for the turns after a session has played something, where it differs from
+        ``reranker``: the fit may find that the model's features help on first requests only
+        (``rerank.choose_by_turn``). None: ``reranker`` ranks every turn.
     batch_sessions : bool
         Let the sessions whose turns run at the same time (in other threads: a server's) share
         one forward pass per decoding step (``assistant.batching``).
@@ -191,11 +195,11 @@ class MusicAssistant:
                  max_context_tokens: int = 768, max_new_tokens: int = 60, name: str = "assistant",
                  text_fusion: bool = True, fusion_weights: dict[str, float] | None = None,
                  block_ranking: str = "codes", reranker: Reranker | None = None, batch_sessions: bool = False,
-                 request_words: RequestWords | None = None):
+                 request_words: RequestWords | None = None, later_reranker: Reranker | None = None):
         if block_ranking not in BLOCK_RANKINGS:
             raise ValueError(f"block_ranking must be one of {BLOCK_RANKINGS}, got {block_ranking!r}")
         self.block_ranking = block_ranking
-        self.reranker = reranker
+        self.reranker, self.later_reranker = reranker, later_reranker
         self.request_words = request_words
         self.batch_sessions = batch_sessions  # sessions decoding at once share each step (a server)
         self.weights = DEFAULT_WEIGHTS  # how load_model keeps a model's weights
@@ -252,18 +256,19 @@ class MusicAssistant:
         assistant's ``weights``, set by the last call that named them (at first ``DEFAULT_WEIGHTS``).
         """
         from .model_dir import catalog_changes, check_reply_format, load_finetuned, read_model_record, reply_phrasebook
-        from .rerank import load_rerankers
+        from .rerank import rerankers_by_turn
 
         check_reply_format(model_dir)
         self.weights = weights or self.weights
         model, tokenizer, vocab = load_finetuned(model_dir, weights=self.weights)
-        reranker = load_rerankers(model_dir).get("with_model")
+        by_turn = rerankers_by_turn(model_dir)
         self.request_words = RequestWords.load(model_dir)
         self.use_model(model, tokenizer, vocab, system_prompt=read_model_record(model_dir).get("system_prompt"),
                        phrasebook=reply_phrasebook(model_dir, tokenizer))
         self.catalog_note = catalog_changes(model_dir, self.index)
-        if reranker is not None:
-            self.reranker = reranker
+        if by_turn:
+            first, later = by_turn["first"], by_turn["later"]
+            self.reranker, self.later_reranker = first, later if later is not first else None
 
     @classmethod
     def load(cls, index_dir: str | Path, model_dir: str | Path | None = None, *, weights: str | None = None,
@@ -540,13 +545,14 @@ class MusicAssistant:
         learned from requests in the synthesized conversations' words; a request in other words
         (``familiar`` False, from ``knows_words``) is ranked by the rank fusion without the block.
         """
-        if self.reranker is not None and familiar:
+        reranker = self.later_reranker if session.played and self.later_reranker is not None else self.reranker
+        if reranker is not None and familiar:
             rankings = self.rankings(by_block, history, session, k, exclude, generation)
             log_probs = generation.code_log_probs if generation is not None else None
             candidates, rows = candidate_features(rankings, log_probs, self.index.track_codes,
-                                                  with_model=self.reranker.with_model, played=session.played,
-                                                  track_of=self.index.by_id.get, features=self.reranker.features)
-            return self.reranker.rank(candidates, rows)
+                                                  with_model=reranker.with_model, played=session.played,
+                                                  track_of=self.index.by_id.get, features=reranker.features)
+            return reranker.rank(candidates, rows)
         weight = dict(self.fusion_weights, block=self.fusion_weights.get("block", 0.0) if familiar else 0.0)
         wanted = {name for name, w in weight.items() if w > 0 and name != "block"}  # a zero weight spares the search
         rankings = self.rankings(by_block, history, session, k, exclude, only=wanted)

@@ -350,7 +350,7 @@ def run_evaluation(model_dir: str | Path | None, index_dir: str | Path, conversa
     results = []
     if model_dir is not None:
         tuned = MusicAssistant.load(index_dir, model_dir, weights=weights)
-        tuned_reranker, tuned_words = tuned.reranker, tuned.request_words
+        tuned_rerankers, tuned_words = (tuned.reranker, tuned.later_reranker), tuned.request_words
         replay_generations(tuned)
         results.append(evaluate_system("assistant", assistant_ranker(tuned, with_text=True), conversations,
                                        progress=progress, tracks_by_id=index.by_id))
@@ -363,7 +363,7 @@ def run_evaluation(model_dir: str | Path | None, index_dir: str | Path, conversa
         del tuned
         if include_base:
             untuned = untuned_assistant(index, base if base is not None else _recorded_base(model_dir), weights)
-            untuned.reranker = tuned_reranker  # the same retrieval, the re-ranker included
+            untuned.reranker, untuned.later_reranker = tuned_rerankers  # the same retrieval, re-rankers included
             untuned.request_words = tuned_words  # and the same trust in the model's evidence
             results.append(evaluate_system("base-untuned", assistant_ranker(untuned), conversations, progress=progress))
             del untuned

@@ -44,6 +44,10 @@ def train_on_index(index_dir: str | Path, out: str | Path, *, base: str | None =
         fitted = fit_reranker_for(out, index, val_convs, folds=0, progress=progress)
         if "skipped" in fitted and progress:
             print(fitted["skipped"])
+        elif fitted.get("by_turn") and progress:
+            from .rerank import describe_by_turn
+
+            print(describe_by_turn(fitted["by_turn"]))
     return report
 
 
@@ -68,7 +72,7 @@ def fit_reranker_for(model_dir: str | Path, index, conversations: list[dict], *,
                            f"the model ranks by rank fusion"}
     assistant = MusicAssistant(index, batch_sessions=True)  # the rows' blocks decode several sessions at once
     assistant.load_model(model_dir)
-    assistant.reranker = None  # fitted from the rank fusion's searches, not from an earlier fit
+    assistant.reranker = assistant.later_reranker = None  # fitted from the rank fusion's searches, not an earlier fit
     try:
         rerankers, report = fit_on_validation(assistant, conversations, folds=folds, progress=progress)
     finally:

@@ -8,7 +8,8 @@ the album or the artist that every track played so far has (a session that walks
 or one artist's work), and, with a model, the log-probability the model gave each of the
 candidate's five codes. It is fitted on the validation conversations (never on training ones,
 whose blocks the model has memorised, nor on test ones), and the same fit without the model's
-features is the no-model comparison.
+features is the no-model comparison. The fit also says on which turns the model's features are
+worth using (``choose_by_turn``): first requests, later turns, both or neither.
 
     candidates, rows = candidate_features(rankings, log_probs, index.track_codes, with_model=True,
                                           played=session.played, track_of=index.by_id.get)
@@ -27,6 +28,9 @@ import numpy as np
 from index.track import MODALITIES, Track
 
 RANKINGS = ("lexical", "dense", "session", "block", "likelihood")
+TURN_POSITIONS = ("first", "later")  # before the session has played anything, and after
+TURN_NAMES = {"first": "first requests", "later": "later turns"}
+CHOICE_FOLDS = 5  # cross-validation folds that choose the turns the model's features rank
 MODEL_RANKINGS = ("block", "likelihood")
 SHARED = ("album", "artist")  # a candidate's same_<field>: every played track has its (non-empty) value
 RANK_OFFSET = 10  # a candidate's reciprocal-rank feature is RANK_OFFSET / (RANK_OFFSET + rank)
@@ -186,6 +190,19 @@ def load_rerankers(model_dir: str | Path) -> dict[str, Reranker]:
     return {k: Reranker.from_dict(v) for k, v in data["rerankers"].items()}
 
 
+def rerankers_by_turn(model_dir: str | Path) -> dict[str, Reranker]:
+    """The re-ranker a model directory ranks each ``TURN_POSITIONS`` turn with ({} when it has
+    none): the one with the model's features where the fit found they help (``choose_by_turn``),
+    the one without elsewhere. A fit from before that choice uses the model's features on every turn."""
+    rerankers = load_rerankers(model_dir)
+    if "with_model" not in rerankers:
+        return {}
+    report = json.loads((Path(model_dir) / RERANKER_FILE).read_text()).get("report", {})
+    on = report.get("by_turn", {}).get("model_features_on", TURN_POSITIONS)
+    return {p: rerankers["with_model"] if p in on or "without_model" not in rerankers else rerankers["without_model"]
+            for p in TURN_POSITIONS}
+
+
 def generate_turns(assistant, sessions: Sequence[Sequence[list[dict]]], *, workers: int = 8,
                    progress: bool = True) -> list[list]:
     """The assistant's generation (``Generation``) for each history of each session, as the chat
@@ -242,7 +259,7 @@ def turn_rows(assistant, conversations: Sequence[dict], *, progress: bool = True
         by_block = (assistant.index.retrieve(codes=generation.codes, k=CANDIDATES, exclude=exclude)
                     if generation.codes else [])
         rankings = assistant.rankings(by_block, list(history), session, CANDIDATES, exclude, generation)
-        row = {"conversation": conv["id"], "relevant": set(relevant)}
+        row = {"conversation": conv["id"], "relevant": set(relevant), "kind": turn_position(session.played)}
         for with_model in (True, False):
             candidates, rows = candidate_features(rankings, generation.code_log_probs,
                                                   assistant.index.track_codes, with_model=with_model,
@@ -250,6 +267,66 @@ def turn_rows(assistant, conversations: Sequence[dict], *, progress: bool = True
             row[with_model] = (candidates, rows, np.array([t in row["relevant"] for t in candidates]))
         out.append(row)
     return out
+
+
+def turn_position(played: Sequence[str]) -> str:
+    """A turn's ``TURN_POSITIONS`` entry: "first" before the session has played anything, else "later"."""
+    return "later" if played else "first"
+
+
+def ranked_ndcg(reranker: Reranker, turns: Sequence[dict], with_model: bool) -> np.ndarray:
+    """nDCG@10 of each turn's candidates as ``reranker`` orders them (before the request's checks)."""
+    from .metrics import ndcg_at_k
+
+    return np.array([ndcg_at_k([t for t, _ in reranker.rank(*turn[with_model][:2])], turn["relevant"], 10)
+                     for turn in turns])
+
+
+def choose_by_turn(turns: Sequence[dict], fold_of: Mapping[str, int], folds: int, c: float = 1.0) -> dict:
+    """On which turns the model's features help the re-ranker: for first requests and for later
+    turns apart, the nDCG@10 of the candidates as re-rankers with and without them order them,
+    each fold's turns ordered by a fit on the other folds (``turns`` from ``turn_rows``).
+
+    A session that has played tracks has the session's neighbourhood to go on, which the model's
+    block mostly repeats; on a first request it has only the words. Fitted on the demo's
+    validation conversations, the model's features raised first requests and lowered later turns.
+
+    Returns
+    -------
+    dict
+        ``{"model_features_on": [...], "first": {"with_model", "without_model", "turns"}, "later": ...}``;
+        a position with no turns, or no folds to score, keeps the model's features.
+    """
+    scored = {p: {True: [], False: []} for p in TURN_POSITIONS}
+    for fold in range(folds if folds > 1 else 0):
+        train = [t for t in turns if fold_of[t["conversation"]] != fold]
+        held = [t for t in turns if fold_of[t["conversation"]] == fold]
+        if not held or not train or len({label for t in train for label in t[True][2]}) < 2:
+            continue
+        for with_model in (True, False):
+            ndcg = ranked_ndcg(fit_from_rows(train, with_model, c), held, with_model)
+            for t, value in zip(held, ndcg):
+                scored[t["kind"]][with_model].append(value)
+    report: dict = {"model_features_on": []}
+    for position, by in scored.items():
+        if by[True]:
+            report[position] = {"with_model": float(np.mean(by[True])), "without_model": float(np.mean(by[False])),
+                                "turns": len(by[True])}
+        if not by[True] or np.mean(by[True]) > np.mean(by[False]):
+            report["model_features_on"].append(position)
+    return report
+
+
+def describe_by_turn(by_turn: Mapping) -> str:
+    """One line on ``choose_by_turn``'s choice, for a person reading the fit's output."""
+    parts = []
+    for position in TURN_POSITIONS:
+        if position in by_turn:
+            m = by_turn[position]
+            verdict = "with" if position in by_turn["model_features_on"] else "without"
+            parts.append(f"{TURN_NAMES[position]} {verdict} them (nDCG@10 {m['with_model']:.3f} with, "
+                         f"{m['without_model']:.3f} without, {m['turns']} turns)")
+    return "the model's features: " + "; ".join(parts) + " (cross-validated)" if parts else ""
 
 
 def fit_from_rows(turns: Sequence[dict], with_model: bool, c: float = 1.0) -> Reranker:
@@ -290,7 +367,9 @@ def fit_on_validation(assistant, conversations: Sequence[dict], *, folds: int = 
     (``synth.split_key``), as the test set does: sessions over a playlist the fit has seen
     flatter a re-ranker that learns that playlist rather than the turn. Only where every
     conversation walks one playlist are the conversations themselves dealt into folds. The
-    re-rankers returned are then fitted on every conversation.
+    re-rankers returned are then fitted on every conversation. The turns the model's features
+    rank (``choose_by_turn``) are chosen first, on every conversation, and the cross-validated
+    assistant uses them as chosen.
 
     Returns
     -------
@@ -306,11 +385,15 @@ def fit_on_validation(assistant, conversations: Sequence[dict], *, folds: int = 
     turns = turn_rows(assistant, conversations, progress=progress)
     ids = list(dict.fromkeys(c["id"] for c in conversations))
     fold_of, folds_by = assign_folds(conversations, max(folds, 1))
+    # The choice of turns is always cross-validated: on the rows alone it takes seconds.
+    by_turn = choose_by_turn(turns, assign_folds(conversations, CHOICE_FOLDS)[0], CHOICE_FOLDS, c)
+    on = by_turn["model_features_on"]
     systems = {"assistant (rank fusion)": lambda fitted: MusicAssistant(
                    assistant.index, assistant.model, assistant.tokenizer, assistant.vocab),
                "engine (rank fusion)": lambda fitted: MusicAssistant(assistant.index),
                "assistant (re-ranker)": lambda fitted: MusicAssistant(
-                   assistant.index, assistant.model, assistant.tokenizer, assistant.vocab, reranker=fitted[True]),
+                   assistant.index, assistant.model, assistant.tokenizer, assistant.vocab,
+                   reranker=fitted["first" in on], later_reranker=fitted["later" in on]),
                "engine (re-ranker)": lambda fitted: MusicAssistant(assistant.index, reranker=fitted[False])}
     scores: dict[str, list[tuple[float, float, int]]] = {name: [] for name in systems}
     for fold in range(folds if folds > 1 else 0):
@@ -326,7 +409,7 @@ def fit_on_validation(assistant, conversations: Sequence[dict], *, folds: int = 
             result = evaluate_system(name, assistant_ranker(system), held, progress=False)
             scores[name].append((result.metrics["ndcg@10"], result.metrics["hit@3"], len(held)))
     report = {"conversations": len(ids), "turns": len(turns), "folds": folds, "c": c,
-              "folds_by": folds_by,
+              "folds_by": folds_by, "by_turn": by_turn,
               "cross_validated": {name: {"ndcg@10": float(np.average([s[0] for s in v], weights=[s[2] for s in v])),
                                          "hit@3": float(np.average([s[1] for s in v], weights=[s[2] for s in v]))}
                                   for name, v in scores.items() if v}}

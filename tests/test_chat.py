@@ -357,6 +357,33 @@ def test_a_request_in_words_the_model_never_trained_on_is_ranked_without_it(dirs
     assert a.knows_words(strange) and fused(a, strange)[1] != ranked
 
 
+def test_a_later_turn_is_ranked_by_the_later_reranker_when_one_is_set(dirs):
+    from assistant.rerank import Reranker, feature_names
+
+    index_dir, model_dir = dirs
+    a = MusicAssistant.load(index_dir, model_dir)
+    a.request_words = None
+    names = feature_names(False)
+    col = names.index("rr_lexical")
+    by_words, against_words = (Reranker(names, np.eye(len(names))[col] * sign, np.zeros(len(names)),
+                                        np.ones(len(names))) for sign in (1.0, -1.0))
+    a.reranker, a.later_reranker = by_words, against_words
+    history = [{"role": "user", "content": "calm piano music"}]
+    first = a.new_session()
+    later = a.new_session()
+    later.played = [a.index.tracks[0].id]
+
+    def order(session):
+        exclude = set(session.played)
+        return [t for t, _ in a._fuse([], history, session, 20, exclude)]
+
+    words = [t for t, _ in a.index.search_lexical("calm piano music", k=20, exclude=set(later.played))]
+    assert order(first)[0] == a.index.search_lexical("calm piano music", k=1)[0][0]  # a first request
+    assert order(later)[0] != words[0] and order(later).index(words[0]) > order(later).index(words[-1])
+    a.later_reranker = None  # then one re-ranker ranks every turn
+    assert order(later)[0] == words[0]
+
+
 def test_weighted_rank_fusion():
     from assistant.chat import _rrf
 

@@ -1,6 +1,7 @@
 """The learned re-ranker: its features, its fit, and its place in the turn and the evaluation."""
 from __future__ import annotations
 
+import json
 import shutil
 
 import numpy as np
@@ -9,7 +10,7 @@ import pytest
 from assistant.chat import MusicAssistant
 from assistant.conversations import conversations_path, read_conversations
 from assistant.rerank import (RERANKER_FILE, Reranker, candidate_features, feature_names, fit_reranker,
-                              load_rerankers)
+                              load_rerankers, rerankers_by_turn)
 from index.track import MODALITIES
 
 
@@ -82,6 +83,41 @@ def test_the_fit_ranks_true_candidates_first_and_round_trips():
         fit_reranker(rows, labels, ("x", "y"))
 
 
+def _turn(conversation: str, kind: str, rankings: dict, true: str) -> dict:
+    codes = dict.fromkeys("abcdef", dict.fromkeys(MODALITIES, 0))
+    turn = {"conversation": conversation, "relevant": {true}, "kind": kind}
+    for with_model in (True, False):
+        candidates, rows = candidate_features(rankings, None, codes.__getitem__, with_model=with_model)
+        turn[with_model] = (candidates, rows, np.array([c == true for c in candidates]))
+    return turn
+
+
+def test_the_model_features_are_kept_for_the_turns_where_they_rank_better():
+    from assistant.rerank import choose_by_turn, describe_by_turn
+
+    rng = np.random.default_rng(0)
+    turns, fold_of = [], {}
+    for n in range(20):
+        conversation, true = f"c{n}", "abcdef"[n % 6]
+        others = [t for t in "abcdef" if t != true]
+        fold_of[conversation] = n % 5
+        # A first request: MiniLM's order is chance, the block found the true track first.
+        turns.append(_turn(conversation, "first", {"dense": [(t, 0.0) for t in rng.permutation(list("abcdef"))],
+                                                   "block": [(t, 0.0) for t in [true] + others]}, true))
+        # A later turn: the words found the true track first; the block's order is chance.
+        turns.append(_turn(conversation, "later", {"lexical": [(t, 0.0) for t in [true] + others[::-1]],
+                                                   "block": [(t, 0.0) for t in rng.permutation(list("abcdef"))]},
+                           true))
+    report = choose_by_turn(turns, fold_of, 5)
+    assert report["model_features_on"] == ["first"]
+    assert report["first"]["turns"] == report["later"]["turns"] == 20
+    assert report["first"]["with_model"] > report["first"]["without_model"]
+    assert report["later"]["with_model"] <= report["later"]["without_model"] == 1.0
+    assert "first requests with them" in describe_by_turn(report) and "later turns without" in describe_by_turn(report)
+    # Without folds to score there is no evidence against the model's features: they stay.
+    assert choose_by_turn(turns, fold_of, 1)["model_features_on"] == ["first", "later"]
+
+
 def test_blocks_generated_sessions_at_once_are_those_of_one_turn_at_a_time(dirs):
     from assistant.metrics import eval_turns
     from assistant.rerank import generate_turns
@@ -135,8 +171,20 @@ def test_fitted_on_validation_the_reranker_is_used_and_scored_against_its_no_mod
                                               "assistant (re-ranker)", "engine (re-ranker)"}
     rerankers = load_rerankers(model)
     assert rerankers["with_model"].with_model and not rerankers["without_model"].with_model
+    on = report["by_turn"]["model_features_on"]
+    assert set(on) <= {"first", "later"}
     loaded = MusicAssistant.load(index_dir, model)
-    assert loaded.reranker is not None and loaded.reranker.with_model
+    assert loaded.reranker.with_model == ("first" in on)
+    assert (loaded.later_reranker or loaded.reranker).with_model == ("later" in on)
+    # A fit from before the choice of turns uses the model's features on every turn.
+    data = json.loads((model / RERANKER_FILE).read_text())
+    del data["report"]["by_turn"]
+    (model / RERANKER_FILE).write_text(json.dumps(data))
+    old = MusicAssistant.load(index_dir, model)
+    assert old.reranker.with_model and old.later_reranker is None
+    both = rerankers_by_turn(model)
+    assert set(both) == {"first", "later"}
+    assert all(r.to_dict() == rerankers["with_model"].to_dict() for r in both.values())
     reply = loaded.reply(loaded.new_session(), "calm piano music")
     assert reply.source == "model" and len(reply.tracks) == 3
     results = run_evaluation(model, index_dir, conversations_path(model, "test"), include_base=False, live=False,
