@@ -9,6 +9,8 @@ the evaluation, the benches) reads them through this module and never imports th
 - ``tonearm_model.json`` (``MODEL_RECORD``): the base model, the system prompt, the music-token ids
 - ``train_state.pt`` and ``train_report.json``: the trainer's checkpoint and figures
 - ``request_words.json``: the words its training requests used (``assistant.familiarity``)
+- ``reranker.json``: the learned re-rankers with and without the model's features, and on which
+  turns the model's are used (``assistant.rerank``)
 """
 from __future__ import annotations
 

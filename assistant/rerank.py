@@ -28,14 +28,14 @@ import numpy as np
 from index.track import MODALITIES, Track
 
 RANKINGS = ("lexical", "dense", "session", "block", "likelihood")
-TURN_POSITIONS = ("first", "later")  # before the session has played anything, and after
-TURN_NAMES = {"first": "first requests", "later": "later turns"}
-CHOICE_FOLDS = 5  # cross-validation folds that choose the turns the model's features rank
 MODEL_RANKINGS = ("block", "likelihood")
 SHARED = ("album", "artist")  # a candidate's same_<field>: every played track has its (non-empty) value
 RANK_OFFSET = 10  # a candidate's reciprocal-rank feature is RANK_OFFSET / (RANK_OFFSET + rank)
 LOG_PROB_FLOOR = -20.0
 RERANKER_FILE = "reranker.json"
+TURN_POSITIONS = ("first", "later")  # before the session has played anything, and after
+TURN_NAMES = {"first": "first requests", "later": "later turns"}
+CHOICE_FOLDS = 5  # cross-validation folds that choose the turns the model's features rank
 # A logistic regression needs about ten true examples per feature (events per variable) before
 # its weights mean anything: fitted on a small library's 10 validation turns, one ranked hand-
 # written requests far below the rank fusion it replaced (nDCG@10 0.40 against 0.65).
@@ -259,7 +259,7 @@ def turn_rows(assistant, conversations: Sequence[dict], *, progress: bool = True
         by_block = (assistant.index.retrieve(codes=generation.codes, k=CANDIDATES, exclude=exclude)
                     if generation.codes else [])
         rankings = assistant.rankings(by_block, list(history), session, CANDIDATES, exclude, generation)
-        row = {"conversation": conv["id"], "relevant": set(relevant), "kind": turn_position(session.played)}
+        row = {"conversation": conv["id"], "relevant": set(relevant), "position": turn_position(session.played)}
         for with_model in (True, False):
             candidates, rows = candidate_features(rankings, generation.code_log_probs,
                                                   assistant.index.track_codes, with_model=with_model,
@@ -306,7 +306,7 @@ def choose_by_turn(turns: Sequence[dict], fold_of: Mapping[str, int], folds: int
         for with_model in (True, False):
             ndcg = ranked_ndcg(fit_from_rows(train, with_model, c), held, with_model)
             for t, value in zip(held, ndcg):
-                scored[t["kind"]][with_model].append(value)
+                scored[t["position"]][with_model].append(value)
     report: dict = {"model_features_on": []}
     for position, by in scored.items():
         if by[True]:

@@ -83,9 +83,9 @@ def test_the_fit_ranks_true_candidates_first_and_round_trips():
         fit_reranker(rows, labels, ("x", "y"))
 
 
-def _turn(conversation: str, kind: str, rankings: dict, true: str) -> dict:
+def _turn(conversation: str, position: str, rankings: dict, true: str) -> dict:
     codes = dict.fromkeys("abcdef", dict.fromkeys(MODALITIES, 0))
-    turn = {"conversation": conversation, "relevant": {true}, "kind": kind}
+    turn = {"conversation": conversation, "relevant": {true}, "position": position}
     for with_model in (True, False):
         candidates, rows = candidate_features(rankings, None, codes.__getitem__, with_model=with_model)
         turn[with_model] = (candidates, rows, np.array([c == true for c in candidates]))
