@@ -949,7 +949,7 @@ def _without_initials(text: str) -> str:
 # A sentence that leans on the one before it ("It's calm.", "This one ...").
 _DEPENDENT = re.compile(r"^\W*(?:it|it's|its|this|that|these|they|they're|the track|the piece|the song|the tune|"
                         r"both|all three|also|and)\b", re.IGNORECASE)
-_VOCAL_WORDS = re.compile(r"\b(vocals?|vocalist|sung|sings?|singer|singing|voices?)\b")
+_VOCAL_WORDS = re.compile(r"\b(vocals?|vocally|vocalist|sung|sings?|singer|singing|voices?)\b")
 
 
 def _rrf(rankings: Sequence[Sequence[tuple[str, float]]], k: int = 60,

@@ -591,6 +591,18 @@ def test_a_claim_about_singing_must_match_the_cards(assistant):
         assert kept == "It is instrumental."
 
 
+def test_a_garbled_claim_of_singing_is_still_read_as_one():
+    from assistant.chat import _says_false
+    from index.track import Track
+
+    instrumental = Track(id="i", descriptors={"vocals": 0.05})
+    before = Track(id="b", descriptors={"vocals": 0.05})
+    # A first `make demo` model wrote this of an instrumental sonata after "no vocals please".
+    assert _says_false("It has more vocally than the last one.", instrumental, before)
+    assert _says_false("It has more vocals than the last one.", instrumental, before)
+    assert not _says_false("It is instrumental.", instrumental, before)
+
+
 def test_the_decoder_reuses_its_cache_and_decodes_the_same(assistant):
     from assistant.generation import DecodeState, common_prefix
 
