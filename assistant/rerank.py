@@ -388,11 +388,12 @@ def fit_on_validation(assistant, conversations: Sequence[dict], *, folds: int = 
     # The choice of turns is always cross-validated: on the rows alone it takes seconds.
     by_turn = choose_by_turn(turns, assign_folds(conversations, CHOICE_FOLDS)[0], CHOICE_FOLDS, c)
     on = by_turn["model_features_on"]
+    words = assistant.request_words  # the assistant scored as it answers: new words go to rank fusion
     systems = {"assistant (rank fusion)": lambda fitted: MusicAssistant(
-                   assistant.index, assistant.model, assistant.tokenizer, assistant.vocab),
+                   assistant.index, assistant.model, assistant.tokenizer, assistant.vocab, request_words=words),
                "engine (rank fusion)": lambda fitted: MusicAssistant(assistant.index),
                "assistant (re-ranker)": lambda fitted: MusicAssistant(
-                   assistant.index, assistant.model, assistant.tokenizer, assistant.vocab,
+                   assistant.index, assistant.model, assistant.tokenizer, assistant.vocab, request_words=words,
                    reranker=fitted["first" in on], later_reranker=fitted["later" in on]),
                "engine (re-ranker)": lambda fitted: MusicAssistant(assistant.index, reranker=fitted[False])}
     scores: dict[str, list[tuple[float, float, int]]] = {name: [] for name in systems}
