@@ -35,7 +35,7 @@ from .generation import DecodeState
 from .grounding import (COMPARING, KEY_CLAIM, NUMBER_CLAIM, TEMPO_CLAIM, ClaimGuard, album_said, names_album,
                         names_of, names_title, norm, numbers_of, sentences, tempo_numbers, well_formed, without_names)
 from .familiarity import FAMILIAR, RequestWords
-from .rerank import Reranker, candidate_features
+from .rerank import Reranker, candidate_features, turn_position
 from .refine import Refinement, apply_refinement, reference_track, satisfies
 from .request import CatalogWords, artist_patterns, fold, read_request
 from .upload import answer as answer_about_upload
@@ -545,7 +545,8 @@ class MusicAssistant:
         learned from requests in the synthesized conversations' words; a request in other words
         (``familiar`` False, from ``knows_words``) is ranked by the rank fusion without the block.
         """
-        reranker = self.later_reranker if session.played and self.later_reranker is not None else self.reranker
+        later = self.later_reranker is not None and turn_position(session.played) == "later"
+        reranker = self.later_reranker if later else self.reranker
         if reranker is not None and familiar:
             rankings = self.rankings(by_block, history, session, k, exclude, generation)
             log_probs = generation.code_log_probs if generation is not None else None

@@ -181,23 +181,27 @@ def save_rerankers(model_dir: str | Path, rerankers: Mapping[str, Reranker], rep
     return path
 
 
-def load_rerankers(model_dir: str | Path) -> dict[str, Reranker]:
-    """The re-rankers of a model directory ({} when it has none)."""
+def _read_reranker_file(model_dir: str | Path) -> tuple[dict[str, Reranker], dict]:
+    """The re-rankers of ``RERANKER_FILE`` by name and the fit's report (both empty without one)."""
     path = Path(model_dir) / RERANKER_FILE
     if not path.is_file():
-        return {}
+        return {}, {}
     data = json.loads(path.read_text())
-    return {k: Reranker.from_dict(v) for k, v in data["rerankers"].items()}
+    return {k: Reranker.from_dict(v) for k, v in data["rerankers"].items()}, data.get("report", {})
+
+
+def load_rerankers(model_dir: str | Path) -> dict[str, Reranker]:
+    """The re-rankers of a model directory ({} when it has none)."""
+    return _read_reranker_file(model_dir)[0]
 
 
 def rerankers_by_turn(model_dir: str | Path) -> dict[str, Reranker]:
     """The re-ranker a model directory ranks each ``TURN_POSITIONS`` turn with ({} when it has
     none): the one with the model's features where the fit found they help (``choose_by_turn``),
     the one without elsewhere. A fit from before that choice uses the model's features on every turn."""
-    rerankers = load_rerankers(model_dir)
+    rerankers, report = _read_reranker_file(model_dir)
     if "with_model" not in rerankers:
         return {}
-    report = json.loads((Path(model_dir) / RERANKER_FILE).read_text()).get("report", {})
     on = report.get("by_turn", {}).get("model_features_on", TURN_POSITIONS)
     return {p: rerankers["with_model"] if p in on or "without_model" not in rerankers else rerankers["without_model"]
             for p in TURN_POSITIONS}
