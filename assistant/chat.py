@@ -108,7 +108,8 @@ class Reply:
 
     ``text`` is what is said; the cards in ``tracks`` are for each front end to render.
     ``source`` tells where the tracks came from: "model" (the generated music block, fused
-    with the engine's searches), "engine" (no model loaded: those searches alone),
+    with the engine's searches), "engine" (those searches alone: no model loaded, or a turn
+    whose ranking does not read the block, which ``notes`` explain),
     "dense-fallback" (nothing else matched, or the model wrote no usable block: text search
     over the conversation), "upload" (nearest to an uploaded song), or "none" (no tracks).
     ``generated`` is what the model wrote, ``own_words`` whether ``text`` opens with it, and
@@ -443,8 +444,13 @@ class MusicAssistant:
               state: DecodeState | None = None):
         exclude = set(session.played) | session.rejected
         notes: list[str] = []
+        familiar = self.knows_words(history)
+        asked = self.model is not None and self.reads_block(session, familiar)
+        if self.model is not None and not familiar:
+            notes.append("the request has words the model never trained on: the searches rank this "
+                         "turn by rank fusion, without its block")
         generation = Generation("", None, [])
-        if self.model is not None:
+        if asked:
             generation = self._generate(history, state)
             if generation.errors:
                 notes.append("malformed music block: " + "; ".join(generation.errors))
@@ -455,20 +461,22 @@ class MusicAssistant:
             else:
                 ranked = self.index.retrieve(codes=codes, k=k, exclude=exclude)
             if self.text_fusion:
-                familiar = self.knows_words(history)
                 ranked = self._fuse(ranked, history, session, k, exclude, generation, familiar=familiar)
-                if not familiar:
-                    notes.append("the request has words the model never trained on: the searches rank this "
-                                 "turn by rank fusion, without its block")
             source = "model"
-        elif self.model is None and self.text_fusion and (ranked := self._fuse([], history, session, k, exclude)):
+        elif not asked and self.text_fusion and (ranked := self._fuse([], history, session, k, exclude,
+                                                                      familiar=familiar)):
             source = "engine"
+            if self.model is not None and familiar:
+                notes.append("this kind of turn is ranked without the model's block (the re-ranker's fit "
+                             "or the fusion's weights): the model was not asked for one")
         else:
             query = history_query(history)
-            why = ("the model produced no valid music block" if self.model is not None
-                   else "no model loaded and nothing matched the words" if self.text_fusion else "no model loaded")
+            why = ("the model produced no valid music block" if asked
+                   else "no model loaded" if not self.text_fusion
+                   else "nothing matched the words" if self.model is not None
+                   else "no model loaded and nothing matched the words")
             # without a model this is ordinary (words the catalog does not hold); with one, a fault
-            (log.info if self.model is None else log.warning)("dense fallback (%s) for query %r", why, query[:200])
+            (log.warning if asked else log.info)("dense fallback (%s) for query %r", why, query[:200])
             notes.append(f"dense fallback: {why}")
             ranked = self.index.search_text(query, k=k, exclude=exclude)
             source = "dense-fallback"
@@ -545,8 +553,7 @@ class MusicAssistant:
         learned from requests in the synthesized conversations' words; a request in other words
         (``familiar`` False, from ``knows_words``) is ranked by the rank fusion without the block.
         """
-        later = self.later_reranker is not None and turn_position(session.played) == "later"
-        reranker = self.later_reranker if later else self.reranker
+        reranker = self.reranker_for(session)
         if reranker is not None and familiar:
             rankings = self.rankings(by_block, history, session, k, exclude, generation)
             log_probs = generation.code_log_probs if generation is not None else None
@@ -558,6 +565,30 @@ class MusicAssistant:
         wanted = {name for name, w in weight.items() if w > 0 and name != "block"}  # a zero weight spares the search
         rankings = self.rankings(by_block, history, session, k, exclude, only=wanted)
         return _rrf(list(rankings.values()), weights=[weight.get(name, 0.0) for name in rankings])
+
+    def reranker_for(self, session: Session) -> Reranker | None:
+        """The re-ranker for the session's next turn: ``later_reranker`` once it has played
+        something (where one is set), else ``reranker``."""
+        later = self.later_reranker is not None and turn_position(session.played) == "later"
+        return self.later_reranker if later else self.reranker
+
+    def reads_block(self, session: Session, familiar: bool = True) -> bool:
+        """Whether the session's next turn is ranked with the model's block, so that the model
+        is asked for one: not where the request has words it never trained on (``familiar``
+        False, ``knows_words``), nor where the turn's re-ranker leaves the model's features
+        out (the fit's choice, ``rerank.choose_by_turn``) or the rank fusion weighs the block
+        at zero. A block the ranking would not read costs the turn its decoding (a token a
+        code) and adds nothing but candidates no other search found."""
+        if self.model is None:
+            return False
+        if not self.text_fusion:
+            return True
+        if not familiar:
+            return False
+        reranker = self.reranker_for(session)
+        if reranker is not None:
+            return reranker.with_model
+        return self.fusion_weights.get("block", 0.0) > 0
 
     def knows_words(self, history: Sequence[dict]) -> bool:
         """Whether the model's training requests used every content word of the last request
@@ -639,6 +670,7 @@ class MusicAssistant:
         """
         shown = [self.index.by_id[c.id] for c in cards]
         reference = self.reference_for(session, refinement)
+        ends = self._first_and_last(session)
 
         def holds(sentence: str) -> bool:
             # the guard reads quotes, "by", numbers and keys itself; here, comparisons and the
@@ -646,7 +678,7 @@ class MusicAssistant:
             named = self._tracks_named(sentence, shown + ([reference] if reference is not None else []))
             subject, about, allowed, claim = self._about(sentence, named, shown, reference)
             return not self._names_strangers(sentence, about, allowed, growing=True) and \
-                not _says_false(sentence, subject, reference, claim) and \
+                not _says_false(sentence, subject, reference, claim, ends, growing=True) and \
                 not self._misdescribes(without_names(norm(sentence), names_of(allowed)), about, growing=True)
 
         guard = ClaimGuard.for_tracks(shown[0], reference, shown, holds=holds)
@@ -698,7 +730,7 @@ class MusicAssistant:
             return Reply(text="I couldn't find anything in this catalog for that. Try describing a mood, a genre "
                               "or an instrument.", source=source, generated=generated)
         reference = self.reference_for(session, refinement)
-        kept, dropped = self._ground(generated, cards, reference)
+        kept, dropped = self._ground(generated, cards, reference, self._first_and_last(session))
         text = kept or ("Here's what I found in the catalog" + (", following your change." if refinement else "."))
         if refinement and not any(satisfies(self.index.by_id[c.id], reference, refinement) for c in cards):
             against = f' against "{reference.title}"' if reference is not None and refinement.is_relative else ""
@@ -708,12 +740,24 @@ class MusicAssistant:
         return Reply(text=text, tracks=cards, source=source, generated=generated, own_words=bool(kept),
                      dropped=dropped)
 
-    def grounded_sentences(self, generated: str, cards: list[TrackCard], reference: Track | None = None) -> str:
+    def grounded_sentences(self, generated: str, cards: list[TrackCard], reference: Track | None = None,
+                           first_and_last: tuple[Track | None, Track | None] = (None, None)) -> str:
         """The model's sentences whose titles, numbers, keys and comparisons (with ``reference``,
-        the track played before) agree with the shown tracks."""
-        return self._ground(generated, cards, reference)[0]
+        the track played before, and with ``first_and_last``, the session's first track and the
+        last reply's first card) agree with the shown tracks."""
+        return self._ground(generated, cards, reference, first_and_last)[0]
 
-    def _ground(self, generated: str, cards: list[TrackCard], reference: Track | None) -> tuple[str, list[str]]:
+    def _first_and_last(self, session: Session) -> tuple[Track | None, Track | None]:
+        """The session's first played track and the last reply's first card: what "the first one"
+        and "the last one" of a reply's "closer to the first one than to the last one" are."""
+        from .conversations import last_shown
+
+        shown = last_shown(session.history)
+        return (self.index.by_id.get(session.played[0]) if session.played else None,
+                self.index.by_id.get(shown[0]) if shown else None)
+
+    def _ground(self, generated: str, cards: list[TrackCard], reference: Track | None,
+                first_and_last: tuple[Track | None, Track | None] = (None, None)) -> tuple[str, list[str]]:
         """(the grounded sentences joined, the sentences dropped).
 
         Each sentence is checked against the track it is about: the shown track it names, else
@@ -730,7 +774,7 @@ class MusicAssistant:
             if not norm(s):
                 continue
             named = self._tracks_named(s, shown + ([reference] if reference is not None else []))
-            why = self._why_false(s, named, shown, reference)
+            why = self._why_false(s, named, shown, reference, first_and_last)
             if why is None and previous_why == "names" and not named and _DEPENDENT.match(s):
                 why = "names"
             (kept if why is None else dropped).append(s)
@@ -746,7 +790,8 @@ class MusicAssistant:
                 out.append(t)
         return out
 
-    def _why_false(self, sentence: str, named: list[Track], shown: list[Track], reference: Track | None) -> str | None:
+    def _why_false(self, sentence: str, named: list[Track], shown: list[Track], reference: Track | None,
+                   first_and_last: tuple[Track | None, Track | None] = (None, None)) -> str | None:
         """None when the sentence holds; else "form", "names" (a title, artist or album not on
         screen or not its track's) or "facts" (a number, key or comparison that is not its track's,
         or a year given as a tempo)."""
@@ -777,7 +822,7 @@ class MusicAssistant:
             return "facts"  # not "a minor-key piece"
         if self._misdescribes(claims + " ", about):
             return "facts"  # "a slow piece" of a card at 185 BPM
-        return "facts" if _says_false(sentence, subject, reference, claim) else None
+        return "facts" if _says_false(sentence, subject, reference, claim, first_and_last) else None
 
     def _misdescribes(self, text: str, about: Sequence[Track], *, growing: bool = False) -> bool:
         """Whether ``text`` (names taken out) puts its track in a band ("slow", "dark") or gives it a
@@ -924,12 +969,18 @@ def _derived_tags(t: Track) -> list[str]:
 # "by <Name>" up to "from", punctuation or the end: the artist a sentence names ("byName" too).
 _BY_ARTIST = re.compile(r"\bby ?([A-Z][^,.;:!?]*?)(?= from\b| with\b| in\b| at\b| fits\b| is\b| has\b|[,.;:!?]|$)")
 def _says_false(sentence: str, subject: Track | None, reference: Track | None,
-                claim: Refinement | None = None) -> bool:
+                claim: Refinement | None = None,
+                first_and_last: tuple[Track | None, Track | None] = (None, None), *,
+                growing: bool = False) -> bool:
     """Whether what ``sentence`` says of ``subject`` against ``reference`` (calmer, faster, the same
-    artist, another) or of its singing is false. The numbers quoted with a comparison ("172 vs
-    66 BPM") are not read as a request for 66 BPM: they are checked as numbers."""
+    artist, another), of its singing, or of its likeness to the session's first track and the
+    last reply's first card (``first_and_last``) is false. The numbers quoted with a comparison
+    ("172 vs 66 BPM") are not read as a request for 66 BPM: they are checked as numbers.
+    ``growing``: the sentence is still being written (``_likeness_false``)."""
     claim = claim if claim is not None else read_request(sentence, CatalogWords())
     low = norm(sentence)
+    if subject is not None and _likeness_false(low, subject, first_and_last, growing=growing):
+        return True
     if claim.relative and (reference is None or subject is None
                            or not satisfies(subject, reference, Refinement(relative=claim.relative))):
         return True
@@ -942,6 +993,59 @@ def _says_false(sentence: str, subject: Track | None, reference: Track | None,
     return subject is not None and "instrumental" in low and vocal_state(subject) is not False
 
 
+def _likeness_false(low: str, subject: Track, first_and_last: tuple[Track | None, Track | None], *,
+                    growing: bool = False) -> bool:
+    """Whether ``low`` (a sentence, lowercased) says ``subject`` is closer to one end of the
+    session than to the other ("closer to the first one than to the last one", the reverse, or
+    "closer to the first one", the other end implied) and it is not, by ``_more_like``. The ends
+    are the session's first track and the last reply's first card (``first_and_last``); a track
+    named otherwise ("the next one", "the 2010s") cannot be told, and the claim does not hold.
+    ``growing``: the sentence is still being written, and a word begun after "the" must be the
+    start of an end that makes the claim true ("la" of "last" where the track is more like the
+    last one)."""
+    said = _LIKENESS_CLAIM.search(low)
+    if said is None:
+        return False
+    first, last = first_and_last
+    ends = {"first": first, "last": last, "previous": last}
+    other = {"first": "last", "last": "first", "previous": "first"}
+
+    def true(this: str, that: str | None = None) -> bool:
+        return this in ends and _more_like(subject, ends[this], ends.get(that or other[this]))
+
+    def false_start(part: str, claim) -> bool | None:
+        """Whether the word begun at the end of ``part`` cannot become a true end (None: none is begun)."""
+        begun = _BEGUN_END.search(part) if growing else None
+        if begun is None:
+            return None
+        word = begun.group(1)
+        return not ("very".startswith(word) or any(w.startswith(word) and claim(w) for w in ends))
+
+    near, than = said.group(1), said.group(2) or ""
+    if (wrong := false_start(near, true)) is not None and not than:
+        return wrong
+    named = _NAMED_END.search(near)
+    if named is None:
+        # "more like a waltz than a march" is not about the session; "closer to its roots than to
+        # the last one" is, and what it sets against the last one cannot be told
+        return _NAMED_END.search(than) is not None
+    this = named.group(1)
+    if (wrong := false_start(than, lambda w: true(this, w))) is not None:
+        return wrong
+    far = _NAMED_END.search(than)  # none: the other end ("than before"), or not written yet
+    return not true(this, far.group(1) if far else None)
+
+
+def _more_like(track: Track, a: Track | None, b: Track | None) -> bool:
+    """Whether ``track`` is more like ``a`` than like ``b``, by the synthesizer's likeness and
+    margin (``synth.LIKENESS_MARGIN``); False where either is missing or both are one track."""
+    from .synth import LIKENESS_MARGIN, likeness
+
+    if a is None or b is None or a.id == b.id:
+        return False
+    return likeness(track, a) > likeness(track, b) + LIKENESS_MARGIN
+
+
 def _without_initials(text: str) -> str:
     """``text`` with the stop after each initial dropped ("J. S. Bach" -> "J S Bach")."""
     return re.sub(r"\b([A-Za-z])\.(?=\s)", r"\1", text)
@@ -950,6 +1054,11 @@ def _without_initials(text: str) -> str:
 # A sentence that leans on the one before it ("It's calm.", "This one ...").
 _DEPENDENT = re.compile(r"^\W*(?:it|it's|its|this|that|these|they|they're|the track|the piece|the song|the tune|"
                         r"both|all three|also|and)\b", re.IGNORECASE)
+# "It's closer to the first one than to the last one", and the reverse: which end of the session a
+# track is more like (the synthesizer's "like first" replies say so); the two ends are the groups.
+_LIKENESS_CLAIM = re.compile(r"\b(?:closer|nearer|more like|more similar|more alike)\b(.*?)(?:\bthan\b(.*))?$")
+_NAMED_END = re.compile(r"\bthe (?:very )?(\S+)")  # "the first", "the very first", "the next", "the 2010s"
+_BEGUN_END = re.compile(r"\bthe (?:very )?(\S*)$")  # the same, its word still being written
 _VOCAL_WORDS = re.compile(r"\b(vocals?|vocally|vocalist|sung|sings?|singer|singing|voices?)\b")
 
 

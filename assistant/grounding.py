@@ -77,12 +77,13 @@ def well_formed(sentence: str) -> bool:
     """A whole sentence: opens with a capital or a quote, ends with its stop, brackets balanced.
 
     A model that echoes the track cards writes fragments such as ``1, 1831): romantic, piano;
-    about``, which no fact check catches but no one should read.
+    about``, which no fact check catches but no one should read; and one that writes bytes
+    which decode to no character leaves U+FFFD in the text ("closer to the \ufffd Sinner piece").
     """
     s = sentence.strip()
     opens = s[:1].isupper() or s[:1] in "\"'"
     ends = s.rstrip("\"'").endswith((".", "!", "?"))
-    return opens and ends and s.count("(") == s.count(")") and s.count("[") == s.count("]")
+    return opens and ends and s.count("(") == s.count(")") and s.count("[") == s.count("]") and "\ufffd" not in s
 
 
 def numbers_of(t: Track | None) -> set[int]:

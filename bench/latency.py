@@ -7,9 +7,10 @@ cards can be drawn) and until the reply is complete. They are measured twice in 
 run: on the engine (``MusicAssistant.stream``) and through the app's controller (the code
 the Gradio page runs, ``app.ChatController.respond``, with the app's batched decoding). Printed:
 p50 and p95 of both, and the same for the engine without a model as the baseline, for the
-engine guessing from the context alone (no ``generation.Phrasebook`` of the model's training
-replies), and for the engine decoding one token a pass (no guesses:
-``generation.Decoder(draft_tokens=0)``).
+engine asking the model for its music block on every turn (also where the turn's ranking does
+not read it: ``MusicAssistant.reads_block``), for the engine guessing from the context alone
+(no ``generation.Phrasebook`` of the model's training replies), and for the engine decoding
+one token a pass (no guesses: ``generation.Decoder(draft_tokens=0)``).
 
     python bench/latency.py                       # the demo index and model
     python bench/latency.py --index DIR --model DIR --conversations FILE --limit 20
@@ -147,8 +148,12 @@ def main(argv: list[str] | None = None) -> int:
     served = MusicAssistant.load(args.index, args.model, weights=weights, batch_sessions=True)
     served.reply(served.new_session(), "a warm-up turn")
     engine = MusicAssistant(tuned.index, name="engine")
-    rows = [summarize("assistant (engine)", time_engine(tuned, conversations)),
-            summarize("assistant (app)", time_app(served, conversations))]
+    rows = [summarize("assistant (engine)", time_engine(tuned, conversations))]
+    # The same answers with the model asked for a block on every turn, as if every ranking read it.
+    tuned.reads_block = lambda session, familiar=True: True
+    rows.append(summarize("a block every turn (engine)", time_engine(tuned, conversations)))
+    del tuned.reads_block
+    rows.append(summarize("assistant (app)", time_app(served, conversations)))
     tuned.decoder.phrasebook = None
     rows.append(summarize("context guesses (engine)", time_engine(tuned, conversations)))
     tuned.decoder.draft_tokens = 0

@@ -29,7 +29,7 @@ def assistant(dirs):
 
 def test_reply_returns_catalog_tracks_from_a_music_block(assistant):
     session = assistant.new_session()
-    reply = assistant.reply(session, "calm piano music please")
+    reply = assistant.reply(session, "calm piano")  # in the training requests' words: the block is read
     assert reply.source == "model"  # the constrained decoder always yields a valid block
     assert len(reply.tracks) == 3 and len(reply.ranked) >= 3
     assert all(t.id in assistant.index.by_id for t in reply.tracks)
@@ -48,7 +48,7 @@ def test_int8_weights_answer_from_the_same_model_with_quantized_linear_layers(di
     assert int8.weights == "int8" and assistant.weights == "float32"
     linear = [m for m in int8.model.modules() if isinstance(m, (torch.nn.Linear, Int8Linear))]
     assert linear and all(isinstance(m, Int8Linear) for m in linear)
-    reply = int8.reply(int8.new_session(), "calm piano music please")
+    reply = int8.reply(int8.new_session(), "calm piano")
     assert reply.source == "model" and len(reply.tracks) == 3
     assert all(t.id in int8.index.by_id for t in reply.tracks)
     # The same weights, rounded: the block's log-probabilities stay close to float32's.
@@ -67,7 +67,7 @@ def test_bfloat16_weights_answer_from_the_same_model_cast(dirs, assistant, one_t
     half = MusicAssistant.load(index_dir, model_dir, weights="bfloat16")
     assert half.weights == "bfloat16"
     assert {p.dtype for p in half.model.parameters()} == {torch.bfloat16}
-    reply = half.reply(half.new_session(), "calm piano music please")
+    reply = half.reply(half.new_session(), "calm piano")
     assert reply.source == "model" and len(reply.tracks) == 3
     history = [{"role": "user", "content": "calm piano music please"}]
     exact, rounded = assistant._generate(history), half._generate(history)
@@ -134,6 +134,53 @@ def test_more_like_this_stays_close(assistant):
                            if t.album == liked.album and t.id not in {c.id for c in first.tracks}]
     if unplayed_same_album:
         assert assistant.index.by_id[reply.tracks[0].id].album == liked.album
+
+
+def test_which_end_of_the_session_a_track_is_more_like_is_checked(assistant):
+    from assistant.synth import LIKENESS_MARGIN, likeness
+
+    tracks = assistant.index.tracks
+    # a track, one it is clearly more like than it is like another
+    subject, near, far = next((s, a, b) for s in tracks for a in tracks for b in tracks
+                              if len({s.id, a.id, b.id}) == 3
+                              and likeness(s, a) > likeness(s, b) + LIKENESS_MARGIN)
+    card = assistant._card(subject.id, 0.0, assistant.new_session(), parse_refinement(""))
+    claim = "It's closer to the first one than to the last one."
+    assert assistant.grounded_sentences(claim, [card], first_and_last=(near, far)) == claim
+    assert assistant.grounded_sentences(claim, [card], first_and_last=(far, near)) == ""
+    reverse = "It's more like the last track than the very first one."
+    assert assistant.grounded_sentences(reverse, [card], first_and_last=(far, near)) == reverse
+    assert assistant.grounded_sentences(reverse, [card], first_and_last=(near, far)) == ""
+    # another track named so is not one the check can tell
+    for said in ("closer to the first one than to the second one", "closer to the first one than to the next one",
+                 "closer to the 2010s than to the last one", "closer to its roots than to the last one",
+                 "closer to the \ufffd Sinner piece than to the \ufffd Sinne piece"):
+        assert assistant.grounded_sentences(f"It's {said}.", [card], first_and_last=(near, far)) == ""
+    waltz = "It's more like a waltz than a march."  # not about the session
+    assert assistant.grounded_sentences(waltz, [card], first_and_last=(near, far)) == waltz
+    # while it is written, the guard lets the true claim grow and refuses the other end begun
+    from assistant.chat import _likeness_false
+
+    growing = "it's closer to the first one than to the "
+    assert not any(_likeness_false(growing + tail, subject, (near, far), growing=True)
+                   for tail in ("", "la", "last", "last one", "very la"))
+    assert all(_likeness_false(growing + tail, subject, (near, far), growing=True) for tail in ("ne", "fi"))
+    # the end it is not more like is refused as soon as it is begun, so the true one can be written
+    assert _likeness_false("it's closer to the fi", subject, (far, near), growing=True)
+    assert not _likeness_false("it's closer to the la", subject, (far, near), growing=True)
+    assert assistant.grounded_sentences("It's closer to the last one.", [card], first_and_last=(far, near)) == \
+        "It's closer to the last one."
+    # with nothing to compare (a first turn, or one track played), the claim has no ground
+    assert assistant.grounded_sentences(claim, [card]) == ""
+    assert assistant.grounded_sentences(claim, [card], first_and_last=(near, near)) == ""
+    # in a session, the ends are its first track and the card the last reply opened with
+    session = assistant.new_session()
+    session.played = [near.id, far.id]
+    session.history = [{"role": "user", "content": "calm piano"},
+                       {"role": "assistant", "content": "ok", "tracks": [near.id]},
+                       {"role": "user", "content": "something faster"},
+                       {"role": "assistant", "content": "ok", "tracks": [far.id]}]
+    assert assistant._first_and_last(session) == (near, far)
 
 
 def test_text_never_names_tracks_that_were_not_retrieved(assistant):
@@ -344,8 +391,12 @@ def test_a_request_in_words_the_model_never_trained_on_is_ranked_without_it(dirs
         ranked, source, notes = assistant._rank(history, assistant.new_session(), parse_refinement(""), 50)
         return source, [t for t, score in ranked if score > 0], notes
 
+    blocks = []
+    generate = a._generate
+    a._generate = lambda *args, **kw: blocks.append(args[0]) or generate(*args, **kw)
     source, ranked, notes = fused(a, strange)
-    assert source == "model" and any("words the model never trained on" in n for n in notes)
+    # the block is not read on such a turn, so the model is not asked for one
+    assert source == "engine" and not blocks and any("words the model never trained on" in n for n in notes)
     assert ranked == fused(engine_fusion, strange)[1]
     # A re-ranker, learned on requests in the training words, is not used on other words either.
     names = feature_names(True)
@@ -382,6 +433,30 @@ def test_a_later_turn_is_ranked_by_the_later_reranker_when_one_is_set(dirs):
     assert order(later)[0] != words[0] and order(later).index(words[0]) > order(later).index(words[-1])
     a.later_reranker = None  # then one re-ranker ranks every turn
     assert order(later)[0] == words[0]
+
+
+def test_the_model_is_asked_for_a_block_only_on_turns_whose_ranking_reads_it(dirs):
+    from assistant.rerank import Reranker, feature_names
+
+    index_dir, model_dir = dirs
+    a = MusicAssistant.load(index_dir, model_dir)
+    a.request_words = None
+    fit = {w: Reranker(feature_names(w), np.ones(len(feature_names(w))), np.zeros(len(feature_names(w))),
+                       np.ones(len(feature_names(w)))) for w in (True, False)}
+    a.reranker, a.later_reranker = fit[True], fit[False]  # the model's features on first requests only
+    blocks = []
+    generate = a._generate
+    a._generate = lambda *args, **kw: blocks.append(args[0]) or generate(*args, **kw)
+    session = a.new_session()
+    first = a.reply(session, "calm piano music")
+    assert first.source == "model" and len(blocks) == 1
+    later = a.reply(session, "something faster")
+    assert later.source == "engine" and len(blocks) == 1 and len(later.tracks) == 3
+    assert any("without the model's block" in n for n in later.notes)
+    assert later.generated  # the model still writes the reply about the tracks shown
+    assert not {c.id for c in later.tracks} & {c.id for c in first.tracks}
+    a.later_reranker = fit[True]
+    assert a.reply(session, "something slower").source == "model" and len(blocks) == 2
 
 
 def test_weighted_rank_fusion():

@@ -185,8 +185,8 @@ def test_fitted_on_validation_the_reranker_is_used_and_scored_against_its_no_mod
     both = rerankers_by_turn(model)
     assert set(both) == {"first", "later"}
     assert all(r.to_dict() == rerankers["with_model"].to_dict() for r in both.values())
-    reply = loaded.reply(loaded.new_session(), "calm piano music")
-    assert reply.source == "model" and len(reply.tracks) == 3
+    reply = loaded.reply(loaded.new_session(), "calm piano")  # known words: the choice decides
+    assert reply.source == ("model" if "first" in on else "engine") and len(reply.tracks) == 3
     results = run_evaluation(model, index_dir, conversations_path(model, "test"), include_base=False, live=False,
                              progress=False)
     assert "engine-reranked" in [r.name for r in results]
