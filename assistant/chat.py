@@ -15,7 +15,7 @@ from __future__ import annotations
 import logging
 import re
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -1013,7 +1013,7 @@ def _likeness_false(low: str, subject: Track, first_and_last: tuple[Track | None
     def true(this: str, that: str | None = None) -> bool:
         return this in ends and _more_like(subject, ends[this], ends.get(that or other[this]))
 
-    def false_start(part: str, claim) -> bool | None:
+    def false_start(part: str, claim: Callable[[str], bool]) -> bool | None:
         """Whether the word begun at the end of ``part`` cannot become a true end (None: none is begun)."""
         begun = _BEGUN_END.search(part) if growing else None
         if begun is None:
