@@ -510,14 +510,13 @@ class MusicAssistant:
         the person would otherwise react to (the last reply's first) first, each group in order.
         The likeness is the synthesizer's (tags and measured descriptors)."""
         from .conversations import last_shown
-        from .synth import LIKENESS_MARGIN, likeness
+        from .synth import more_like
 
         shown = last_shown(session.history)
         current = self.index.by_id.get(shown[0]) if shown else None
         if current is None or current.id == reference.id:
             return order
-        closer = {t for t in order[:CANDIDATES]
-                  if likeness(self.index.by_id[t], reference) > likeness(self.index.by_id[t], current) + LIKENESS_MARGIN}
+        closer = {t for t in order[:CANDIDATES] if more_like(self.index.by_id[t], reference, current)}
         return [t for t in order if t in closer] + [t for t in order if t not in closer]
 
     def _relevance(self, history: list[dict], reference: Track | None, exclude: set[str]) -> list[str]:
@@ -997,12 +996,14 @@ def _likeness_false(low: str, subject: Track, first_and_last: tuple[Track | None
                     growing: bool = False) -> bool:
     """Whether ``low`` (a sentence, lowercased) says ``subject`` is closer to one end of the
     session than to the other ("closer to the first one than to the last one", the reverse, or
-    "closer to the first one", the other end implied) and it is not, by ``_more_like``. The ends
+    "closer to the first one", the other end implied) and it is not (``synth.more_like``). The ends
     are the session's first track and the last reply's first card (``first_and_last``); a track
     named otherwise ("the next one", "the 2010s") cannot be told, and the claim does not hold.
     ``growing``: the sentence is still being written, and a word begun after "the" must be the
     start of an end that makes the claim true ("la" of "last" where the track is more like the
     last one)."""
+    from .synth import more_like
+
     said = _LIKENESS_CLAIM.search(low)
     if said is None:
         return False
@@ -1011,7 +1012,7 @@ def _likeness_false(low: str, subject: Track, first_and_last: tuple[Track | None
     other = {"first": "last", "last": "first", "previous": "first"}
 
     def true(this: str, that: str | None = None) -> bool:
-        return this in ends and _more_like(subject, ends[this], ends.get(that or other[this]))
+        return this in ends and more_like(subject, ends[this], ends.get(that or other[this]))
 
     def false_start(part: str, claim: Callable[[str], bool]) -> bool | None:
         """Whether the word begun at the end of ``part`` cannot become a true end (None: none is begun)."""
@@ -1034,16 +1035,6 @@ def _likeness_false(low: str, subject: Track, first_and_last: tuple[Track | None
         return wrong
     far = _NAMED_END.search(than)  # none: the other end ("than before"), or not written yet
     return not true(this, far.group(1) if far else None)
-
-
-def _more_like(track: Track, a: Track | None, b: Track | None) -> bool:
-    """Whether ``track`` is more like ``a`` than like ``b``, by the synthesizer's likeness and
-    margin (``synth.LIKENESS_MARGIN``); False where either is missing or both are one track."""
-    from .synth import LIKENESS_MARGIN, likeness
-
-    if a is None or b is None or a.id == b.id:
-        return False
-    return likeness(track, a) > likeness(track, b) + LIKENESS_MARGIN
 
 
 def _without_initials(text: str) -> str:

@@ -275,6 +275,14 @@ def likeness(a: Track, b: Track) -> float:
     return tags + audio
 
 
+def more_like(track: Track, a: Track | None, b: Track | None) -> bool:
+    """Whether ``track`` is more like ``a`` than like ``b`` by more than ``LIKENESS_MARGIN``
+    (:func:`likeness`); False where either is missing or both are one track."""
+    if a is None or b is None or a.id == b.id:
+        return False
+    return likeness(track, a) > likeness(track, b) + LIKENESS_MARGIN
+
+
 def _more(descriptor: str, sign: int):
     """The relation "audibly more (sign +1) or less (-1) ``descriptor`` than the previous track"."""
     def holds(prev: Track, cand: Track, first: Track) -> bool:
@@ -293,7 +301,7 @@ def _other_artist(prev: Track, cand: Track, first: Track) -> bool:
 
 
 def _like_first(prev: Track, cand: Track, first: Track) -> bool:
-    return first.id != prev.id and likeness(cand, first) > likeness(cand, prev) + LIKENESS_MARGIN
+    return more_like(cand, first, prev)
 
 
 class Refinement:
