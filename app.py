@@ -34,7 +34,8 @@ from urllib.parse import quote
 
 import gradio as gr
 
-from assistant.chat import N_SHOW, MusicAssistant, Reply, Session, TrackCard
+from assistant.chat import N_SHOW, MusicAssistant
+from assistant.session import Reply, Session, TrackCard
 from index.audio import AUDIO_EXTENSIONS
 
 log = logging.getLogger("tonearm.app")

@@ -350,7 +350,8 @@ def run_evaluation(model_dir: str | Path | None, index_dir: str | Path, conversa
     results = []
     if model_dir is not None:
         tuned = MusicAssistant.load(index_dir, model_dir, weights=weights)
-        tuned_rerankers, tuned_words = (tuned.reranker, tuned.later_reranker), tuned.request_words
+        tuned_rerankers = (tuned.retrieval.reranker, tuned.retrieval.later_reranker)
+        tuned_words = tuned.retrieval.request_words
         replay_generations(tuned)
         results.append(evaluate_system("assistant", assistant_ranker(tuned, with_text=True), conversations,
                                        progress=progress, tracks_by_id=index.by_id))
@@ -363,8 +364,8 @@ def run_evaluation(model_dir: str | Path | None, index_dir: str | Path, conversa
         del tuned
         if include_base:
             untuned = untuned_assistant(index, base if base is not None else _recorded_base(model_dir), weights)
-            untuned.reranker, untuned.later_reranker = tuned_rerankers  # the same retrieval, re-rankers included
-            untuned.request_words = tuned_words  # and the same trust in the model's evidence
+            untuned.retrieval.reranker, untuned.retrieval.later_reranker = tuned_rerankers  # the same retrieval
+            untuned.retrieval.request_words = tuned_words  # and the same trust in the model's evidence
             results.append(evaluate_system("base-untuned", assistant_ranker(untuned), conversations, progress=progress))
             del untuned
     engine = MusicAssistant(index, name="engine")
@@ -394,16 +395,12 @@ def playlists_in_index(conversations: Sequence[dict], index) -> dict:
 
 
 def replay_generations(assistant) -> None:
-    """Remember the assistant's generation per history, so variants of its retrieval reuse it."""
-    generate, seen = assistant._generate, {}
+    """Remember the assistant's blocks per history (``writer.ReplayedBlocks``), so that variants
+    of its retrieval given its writer read the same blocks."""
+    from .writer import ReplayedBlocks
 
-    def cached(history: list[dict], state=None):
-        key = json.dumps(history, sort_keys=True)
-        if key not in seen:
-            seen[key] = generate(history, state)
-        return seen[key]
-
-    assistant._generate = cached
+    if not isinstance(assistant.writer, ReplayedBlocks):
+        assistant.use_writer(ReplayedBlocks(assistant.writer))
 
 
 def ablation_assistants(assistant) -> dict:
@@ -411,10 +408,8 @@ def ablation_assistants(assistant) -> dict:
     from .chat import MusicAssistant
 
     def variant(**kwargs):
-        v = MusicAssistant(assistant.index, assistant.model, assistant.tokenizer, assistant.vocab,
-                           system_prompt=assistant.system_prompt, block_ranking=assistant.block_ranking, **kwargs)
-        v._generate = assistant._generate
-        return v
+        return MusicAssistant(assistant.index, writer=assistant.writer,
+                              block_ranking=assistant.retrieval.block_ranking, **kwargs)
 
     return {"block-only": variant(text_fusion=False)}
 

@@ -7,7 +7,7 @@ other words ("something floaty and dreamy", "the one for the orcs"); on them bot
 ranked below the plain rank fusion of BM25, MiniLM and the session's neighbourhood, whose MiniLM
 weight was chosen on hand-written requests. So a turn is ranked by the model and its re-ranker only
 when its training requests used every content word of the request (``FAMILIAR``;
-``MusicAssistant.knows_words``), and by that rank fusion otherwise.
+``Retrieval.knows_words``), and by that rank fusion otherwise.
 
     words = RequestWords.from_conversations(train_conversations)
     words.save(model_dir)

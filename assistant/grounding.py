@@ -2,7 +2,7 @@
 lends a sentence, and a guard that keeps the model from writing a title, artist, album, number or
 key that is not on screen.
 
-The check after the fact (``MusicAssistant.grounded_sentences``) drops a finished sentence
+The check after the fact (``reply_check.ReplyCheck.ground``) drops a finished sentence
 that contradicts the cards. The guard works while the reply is written: before a token is
 taken, the text it would make is read as the check reads it, and a token that starts or ends
 a title, artist, number or key that is not the track's is passed over for the model's next

@@ -72,7 +72,8 @@ def fit_reranker_for(model_dir: str | Path, index, conversations: list[dict], *,
                            f"the model ranks by rank fusion"}
     assistant = MusicAssistant(index, batch_sessions=True)  # the rows' blocks decode several sessions at once
     assistant.load_model(model_dir)
-    assistant.reranker = assistant.later_reranker = None  # fitted from the rank fusion's searches, not an earlier fit
+    # fitted from the rank fusion's searches, not an earlier fit
+    assistant.retrieval.reranker = assistant.retrieval.later_reranker = None
     try:
         rerankers, report = fit_on_validation(assistant, conversations, folds=folds, progress=progress)
     finally:

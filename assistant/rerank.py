@@ -225,7 +225,7 @@ def generate_turns(assistant, sessions: Sequence[Sequence[list[dict]]], *, worke
     def session_blocks(histories: Sequence[list[dict]]) -> list:
         state, out = DecodeState(), []
         for history in histories:
-            out.append(assistant._generate(list(history), state))
+            out.append(assistant.writer.block(list(history), state))
             bar.update()
         return out
 
@@ -243,7 +243,9 @@ def turn_rows(assistant, conversations: Sequence[dict], *, progress: bool = True
     turn would see them)."""
     from tqdm.auto import tqdm
 
-    from .chat import CANDIDATES, Generation, Session
+    from .retrieval import CANDIDATES
+    from .session import Session
+    from .writer import Generation
     from .conversations import played_tracks
     from .metrics import eval_turns
 
@@ -262,7 +264,7 @@ def turn_rows(assistant, conversations: Sequence[dict], *, progress: bool = True
         exclude = set(session.played)
         by_block = (assistant.index.retrieve(codes=generation.codes, k=CANDIDATES, exclude=exclude)
                     if generation.codes else [])
-        rankings = assistant.rankings(by_block, list(history), session, CANDIDATES, exclude, generation)
+        rankings = assistant.retrieval.rankings(by_block, list(history), session, CANDIDATES, exclude, generation)
         row = {"conversation": conv["id"], "relevant": set(relevant), "position": turn_position(session.played)}
         for with_model in (True, False):
             candidates, rows = candidate_features(rankings, generation.code_log_probs,
@@ -392,12 +394,13 @@ def fit_on_validation(assistant, conversations: Sequence[dict], *, folds: int = 
     # The choice of turns is always cross-validated: on the rows alone it takes seconds.
     by_turn = choose_by_turn(turns, assign_folds(conversations, CHOICE_FOLDS)[0], CHOICE_FOLDS, c)
     on = by_turn["model_features_on"]
-    words = assistant.request_words  # the assistant scored as it answers: new words go to rank fusion
+    words = assistant.retrieval.request_words  # the assistant scored as it answers: new words go to rank fusion
+    writer = assistant.writer  # the same blocks as the rows were built from
     systems = {"assistant (rank fusion)": lambda fitted: MusicAssistant(
-                   assistant.index, assistant.model, assistant.tokenizer, assistant.vocab, request_words=words),
+                   assistant.index, writer=writer, request_words=words),
                "engine (rank fusion)": lambda fitted: MusicAssistant(assistant.index),
                "assistant (re-ranker)": lambda fitted: MusicAssistant(
-                   assistant.index, assistant.model, assistant.tokenizer, assistant.vocab, request_words=words,
+                   assistant.index, writer=writer, request_words=words,
                    reranker=fitted["first" in on], later_reranker=fitted["later" in on]),
                "engine (re-ranker)": lambda fitted: MusicAssistant(assistant.index, reranker=fitted[False])}
     scores: dict[str, list[tuple[float, float, int]]] = {name: [] for name in systems}
@@ -409,8 +412,6 @@ def fit_on_validation(assistant, conversations: Sequence[dict], *, folds: int = 
         fitted = {w: fit_from_rows(train, w, c) for w in (True, False)}
         for name, make in systems.items():
             system = make(fitted)
-            if system.model is not None:
-                system._generate = assistant._generate  # the same blocks as the rows were built from
             result = evaluate_system(name, assistant_ranker(system), held, progress=False)
             scores[name].append((result.metrics["ndcg@10"], result.metrics["hit@3"], len(held)))
     report = {"conversations": len(ids), "turns": len(turns), "folds": folds, "c": c,

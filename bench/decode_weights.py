@@ -38,7 +38,8 @@ from bench.latency import (  # noqa: E402
 
 def answer_turns(assistant, conversations: list[dict]) -> list[dict]:
     """Every assistant turn answered from the history before it: its block, cards, words and times."""
-    from assistant.chat import N_SHOW, Session
+    from assistant.chat import N_SHOW
+    from assistant.session import Session
     from assistant.conversations import played_tracks
     from assistant.evaluate import replay_generations
     from assistant.request import read_request
@@ -55,12 +56,12 @@ def answer_turns(assistant, conversations: list[dict]) -> list[dict]:
             t0 = time.perf_counter()
             reply = assistant.answer_reply(history, with_text=False)
             tracks_s = time.perf_counter() - t0
-            generation = assistant._generate(list(history))
+            generation = assistant.writer.block(list(history))
             session = Session(history=[dict(t) for t in history[:-1]], played=played_tracks(history))
             refinement = read_request(history[-1]["content"], assistant.words)
             cards = [assistant._card(t, 0.0, session, refinement) for t in reply.ranked[:N_SHOW]]
             words, t1 = "", time.perf_counter()
-            for words in assistant._words(list(history), cards, session, refinement):
+            for words in assistant._words(assistant.writer, list(history), cards, session, refinement):
                 pass
             words_s = time.perf_counter() - t1
             n_tokens = len(assistant.tokenizer(words, add_special_tokens=False)["input_ids"]) if words else 0

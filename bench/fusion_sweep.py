@@ -44,9 +44,10 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     import torch
 
-    from assistant.chat import FUSION_WEIGHTS, MusicAssistant
+    from assistant.chat import MusicAssistant
     from assistant.conversations import conversations_path, read_conversations
     from assistant.evaluate import assistant_ranker, evaluate_system, format_table, replay_generations
+    from assistant.retrieval import FUSION_WEIGHTS
 
     torch.set_num_threads(2)
     if args.index is None:
@@ -60,10 +61,8 @@ def main(argv: list[str] | None = None) -> int:
     results = [evaluate_system("engine", assistant_ranker(MusicAssistant(tuned.index, name="engine")), conversations,
                                progress=False)]
     for ranking, weight in itertools.product(("codes", "likelihood"), BLOCK_WEIGHTS):
-        variant = MusicAssistant(tuned.index, tuned.model, tuned.tokenizer, tuned.vocab,
-                                 system_prompt=tuned.system_prompt, block_ranking=ranking,
-                                 fusion_weights={**FUSION_WEIGHTS, "block": weight})
-        variant._generate = tuned._generate  # the same blocks for every setting
+        variant = MusicAssistant(tuned.index, writer=tuned.writer,  # the same blocks for every setting
+                                 block_ranking=ranking, fusion_weights={**FUSION_WEIGHTS, "block": weight})
         name = f"{ranking} x{weight:g}"
         results.append(evaluate_system(name, assistant_ranker(variant), conversations, progress=False))
         print(f"{name}: nDCG@10 {results[-1].metrics['ndcg@10']:.4f}", file=sys.stderr)

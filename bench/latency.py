@@ -8,7 +8,7 @@ run: on the engine (``MusicAssistant.stream``) and through the app's controller 
 the Gradio page runs, ``app.ChatController.respond``, with the app's batched decoding). Printed:
 p50 and p95 of both, and the same for the engine without a model as the baseline, for the
 engine asking the model for its music block on every turn (also where the turn's ranking does
-not read it: ``MusicAssistant.reads_block``), for the engine guessing from the context alone
+not read it: ``Retrieval.reads_block``), for the engine guessing from the context alone
 (no ``generation.Phrasebook`` of the model's training replies), and for the engine decoding
 one token a pass (no guesses: ``generation.Decoder(draft_tokens=0)``).
 
@@ -150,9 +150,9 @@ def main(argv: list[str] | None = None) -> int:
     engine = MusicAssistant(tuned.index, name="engine")
     rows = [summarize("assistant (engine)", time_engine(tuned, conversations))]
     # The same answers with the model asked for a block on every turn, as if every ranking read it.
-    tuned.reads_block = lambda session, familiar=True: True
+    tuned.retrieval.reads_block = lambda history, session: True
     rows.append(summarize("a block every turn (engine)", time_engine(tuned, conversations)))
-    del tuned.reads_block
+    del tuned.retrieval.reads_block
     rows.append(summarize("assistant (app)", time_app(served, conversations)))
     tuned.decoder.phrasebook = None
     rows.append(summarize("context guesses (engine)", time_engine(tuned, conversations)))

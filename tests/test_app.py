@@ -19,7 +19,8 @@ import pytest
 import soundfile as sf
 
 from app import ERROR_MESSAGE, ChatController, audio_url, build_app, card_html, check_upload, launch, safe_audio_path
-from assistant.chat import MusicAssistant, TrackCard
+from assistant.chat import MusicAssistant
+from assistant.session import TrackCard
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",

@@ -9,7 +9,9 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from assistant.chat import FUSION_WEIGHTS, MusicAssistant, TrackCard
+from assistant.chat import MusicAssistant
+from assistant.retrieval import FUSION_WEIGHTS
+from assistant.session import TrackCard, first_and_last
 from assistant.facts import mode_of
 from assistant.generation import FINISH_TOKENS
 from assistant.refine import parse_refinement, satisfies
@@ -53,7 +55,7 @@ def test_int8_weights_answer_from_the_same_model_with_quantized_linear_layers(di
     assert all(t.id in int8.index.by_id for t in reply.tracks)
     # The same weights, rounded: the block's log-probabilities stay close to float32's.
     history = [{"role": "user", "content": "calm piano music please"}]
-    exact, rounded = assistant._generate(history), int8._generate(history)
+    exact, rounded = assistant.writer.block(history), int8.writer.block(history)
     for modality, scores in exact.code_log_probs.items():
         assert np.abs(np.exp(scores) - np.exp(rounded.code_log_probs[modality])).max() < 0.05
     with pytest.raises(ValueError, match="weights must be one of"):
@@ -70,7 +72,7 @@ def test_bfloat16_weights_answer_from_the_same_model_cast(dirs, assistant, one_t
     reply = half.reply(half.new_session(), "calm piano")
     assert reply.source == "model" and len(reply.tracks) == 3
     history = [{"role": "user", "content": "calm piano music please"}]
-    exact, rounded = assistant._generate(history), half._generate(history)
+    exact, rounded = assistant.writer.block(history), half.writer.block(history)
     for modality, scores in exact.code_log_probs.items():
         assert rounded.code_log_probs[modality].dtype == np.float32  # logits come back as float32
         assert np.abs(np.exp(scores) - np.exp(rounded.code_log_probs[modality])).max() < 0.05
@@ -159,15 +161,15 @@ def test_which_end_of_the_session_a_track_is_more_like_is_checked(assistant):
     waltz = "It's more like a waltz than a march."  # not about the session
     assert assistant.grounded_sentences(waltz, [card], first_and_last=(near, far)) == waltz
     # while it is written, the guard lets the true claim grow and refuses the other end begun
-    from assistant.chat import _likeness_false
+    from assistant.reply_check import likeness_false
 
     growing = "it's closer to the first one than to the "
-    assert not any(_likeness_false(growing + tail, subject, (near, far), growing=True)
+    assert not any(likeness_false(growing + tail, subject, (near, far), growing=True)
                    for tail in ("", "la", "last", "last one", "very la"))
-    assert all(_likeness_false(growing + tail, subject, (near, far), growing=True) for tail in ("ne", "fi"))
+    assert all(likeness_false(growing + tail, subject, (near, far), growing=True) for tail in ("ne", "fi"))
     # the end it is not more like is refused as soon as it is begun, so the true one can be written
-    assert _likeness_false("it's closer to the fi", subject, (far, near), growing=True)
-    assert not _likeness_false("it's closer to the la", subject, (far, near), growing=True)
+    assert likeness_false("it's closer to the fi", subject, (far, near), growing=True)
+    assert not likeness_false("it's closer to the la", subject, (far, near), growing=True)
     assert assistant.grounded_sentences("It's closer to the last one.", [card], first_and_last=(far, near)) == \
         "It's closer to the last one."
     # with nothing to compare (a first turn, or one track played), the claim has no ground
@@ -180,7 +182,7 @@ def test_which_end_of_the_session_a_track_is_more_like_is_checked(assistant):
                        {"role": "assistant", "content": "ok", "tracks": [near.id]},
                        {"role": "user", "content": "something faster"},
                        {"role": "assistant", "content": "ok", "tracks": [far.id]}]
-    assert assistant._first_and_last(session) == (near, far)
+    assert first_and_last(session, assistant.index.by_id) == (near, far)
 
 
 def test_text_never_names_tracks_that_were_not_retrieved(assistant):
@@ -255,7 +257,7 @@ def test_without_a_model_the_engine_answers_and_dense_search_is_the_last_resort(
     reply = plain.reply(plain.new_session(), "zzzz qqqq")
     assert reply.source == "engine" and len(reply.tracks) == 3
     words_only = MusicAssistant.load(index_dir, None, fusion_weights=dict(FUSION_WEIGHTS, dense=0.0))
-    with caplog.at_level(logging.INFO, logger="tonearm.chat"):
+    with caplog.at_level(logging.INFO, logger="tonearm.retrieval"):
         reply = words_only.reply(words_only.new_session(), "zzzz qqqq")
     assert reply.source == "dense-fallback" and any("dense fallback" in n for n in reply.notes)
     assert "dense fallback" in caplog.text
@@ -305,7 +307,7 @@ def test_long_history_is_trimmed_oldest_first(dirs):
         history += [{"role": "user", "content": f"request number {i} for calm piano music"},
                     {"role": "assistant", "content": "Here you go.", "tracks": []}]
     history.append({"role": "user", "content": "the latest request: fast electronic"})
-    ids = small._prompt_ids(small._messages(history))
+    ids = small.writer.prompt_ids(small.writer.messages(history))
     text = small.tokenizer.decode(ids)
     assert len(ids) <= 120 and "the latest request" in text and "request number 0 " not in text
     assert text.index("<|im_start|>user") < text.index("<|im_start|>assistant")  # whole turns were dropped
@@ -318,27 +320,51 @@ def test_fusion_lifts_the_best_word_match_and_can_be_turned_off(dirs):
                                  block_ranking="likelihood")
     history = [{"role": "user", "content": "fast electronic dance music with synths"}]
     session = blocks_only.new_session()
-    by_block, source, _ = blocks_only._rank(history, session, parse_refinement(""), 100)
-    generation = blocks_only._generate(history)
+    by_block, source, _ = blocks_only._rank(history, session, parse_refinement(""), 100, blocks_only.writer)
+    generation = blocks_only.writer.block(history)
     by_likelihood = blocks_only.index.rank_by_code_log_probs(generation.code_log_probs, k=100)
     assert source == "model" and [t for t, _ in by_block] == [t for t, _ in by_likelihood]
-    by_codes = MusicAssistant(fused.index, fused.model, fused.tokenizer, fused.vocab,
-                              text_fusion=False)._rank(history, session, parse_refinement(""), 100)[0]
+    codes_only = MusicAssistant(fused.index, fused.model, fused.tokenizer, fused.vocab, text_fusion=False)
+    by_codes = codes_only._rank(history, session, parse_refinement(""), 100, codes_only.writer)[0]
     assert [t for t, _ in by_codes] == [t for t, _ in blocks_only.index.retrieve(codes=generation.codes, k=100)]
     best_words = fused.index.search_lexical(history[0]["content"], k=1)[0][0]
     # Fused with the same block ranking (every track, by likelihood), so only the order can differ:
     # the codes' own matches depend on what the tiny model happens to write.
     words_too = MusicAssistant(fused.index, fused.model, fused.tokenizer, fused.vocab, block_ranking="likelihood")
-    by_both = [t for t, _ in words_too._rank(history, words_too.new_session(), parse_refinement(""), 100)[0]]
+    by_both = [t for t, _ in words_too._rank(history, words_too.new_session(), parse_refinement(""), 100,
+                                             words_too.writer)[0]]
     # The best word match can only rise: whatever stays above it was also above it by the block.
     assert by_both.index(best_words) <= [t for t, _ in by_block].index(best_words)
     assert sorted(by_both) == sorted(t for t, _ in by_block)
 
 
+def test_assistants_sharing_a_replayed_writer_decode_each_turn_once(dirs):
+    from assistant.evaluate import replay_generations
+    from assistant.writer import ReplayedBlocks
+
+    index_dir, model_dir = dirs
+    tuned = MusicAssistant.load(index_dir, model_dir)
+    tuned.retrieval.reranker = tuned.retrieval.later_reranker = tuned.retrieval.request_words = None
+    replay_generations(tuned)
+    replay_generations(tuned)  # wrapped once, however often asked
+    assert isinstance(tuned.writer, ReplayedBlocks) and not isinstance(tuned.writer.writer, ReplayedBlocks)
+    decoded, inner = [], tuned.writer.writer
+    block = inner.block
+    inner.block = lambda *args, **kw: decoded.append(args[0]) or block(*args, **kw)
+    blocks_only = MusicAssistant(tuned.index, writer=tuned.writer, text_fusion=False)
+    assert blocks_only.model is tuned.model and blocks_only.writer is tuned.writer
+    history = [{"role": "user", "content": "calm piano music"}]
+    alone, fused = blocks_only.answer_reply(history, with_text=False), tuned.answer_reply(history, with_text=False)
+    assert alone.source == fused.source == "model" and len(decoded) == 1
+    again = MusicAssistant(tuned.index, writer=tuned.writer, text_fusion=False).answer_reply(history, with_text=False)
+    assert again.ranked == alone.ranked and len(decoded) == 1  # the block read back, not decoded again
+    assert tuned.writer.block(history) is tuned.writer.block(history)
+
+
 def test_generation_keeps_the_distributions_its_block_was_drawn_from(dirs):
     index_dir, model_dir = dirs
     a = MusicAssistant.load(index_dir, model_dir)
-    generation = a._generate([{"role": "user", "content": "calm piano for reading"}])
+    generation = a.writer.block([{"role": "user", "content": "calm piano for reading"}])
     assert generation.codes is not None and set(generation.code_log_probs) == set(a.vocab.codebook_sizes)
     for modality, log_probs in generation.code_log_probs.items():
         assert log_probs.shape == (a.vocab.codebook_sizes[modality],)
@@ -359,7 +385,7 @@ def test_fusion_follows_the_session_and_checks_its_weights(dirs):
     session = only_session.new_session()
     session.played = list(played)
     history = [{"role": "user", "content": "another one"}]
-    ranked = [t for t, _ in only_session._rank(history, session, parse_refinement(""), 20)[0]]
+    ranked = [t for t, _ in only_session._rank(history, session, parse_refinement(""), 20, only_session.writer)[0]]
     # tracks of held-out playlists borrow their neighbours' playlist vectors; among the others, this playlist leads
     first = next(t for t in ranked if any(t in m for m in base.index.playlists.values()))
     assert first in members and not set(played) & set(ranked)
@@ -378,34 +404,36 @@ def test_a_request_in_words_the_model_never_trained_on_is_ranked_without_it(dirs
     a = MusicAssistant.load(index_dir, model_dir)
     trained = read_conversations(conversations_path(model_dir, "train"))
     known = next(t["content"] for c in trained for t in c["turns"] if t["role"] == "user")
-    assert a.request_words == RequestWords.from_conversations(trained)  # training kept them
-    assert a.knows_words([{"role": "user", "content": known}])
+    assert a.retrieval.request_words == RequestWords.from_conversations(trained)  # training kept them
+    assert a.retrieval.knows_words([{"role": "user", "content": known}])
     strange = [{"role": "user", "content": known}, {"role": "assistant", "content": "ok"},
                {"role": "user", "content": "zyzzyva quokka marimbaphone"}]
-    assert not a.knows_words(strange)
-    assert not a.knows_words([{"role": "user", "content": known + " quokka"}])  # one new word is enough
+    assert not a.retrieval.knows_words(strange)
+    assert not a.retrieval.knows_words([{"role": "user", "content": known + " quokka"}])  # one new word is enough
     engine_fusion = MusicAssistant(a.index, a.model, a.tokenizer, a.vocab,
                                    fusion_weights=dict(FUSION_WEIGHTS, block=0.0))
 
     def fused(assistant, history):
-        ranked, source, notes = assistant._rank(history, assistant.new_session(), parse_refinement(""), 50)
+        ranked, source, notes = assistant._rank(history, assistant.new_session(), parse_refinement(""), 50,
+                                                assistant.writer)
         return source, [t for t, score in ranked if score > 0], notes
 
     blocks = []
-    generate = a._generate
-    a._generate = lambda *args, **kw: blocks.append(args[0]) or generate(*args, **kw)
+    generate = a.writer.block
+    a.writer.block = lambda *args, **kw: blocks.append(args[0]) or generate(*args, **kw)
     source, ranked, notes = fused(a, strange)
     # the block is not read on such a turn, so the model is not asked for one
     assert source == "engine" and not blocks and any("words the model never trained on" in n for n in notes)
     assert ranked == fused(engine_fusion, strange)[1]
     # A re-ranker, learned on requests in the training words, is not used on other words either.
     names = feature_names(True)
-    a.reranker = Reranker(names, -np.ones(len(names)), np.zeros(len(names)), np.ones(len(names)))
+    a.retrieval.reranker = Reranker(names, -np.ones(len(names)), np.zeros(len(names)), np.ones(len(names)))
     assert fused(a, strange)[1] == ranked
     asked = [{"role": "user", "content": known}]
     assert fused(a, asked)[1] != fused(engine_fusion, asked)[1]
-    a.reranker, a.request_words = None, None  # a model trained before its words were kept: every request is known
-    assert a.knows_words(strange) and fused(a, strange)[1] != ranked
+    # a model trained before its words were kept: every request is known
+    a.retrieval.reranker, a.retrieval.request_words = None, None
+    assert a.retrieval.knows_words(strange) and fused(a, strange)[1] != ranked
 
 
 def test_a_later_turn_is_ranked_by_the_later_reranker_when_one_is_set(dirs):
@@ -413,12 +441,12 @@ def test_a_later_turn_is_ranked_by_the_later_reranker_when_one_is_set(dirs):
 
     index_dir, model_dir = dirs
     a = MusicAssistant.load(index_dir, model_dir)
-    a.request_words = None
+    a.retrieval.request_words = None
     names = feature_names(False)
     col = names.index("rr_lexical")
     by_words, against_words = (Reranker(names, np.eye(len(names))[col] * sign, np.zeros(len(names)),
                                         np.ones(len(names))) for sign in (1.0, -1.0))
-    a.reranker, a.later_reranker = by_words, against_words
+    a.retrieval.reranker, a.retrieval.later_reranker = by_words, against_words
     history = [{"role": "user", "content": "calm piano music"}]
     first = a.new_session()
     later = a.new_session()
@@ -426,12 +454,12 @@ def test_a_later_turn_is_ranked_by_the_later_reranker_when_one_is_set(dirs):
 
     def order(session):
         exclude = set(session.played)
-        return [t for t, _ in a._fuse([], history, session, 20, exclude)]
+        return [t for t, _ in a.retrieval.fuse([], history, session, 20, exclude)]
 
     words = [t for t, _ in a.index.search_lexical("calm piano music", k=20, exclude=set(later.played))]
     assert order(first)[0] == a.index.search_lexical("calm piano music", k=1)[0][0]  # a first request
     assert order(later)[0] != words[0] and order(later).index(words[0]) > order(later).index(words[-1])
-    a.later_reranker = None  # then one re-ranker ranks every turn
+    a.retrieval.later_reranker = None  # then one re-ranker ranks every turn
     assert order(later)[0] == words[0]
 
 
@@ -440,13 +468,13 @@ def test_the_model_is_asked_for_a_block_only_on_turns_whose_ranking_reads_it(dir
 
     index_dir, model_dir = dirs
     a = MusicAssistant.load(index_dir, model_dir)
-    a.request_words = None
+    a.retrieval.request_words = None
     fit = {w: Reranker(feature_names(w), np.ones(len(feature_names(w))), np.zeros(len(feature_names(w))),
                        np.ones(len(feature_names(w)))) for w in (True, False)}
-    a.reranker, a.later_reranker = fit[True], fit[False]  # the model's features on first requests only
+    a.retrieval.reranker, a.retrieval.later_reranker = fit[True], fit[False]  # the model's features on first requests only
     blocks = []
-    generate = a._generate
-    a._generate = lambda *args, **kw: blocks.append(args[0]) or generate(*args, **kw)
+    generate = a.writer.block
+    a.writer.block = lambda *args, **kw: blocks.append(args[0]) or generate(*args, **kw)
     session = a.new_session()
     first = a.reply(session, "calm piano music")
     assert first.source == "model" and len(blocks) == 1
@@ -455,19 +483,19 @@ def test_the_model_is_asked_for_a_block_only_on_turns_whose_ranking_reads_it(dir
     assert any("without the model's block" in n for n in later.notes)
     assert later.generated  # the model still writes the reply about the tracks shown
     assert not {c.id for c in later.tracks} & {c.id for c in first.tracks}
-    a.later_reranker = fit[True]
+    a.retrieval.later_reranker = fit[True]
     assert a.reply(session, "something slower").source == "model" and len(blocks) == 2
 
 
 def test_weighted_rank_fusion():
-    from assistant.chat import _rrf
+    from assistant.retrieval import rrf
 
     a, b = [("x", 0), ("y", 0)], [("y", 0), ("x", 0)]
-    assert [t for t, _ in _rrf([a, b])] == ["x", "y"]  # a tie, broken by id
-    assert [t for t, _ in _rrf([a, b], weights=[1.0, 2.0])] == ["y", "x"]
-    assert [t for t, _ in _rrf([a, b], weights=[0.0, 1.0])] == ["y", "x"]
+    assert [t for t, _ in rrf([a, b])] == ["x", "y"]  # a tie, broken by id
+    assert [t for t, _ in rrf([a, b], weights=[1.0, 2.0])] == ["y", "x"]
+    assert [t for t, _ in rrf([a, b], weights=[0.0, 1.0])] == ["y", "x"]
     with pytest.raises(ValueError):
-        _rrf([a, b], weights=[1.0])
+        rrf([a, b], weights=[1.0])
 
 
 def test_the_words_keep_to_their_budget_and_write_no_music_tokens(assistant):
@@ -483,7 +511,7 @@ def test_the_words_keep_to_their_budget_and_write_no_music_tokens(assistant):
 def test_a_sentence_open_at_the_budget_may_finish_and_nothing_more(assistant):
     from assistant.generation import DecodeState, Decoder
 
-    ids = assistant._prompt_ids(assistant._messages([{"role": "user", "content": "calm piano"}]))
+    ids = assistant.writer.prompt_ids(assistant.writer.messages([{"role": "user", "content": "calm piano"}]))
     _, block_ids = assistant.decoder.block(ids, DecodeState())
     for draft in (0, 8):
         decoder = Decoder(assistant.model, assistant.tokenizer, assistant.vocab, draft_tokens=draft, max_words_tokens=4)
@@ -667,22 +695,22 @@ def test_a_claim_about_singing_must_match_the_cards(assistant):
 
 
 def test_a_garbled_claim_of_singing_is_still_read_as_one():
-    from assistant.chat import _says_false
+    from assistant.reply_check import says_false
     from index.track import Track
 
     instrumental = Track(id="i", descriptors={"vocals": 0.05})
     before = Track(id="b", descriptors={"vocals": 0.05})
     # A first `make demo` model wrote this of an instrumental sonata after "no vocals please".
-    assert _says_false("It has more vocally than the last one.", instrumental, before)
-    assert _says_false("It has more vocals than the last one.", instrumental, before)
-    assert not _says_false("It is instrumental.", instrumental, before)
+    assert says_false("It has more vocally than the last one.", instrumental, before)
+    assert says_false("It has more vocals than the last one.", instrumental, before)
+    assert not says_false("It is instrumental.", instrumental, before)
 
 
 def test_the_decoder_reuses_its_cache_and_decodes_the_same(assistant):
     from assistant.generation import DecodeState, common_prefix
 
     decoder = assistant.decoder
-    ids = assistant._prompt_ids(assistant._messages([{"role": "user", "content": "calm piano"}]))
+    ids = assistant.writer.prompt_ids(assistant.writer.messages([{"role": "user", "content": "calm piano"}]))
     state = DecodeState()
     block, block_ids = decoder.block(ids, state)
     assert block_ids[: len(ids)] == ids and set(block.codes) == set(assistant.vocab.codebook_sizes)
@@ -698,7 +726,7 @@ def test_the_decoder_reuses_its_cache_and_decodes_the_same(assistant):
 def test_words_guessed_from_the_context_are_the_greedy_words(assistant):
     from assistant.generation import DecodeState, Decoder, lookup_draft
 
-    ids = assistant._prompt_ids(assistant._messages([{"role": "user", "content": "calm piano"}]))
+    ids = assistant.writer.prompt_ids(assistant.writer.messages([{"role": "user", "content": "calm piano"}]))
     _, block_ids = assistant.decoder.block(ids, DecodeState())
     one_a_pass = Decoder(assistant.model, assistant.tokenizer, assistant.vocab, draft_tokens=0)
     guessing = Decoder(assistant.model, assistant.tokenizer, assistant.vocab, draft_tokens=8)
@@ -718,7 +746,7 @@ def test_words_guessed_from_the_context_are_the_greedy_words(assistant):
 def test_guesses_from_a_phrasebook_keep_the_greedy_words_in_fewer_passes(assistant):
     from assistant.generation import DecodeState, Decoder, Phrasebook
 
-    ids = assistant._prompt_ids(assistant._messages([{"role": "user", "content": "calm piano"}]))
+    ids = assistant.writer.prompt_ids(assistant.writer.messages([{"role": "user", "content": "calm piano"}]))
     _, block_ids = assistant.decoder.block(ids, DecodeState())
     one_a_pass, state = Decoder(assistant.model, assistant.tokenizer, assistant.vocab, draft_tokens=0), DecodeState()
     expected = list(one_a_pass.words(block_ids, state))
@@ -777,13 +805,13 @@ def test_an_artist_with_initials_is_named_whole(assistant, monkeypatch):
 
 
 def test_the_guard_passes_over_a_comparison_that_is_false(assistant):
-    from assistant.chat import _says_false
+    from assistant.reply_check import says_false
     from assistant.grounding import ClaimGuard
 
     by_tempo = sorted((t for t in assistant.index.tracks if t.descriptors.get("tempo_bpm")),
                       key=lambda t: float(t.descriptors["tempo_bpm"]))
     slowest, fastest = by_tempo[0], by_tempo[-1]
-    guard = ClaimGuard.for_tracks(fastest, slowest, holds=lambda s: not _says_false(s, fastest, slowest))
+    guard = ClaimGuard.for_tracks(fastest, slowest, holds=lambda s: not says_false(s, fastest, slowest))
     assert guard.allows("It's faster than the last one.") and not guard.allows("It's slower than the last one.")
     assert not guard.allows("It's faster. It's slower")  # the sentence being written is judged
     unguarded = ClaimGuard.for_tracks(fastest, slowest)
@@ -798,7 +826,7 @@ def test_the_guard_refuses_another_catalog_name_once_it_is_written_whole(assista
     monkeypatch.setattr(subject, "title", prefix.title + "2")  # "Calm Piano No. 12" on screen, "... No. 1" not
     fresh = MusicAssistant(assistant.index)  # reads the titles as they now are
     shown = [subject]
-    strangers = lambda text, growing=True: fresh._names_strangers(text, shown, shown, growing=growing)  # noqa: E731
+    strangers = lambda text, growing=True: fresh.check.names_strangers(text, shown, shown, growing=growing)  # noqa: E731
     assert strangers("A calm piece from Circuit Veil") and strangers("A calm piece from Circuit Veil ")
     assert not strangers("A calm piece from Circuit") and not strangers("A calm piece by Lena Harrow.")
     # a title not on screen that the one on screen goes on from counts only once it ends there
@@ -812,8 +840,8 @@ def test_the_guard_refuses_another_catalog_name_once_it_is_written_whole(assista
     assert strangers("A calm piece by Lena, at about") and strangers("A calm piece by Lena.", growing=False)
     monkeypatch.setattr(subject, "title", prefix.title + ", but longer")  # another title begins this one
     longer = MusicAssistant(assistant.index)
-    assert not longer._names_strangers(f'Try "{prefix.title}, but', shown, shown, growing=True)
-    assert longer._names_strangers(f'Try "{prefix.title}, and', shown, shown, growing=True)
+    assert not longer.check.names_strangers(f'Try "{prefix.title}, but', shown, shown, growing=True)
+    assert longer.check.names_strangers(f'Try "{prefix.title}, and', shown, shown, growing=True)
 
 
 def test_a_stop_the_guard_does_not_allow_gives_way_to_the_next_token(assistant):
@@ -833,7 +861,7 @@ def test_a_stop_the_guard_does_not_allow_gives_way_to_the_next_token(assistant):
 def test_a_title_begun_and_not_among_the_likeliest_is_written_out(assistant):
     from assistant.generation import DecodeState, Decoder
 
-    ids = assistant._prompt_ids(assistant._messages([{"role": "user", "content": "calm piano"}]))
+    ids = assistant.writer.prompt_ids(assistant.writer.messages([{"role": "user", "content": "calm piano"}]))
     _, block_ids = assistant.decoder.block(ids, DecodeState())
     title = '"Airship Overture"'
     allows = lambda text: text.startswith(title)  # noqa: E731  no token on its own passes
@@ -859,7 +887,7 @@ def test_a_guarded_reply_says_only_what_its_guard_allows(assistant):
 
     from assistant.generation import DecodeState, Decoder
 
-    ids = assistant._prompt_ids(assistant._messages([{"role": "user", "content": "calm piano"}]))
+    ids = assistant.writer.prompt_ids(assistant.writer.messages([{"role": "user", "content": "calm piano"}]))
     _, block_ids = assistant.decoder.block(ids, DecodeState())
     no_digits = lambda text: not re.search(r"[0-9]", text)  # noqa: E731
     texts = {}
@@ -970,13 +998,13 @@ def test_two_turns_at_once_decode_as_they_would_alone(assistant):
 
     histories = [[{"role": "user", "content": "calm piano please"}],
                  [{"role": "user", "content": "fast electronic dance music"}]]
-    alone = [assistant._generate(h, DecodeState()) for h in histories]
+    alone = [assistant.writer.block(h, DecodeState()) for h in histories]
     together: list = [None, None]
     barrier = threading.Barrier(2)
 
     def run(i: int) -> None:
         barrier.wait()
-        together[i] = [assistant._generate(histories[i], DecodeState()) for _ in range(3)]
+        together[i] = [assistant.writer.block(histories[i], DecodeState()) for _ in range(3)]
 
     threads = [threading.Thread(target=run, args=(i,)) for i in range(2)]
     for t in threads:

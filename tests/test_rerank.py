@@ -126,7 +126,7 @@ def test_blocks_generated_sessions_at_once_are_those_of_one_turn_at_a_time(dirs)
     assistant = MusicAssistant.load(index_dir, model_dir)
     sessions = [[h for h, _ in eval_turns(c)] for c in read_conversations(conversations_path(model_dir, "val"))]
     assert max(map(len, sessions)) > 1  # a session's later turns reuse its cache
-    alone = [[assistant._generate(h) for h in session] for session in sessions]
+    alone = [[assistant.writer.block(h) for h in session] for session in sessions]
     assistant = MusicAssistant.load(index_dir, model_dir, batch_sessions=True)
     plain = assistant.decoder
     together = generate_turns(assistant, sessions, workers=3, progress=False)
@@ -174,14 +174,14 @@ def test_fitted_on_validation_the_reranker_is_used_and_scored_against_its_no_mod
     on = report["by_turn"]["model_features_on"]
     assert set(on) <= {"first", "later"}
     loaded = MusicAssistant.load(index_dir, model)
-    assert loaded.reranker.with_model == ("first" in on)
-    assert (loaded.later_reranker or loaded.reranker).with_model == ("later" in on)
+    assert loaded.retrieval.reranker.with_model == ("first" in on)
+    assert (loaded.retrieval.later_reranker or loaded.retrieval.reranker).with_model == ("later" in on)
     # A fit from before the choice of turns uses the model's features on every turn.
     data = json.loads((model / RERANKER_FILE).read_text())
     del data["report"]["by_turn"]
     (model / RERANKER_FILE).write_text(json.dumps(data))
     old = MusicAssistant.load(index_dir, model)
-    assert old.reranker.with_model and old.later_reranker is None
+    assert old.retrieval.reranker.with_model and old.retrieval.later_reranker is None
     both = rerankers_by_turn(model)
     assert set(both) == {"first", "later"}
     assert all(r.to_dict() == rerankers["with_model"].to_dict() for r in both.values())
@@ -209,4 +209,4 @@ def test_too_few_validation_turns_fit_no_reranker_and_remove_an_old_one(dirs, tm
     report = fit_reranker_for(model, MusicIndex.load(index_dir), val, folds=0, progress=False)
     assert report["turns"] == turns and "rank fusion" in report["skipped"]
     assert not (model / RERANKER_FILE).exists()
-    assert MusicAssistant.load(index_dir, model).reranker is None
+    assert MusicAssistant.load(index_dir, model).retrieval.reranker is None
