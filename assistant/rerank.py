@@ -243,11 +243,11 @@ def turn_rows(assistant, conversations: Sequence[dict], *, progress: bool = True
     turn would see them)."""
     from tqdm.auto import tqdm
 
+    from .conversations import played_tracks
+    from .metrics import eval_turns
     from .retrieval import CANDIDATES
     from .session import Session
     from .writer import Generation
-    from .conversations import played_tracks
-    from .metrics import eval_turns
 
     points = [(conv, history, relevant) for conv in conversations for history, relevant in eval_turns(conv)]
     if assistant.model is not None:

@@ -39,11 +39,11 @@ from bench.latency import (  # noqa: E402
 def answer_turns(assistant, conversations: list[dict]) -> list[dict]:
     """Every assistant turn answered from the history before it: its block, cards, words and times."""
     from assistant.chat import N_SHOW
-    from assistant.session import Session
     from assistant.conversations import played_tracks
     from assistant.evaluate import replay_generations
-    from assistant.request import read_request
     from assistant.metrics import ndcg_at_k
+    from assistant.request import read_request
+    from assistant.session import Session
 
     replay_generations(assistant)  # the block the turn decoded is read back below, not decoded again
     out = []
