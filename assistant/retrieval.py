@@ -218,9 +218,11 @@ class Retrieval:
         played carry its direction when a request is vague. The model and the re-ranker both
         learned from requests in the synthesized conversations' words; a request in other words
         (``familiar`` False, from ``knows_words``) is ranked by the rank fusion without the block.
+        So is a turn without a block whose re-ranker reads the model's features (the model was
+        loaded while the turn ran): those features would all be 0, which it was never fitted on.
         """
         reranker = self.reranker_for(session)
-        if reranker is not None and familiar:
+        if reranker is not None and familiar and (generation is not None or not reranker.with_model):
             rankings = self.rankings(by_block, history, session, k, exclude, generation)
             log_probs = generation.code_log_probs if generation is not None else None
             candidates, rows = candidate_features(rankings, log_probs, self.index.track_codes,

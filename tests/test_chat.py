@@ -436,6 +436,25 @@ def test_a_request_in_words_the_model_never_trained_on_is_ranked_without_it(dirs
     assert a.retrieval.knows_words(strange) and fused(a, strange)[1] != ranked
 
 
+def test_a_reranker_that_reads_the_model_is_not_used_on_a_turn_without_its_block(dirs):
+    from assistant.rerank import Reranker, feature_names
+
+    index_dir, _ = dirs
+    engine = MusicAssistant.load(index_dir, None)
+    names = feature_names(True)
+    col = names.index("rr_lexical")
+    against_words = Reranker(names, -np.eye(len(names))[col], np.zeros(len(names)), np.ones(len(names)))
+    history = [{"role": "user", "content": "calm piano music"}]
+    plain = engine.answer_reply(history, with_text=False).ranked
+    # a model loaded while the turn ran: its re-ranker is set, and this turn has no block for it
+    engine.retrieval.reranker = against_words
+    assert engine.answer_reply(history, with_text=False).ranked == plain
+    without_model = Reranker(feature_names(False), -np.eye(len(feature_names(False)))[col],
+                             np.zeros(len(feature_names(False))), np.ones(len(feature_names(False))))
+    engine.retrieval.reranker = without_model  # one that needs no block still ranks
+    assert engine.answer_reply(history, with_text=False).ranked != plain
+
+
 def test_a_later_turn_is_ranked_by_the_later_reranker_when_one_is_set(dirs):
     from assistant.rerank import Reranker, feature_names
 
