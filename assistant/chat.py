@@ -34,7 +34,7 @@ from .retrieval import CANDIDATES, Retrieval
 from .session import Reply, Session, TrackCard, TurnUpdate, UploadedSong, first_and_last, record, reference_for
 from .upload import answer as answer_about_upload
 from .upload import detect_intents
-from .writer import MAX_CONTEXT_TOKENS, ModelWriter
+from .writer import MAX_CONTEXT_TOKENS, ModelWriter, check_index
 
 log = logging.getLogger("tonearm.chat")
 
@@ -111,10 +111,7 @@ class MusicAssistant:
 
     def use_writer(self, writer: ModelWriter) -> None:
         """Answer with ``writer`` from the next turn on; a turn already running keeps its own."""
-        if writer.vocab.codebook_sizes != self.index.codebook_sizes:
-            raise ValueError(f"the model was trained for another index (codebook sizes "
-                             f"{writer.vocab.codebook_sizes} vs {self.index.codebook_sizes}); "
-                             f"retrain it on {self.index.root}")
+        check_index(writer.vocab, self.index)  # the writer may come from an assistant over another index
         self.writer = writer
 
     def use_model(self, model, tokenizer, vocab, *, system_prompt: str | None = None, phrasebook=None) -> None:

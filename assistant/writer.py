@@ -25,6 +25,13 @@ from .generation import Decoder, DecodeState
 MAX_CONTEXT_TOKENS = 768  # the prompt's budget; the oldest turns go first beyond it
 
 
+def check_index(vocab, index) -> None:
+    """Raise ValueError unless a model with music tokens ``vocab`` can read ``index``'s codes."""
+    if vocab.codebook_sizes != index.codebook_sizes:
+        raise ValueError(f"the model was trained for another index (codebook sizes {vocab.codebook_sizes} "
+                         f"vs {index.codebook_sizes}); retrain it on {index.root}")
+
+
 @dataclass
 class Generation:
     """What the model wrote for a turn.
@@ -63,9 +70,7 @@ class ModelWriter:
     def __init__(self, model, tokenizer, vocab, index, *, system_prompt: str,
                  max_context_tokens: int = MAX_CONTEXT_TOKENS, max_new_tokens: int = 60, batched: bool = False,
                  phrasebook=None):
-        if vocab.codebook_sizes != index.codebook_sizes:
-            raise ValueError(f"the model was trained for another index (codebook sizes {vocab.codebook_sizes} "
-                             f"vs {index.codebook_sizes}); retrain it on {index.root}")
+        check_index(vocab, index)
         self.model, self.tokenizer, self.vocab, self.index = model, tokenizer, vocab, index
         self.system_prompt = system_prompt
         self.max_context_tokens = max_context_tokens
