@@ -271,7 +271,7 @@ class ClaimGuard:
           before's), as it is written.
         - A word is not written twice in a row, nor twice in one list, nor a phrase of three words
           or more twice at once, nor four words twice anywhere in the sentence, outside a name;
-          nor a sentence the reply has said already.
+          nor a sentence the reply has said already, nor a title the sentence has quoted already.
         - A small word is not glued to a capital ("fromString"), outside a name.
         - Then ``holds``, if given.
         """
@@ -284,8 +284,11 @@ class ClaimGuard:
         low = sentence.lower()
         quotes = sentence.split('"')
         titles = self.titles
-        if any(q.strip() not in titles for q in quotes[1:-1:2]):
+        quoted = [q.strip() for q in quotes[1:-1:2]]
+        if any(q not in titles for q in quoted):
             return False  # a finished quote that is not a title on screen
+        if len(set(quoted)) < len(quoted):
+            return False  # a title quoted again is a loop ('"A","A",...')
         if self._name_cut_short(sentence):
             return False
         if len(quotes) % 2 == 0:  # inside a quote: it must be going on to a title, as it is written
@@ -293,7 +296,7 @@ class ClaimGuard:
             if album is not None and not any(names_album(album, c.album) for c in self.tracks):
                 return False
             begun = text[text.rfind('"') + 1:]  # as written: a sentence is stripped of a trailing "\xa0"
-            return any(title.startswith(begun) for title in titles)
+            return any(title.startswith(begun) for title in titles if title not in quoted)
         about = next((c for c in self.cards if c.named_in(low)), self.cards[0] if self.cards else None)
         reference = self.reference
         comparing = reference is not None and (bool(COMPARING.search(low)) or reference.named_in(low))

@@ -152,6 +152,18 @@ def test_four_words_said_twice_in_one_sentence_are_a_loop():
     assert g.allows('Here\'s "Apex" by Maxstack, like the last one by Maxstack.')
 
 
+def test_a_title_quoted_twice_in_one_sentence_is_a_loop():
+    hymn = Track(id="h", title="Lift Every Voice and Sing", artist="J. Rosamond Johnson")
+    g = ClaimGuard.for_tracks(hymn, shown=[hymn, REEL])
+    assert g.allows('Here\'s "Lift Every Voice and Sing" by J. Rosamond Johnson.')
+    assert not g.allows('Here\'s "Lift Every Voice and Sing","L')  # the loop the model fell into
+    assert g.allows('Here\'s "Lift Every Voice and Sing", like "Reel No. 12"')  # another card's title
+    assert g.allows('Here\'s "Lift Every Voice and Sing". Like "Lift Every Voice and Sing"')  # another sentence
+    # the only way on inside the quote was the title said already: nothing is offered
+    alone = ClaimGuard.for_tracks(hymn, shown=[hymn])
+    assert not alone.allows('Here\'s "Lift Every Voice and Sing","') and alone.completion('Here\'s "Lift Every Voice and Sing","') is None
+
+
 def test_an_artist_left_inside_its_first_word_is_refused():
     g = ClaimGuard.for_tracks(Track(id="b", title="Battle Theme", artist="remaxim"))
     assert g.allows('Here\'s "Battle Theme" by r') and g.allows('Here\'s "Battle Theme" by remaxim (')
